@@ -1,0 +1,13 @@
+//! The pure core: wire formats, topology, routes, MAC table, the forwarding
+//! state machine. Nothing here touches a socket, a file or the clock; time is
+//! passed in as `Instant`.
+
+pub mod backoff;
+pub mod mac_table;
+pub mod peer_name;
+pub mod router;
+pub mod routes;
+pub mod topology;
+pub mod wire;
+
+pub use peer_name::PeerName;

@@ -1,0 +1,1 @@
+//! Host plumbing: netlink, network namespaces, TAP, iptables, gratuitous ARP.
