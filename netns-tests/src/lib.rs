@@ -1,1 +1,38 @@
-pub fn x(){}
+//! Test bed for weave-rs: real routers in real network namespaces.
+//!
+//! A [`Lab`] owns a unique name prefix (`wrt<pid>x<counter>`), so tests can
+//! run in parallel, and everything it makes is removed when the guards drop,
+//! including when the test panics:
+//!
+//! * [`Host`]: a network namespace standing for a machine; the weave-rs
+//!   router runs in it ([`Host::launch`], [`Host::weave`],
+//!   [`Host::status_json`]).
+//! * [`Container`]: a network namespace that a router attaches
+//!   (`weave-rs attach CIDR /var/run/netns/<name>`).
+//! * the underlay: a "switch" namespace with a bridge and one veth per host
+//!   ([`Lab::switched_hosts`], hosts on 10.77.0.0/24), or point-to-point
+//!   links ([`Lab::link`], [`Lab::chain`]) with forwarding off.
+//!
+//! Only namespaces the test made receive traffic. Every command run through
+//! the harness has a timeout, and a failing one panics with its stderr.
+
+pub mod cmd;
+pub mod container;
+pub mod host;
+pub mod lab;
+pub mod netns;
+pub mod report;
+pub mod tools;
+pub mod wire;
+
+pub use cmd::{run, sh, Output};
+pub use container::Container;
+pub use host::{weave_bin, Host, NO_ARGS};
+pub use lab::{launch_mesh, wait_full_mesh, Lab};
+pub use std::time::Duration;
+pub use netns::{in_netns, spawn_in_netns, AsNetns, Netns};
+pub use report::{Conn, Report};
+pub use tools::{
+    icmp_echo_reply_sniffer, iperf3_client, ping, ping_count, try_wait_until, wait_until,
+    Iperf3Server, IperfResult,
+};

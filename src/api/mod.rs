@@ -1,1 +1,5 @@
-//! The local control API.
+//! The local control API between the CLI and its host's router.
+
+pub mod client;
+pub mod protocol;
+pub mod server;

@@ -3,6 +3,7 @@
 //! passed in as `Instant`.
 
 pub mod backoff;
+pub mod cidr;
 pub mod mac_table;
 pub mod peer_name;
 pub mod router;

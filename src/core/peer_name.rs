@@ -98,7 +98,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed_names() {
-        for s in ["", "0a:bc", "0a:bc:00:01:ff:10:11", "0a:bc:00:01:ff:1", "zz:bc:00:01:ff:10"] {
+        for s in [
+            "",
+            "0a:bc",
+            "0a:bc:00:01:ff:10:11",
+            "0a:bc:00:01:ff:1",
+            "zz:bc:00:01:ff:10",
+        ] {
             assert!(s.parse::<PeerName>().is_err(), "{s} accepted");
         }
     }

@@ -1,0 +1,399 @@
+//! A simulated machine: a network namespace where a weave-rs router runs.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cmd::{run_cmd, Output};
+use crate::container::Container;
+use crate::lab::Ctx;
+use crate::netns::{AsNetns, Netns};
+use crate::report::Report;
+
+/// No arguments: `h1.launch(NO_ARGS)`.
+pub const NO_ARGS: &[&str] = &[];
+
+/// Timeout of `weave-rs launch` (it returns once the router answers).
+pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of any other weave-rs command.
+pub const WEAVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the weave-rs binary under test is expected: `$WEAVE_RS_BIN`, else
+/// `<workspace>/target/debug/weave-rs`.
+pub fn weave_bin_path() -> PathBuf {
+    match std::env::var_os("WEAVE_RS_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace dir")
+            .join("target/debug/weave-rs"),
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The weave-rs binary under test (see [`weave_bin_path`]). Panics when it
+/// is missing.
+#[track_caller]
+pub fn weave_bin() -> PathBuf {
+    let path = weave_bin_path();
+    if !is_executable(&path) {
+        panic!(
+            "weave-rs binary not found (or not executable) at {}: run `cargo build` in the \
+             workspace first, or set WEAVE_RS_BIN",
+            path.display()
+        );
+    }
+    path
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct LinkInfo {
+    /// Namespace at the other end of a point-to-point link; None = switch.
+    pub peer: Option<String>,
+    pub addr: Ipv4Addr,
+    #[allow(dead_code)]
+    pub ifname: String,
+}
+
+/// A host: a network namespace with underlay links and (once launched) a
+/// weave-rs router. Dropping it kills the router and deletes the namespace;
+/// when the test is panicking it first prints the router's report and log.
+pub struct Host {
+    short: String,
+    ctx: Arc<Ctx>,
+    state_dir: PathBuf,
+    links: Mutex<Vec<LinkInfo>>,
+    ifaces: AtomicU32,
+    peer_name: Mutex<Option<String>>,
+    last_launch: Mutex<Option<Vec<String>>>,
+    ns: Netns,
+}
+
+impl AsNetns for Host {
+    fn netns(&self) -> &Netns {
+        &self.ns
+    }
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "host {} ({})", self.short, self.ns.name())
+    }
+}
+
+impl Host {
+    #[track_caller]
+    pub(crate) fn new(ctx: Arc<Ctx>, short: &str) -> Host {
+        let ns = Netns::create(&format!("{}{short}", ctx.prefix));
+        let state_dir = ctx.dir.join(short);
+        std::fs::create_dir_all(&state_dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", state_dir.display()));
+        Host {
+            short: short.into(),
+            ctx,
+            state_dir,
+            links: Mutex::new(Vec::new()),
+            ifaces: AtomicU32::new(0),
+            peer_name: Mutex::new(None),
+            last_launch: Mutex::new(None),
+            ns,
+        }
+    }
+
+    pub(crate) fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    pub(crate) fn next_ifname(&self) -> String {
+        format!("ul{}", self.ifaces.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn add_link(&self, l: LinkInfo) {
+        self.links.lock().unwrap().push(l);
+    }
+
+    /// Short name, like "h1".
+    pub fn name(&self) -> &str {
+        &self.short
+    }
+
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+
+    /// The router's state directory (WEAVE_RS_STATE_DIR).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// This host's first underlay address.
+    #[track_caller]
+    pub fn ip(&self) -> Ipv4Addr {
+        self.links
+            .lock()
+            .unwrap()
+            .first()
+            .unwrap_or_else(|| panic!("{} has no underlay link", self.short))
+            .addr
+    }
+
+    /// Every underlay address of this host.
+    pub fn ips(&self) -> Vec<Ipv4Addr> {
+        self.links.lock().unwrap().iter().map(|l| l.addr).collect()
+    }
+
+    /// The address of this host that `other` reaches directly (a shared
+    /// link, or the switch when both are plugged into it).
+    #[track_caller]
+    pub fn addr_for(&self, other: &Host) -> Ipv4Addr {
+        let mine = self.links.lock().unwrap().clone();
+        let theirs = other.links.lock().unwrap().clone();
+        if let Some(l) = mine
+            .iter()
+            .find(|l| l.peer.as_deref() == Some(other.ns.name()))
+        {
+            return l.addr;
+        }
+        if theirs.iter().any(|l| l.peer.is_none()) {
+            if let Some(l) = mine.iter().find(|l| l.peer.is_none()) {
+                return l.addr;
+            }
+        }
+        panic!("{} and {} share no underlay link", self.short, other.short)
+    }
+
+    /// The peer name the last successful launch printed (or reported).
+    pub fn peer_name(&self) -> Option<String> {
+        self.peer_name.lock().unwrap().clone()
+    }
+
+    fn weave_command<S: AsRef<str>>(&self, args: &[S]) -> Command {
+        let bin = weave_bin();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.ns.name()]);
+        c.arg(bin);
+        c.args(args.iter().map(|s| s.as_ref()));
+        c.env("WEAVE_RS_STATE_DIR", &self.state_dir);
+        c.env("RUST_BACKTRACE", "1");
+        c
+    }
+
+    /// Runs `weave-rs ARGS...` in this host's namespace (30 s timeout).
+    #[track_caller]
+    pub fn weave<S: AsRef<str>>(&self, args: &[S]) -> Output {
+        run_cmd(self.weave_command(args), WEAVE_TIMEOUT)
+    }
+
+    /// Runs `weave-rs ARGS...`; it must succeed. Returns stdout.
+    #[track_caller]
+    pub fn weave_ok<S: AsRef<str>>(&self, args: &[S]) -> String {
+        self.weave(args).ok().stdout
+    }
+
+    /// Runs `weave-rs launch ARGS...` and returns its output, whatever it is.
+    #[track_caller]
+    pub fn try_launch<S: AsRef<str>>(&self, args: &[S]) -> Output {
+        let mut argv = vec!["launch".to_string()];
+        argv.extend(args.iter().map(|s| s.as_ref().to_string()));
+        run_cmd(self.weave_command(&argv), LAUNCH_TIMEOUT)
+    }
+
+    /// `weave-rs launch ARGS...` in this host; returns once launch returned
+    /// (the router is ready). Panics (with stderr and the router log) when
+    /// it fails. Returns the router's peer name.
+    #[track_caller]
+    pub fn launch<S: AsRef<str>>(&self, args: &[S]) -> String {
+        let args: Vec<String> = args.iter().map(|s| s.as_ref().to_string()).collect();
+        let out = self.try_launch(&args);
+        if !out.success() {
+            panic!(
+                "launch on {} failed:\n{out}\n  --- router log ---\n{}",
+                self.short,
+                self.log_tail(40)
+            );
+        }
+        if self.router_pids().is_empty() {
+            panic!(
+                "launch on {} returned success but no process runs in its namespace:\n{out}\n  --- router log ---\n{}",
+                self.short,
+                self.log_tail(40)
+            );
+        }
+        *self.last_launch.lock().unwrap() = Some(args);
+        let name = match parse_peer_name(&out.stdout) {
+            Some(n) => n,
+            None => self.status_json().name,
+        };
+        *self.peer_name.lock().unwrap() = Some(name.clone());
+        name
+    }
+
+    /// Launches again with the arguments of the last successful launch.
+    #[track_caller]
+    pub fn relaunch(&self) -> String {
+        let args = self
+            .last_launch
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| panic!("{} was never launched", self.short));
+        self.launch(&args)
+    }
+
+    /// `weave-rs report`, parsed. Panics when the command fails or its JSON
+    /// cannot be read.
+    #[track_caller]
+    pub fn status_json(&self) -> Report {
+        let out = self.weave(&["report"]);
+        if !out.success() {
+            panic!(
+                "report on {} failed:\n{out}\n  --- router log ---\n{}",
+                self.short,
+                self.log_tail(40)
+            );
+        }
+        Report::parse(&out.stdout)
+            .unwrap_or_else(|e| panic!("report on {}: {e}\n{out}", self.short))
+    }
+
+    /// `weave-rs attach CIDR <container's netns path>`; must succeed.
+    #[track_caller]
+    pub fn attach(&self, c: &Container, cidr: &str) {
+        self.weave_ok(&["attach", cidr, &c.path()]);
+    }
+
+    /// Pids in this host's namespace (the router and anything it started).
+    pub fn router_pids(&self) -> Vec<i32> {
+        self.ns.pids()
+    }
+
+    /// Is anything (the router) running in this host's namespace?
+    pub fn router_running(&self) -> bool {
+        !self.router_pids().is_empty()
+    }
+
+    /// SIGKILLs every process in the host's namespace; returns their pids.
+    #[track_caller]
+    pub fn kill_router(&self) -> Vec<i32> {
+        let pids = self.ns.kill_all();
+        assert!(
+            !pids.is_empty(),
+            "no router process to kill on {}",
+            self.short
+        );
+        assert!(
+            self.router_pids().is_empty(),
+            "processes survived SIGKILL on {}",
+            self.short
+        );
+        pids
+    }
+
+    /// The last `n` lines of every log file in the state dir.
+    pub fn log_tail(&self, n: usize) -> String {
+        let mut s = String::new();
+        let mut files: Vec<PathBuf> = walk(&self.state_dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(n);
+            s.push_str(&format!("    ==> {} <==\n", f.display()));
+            for l in &lines[from..] {
+                s.push_str("    ");
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        if s.is_empty() {
+            s = format!("    (no *.log under {})", self.state_dir.display());
+        }
+        s
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut msg = format!(
+                "\n===== netns-tests: state of {} at failure =====\n",
+                self.short
+            );
+            if self.router_running() && is_executable(&weave_bin_path()) {
+                let out = run_cmd(self.weave_command(&["report"]), Duration::from_secs(5));
+                msg.push_str(&format!("weave-rs report:\n{out}\n"));
+            } else {
+                msg.push_str("(no process in the namespace)\n");
+            }
+            msg.push_str(&format!("router log:\n{}\n", self.log_tail(60)));
+            eprintln!("{msg}");
+        }
+        // Netns's own Drop kills every process and deletes the namespace.
+    }
+}
+
+/// The first "xx:xx:xx:xx:xx:xx" in launch's output.
+pub fn parse_peer_name(out: &str) -> Option<String> {
+    out.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',' || c == '"')
+        .find(|w| {
+            let parts: Vec<&str> = w.split(':').collect();
+            parts.len() == 6
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .map(|s| s.to_ascii_lowercase())
+}
+
+/// Does `ip` belong to this host?
+pub(crate) fn host_has_ip(h: &Host, ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => h.ips().contains(&v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| h.ips().contains(&v4)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_peer_name;
+
+    #[test]
+    fn peer_name_from_launch_output() {
+        assert_eq!(
+            parse_peer_name("a2:3f:00:11:bc:9e\n").as_deref(),
+            Some("a2:3f:00:11:bc:9e")
+        );
+        assert_eq!(
+            parse_peer_name("router A2:3F:00:11:BC:9E (h1) up").as_deref(),
+            Some("a2:3f:00:11:bc:9e")
+        );
+        assert_eq!(parse_peer_name("listening on 10.0.0.1:6783"), None);
+    }
+}

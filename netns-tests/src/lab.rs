@@ -1,0 +1,296 @@
+//! The lab: unique names, the underlay (a switch or point-to-point links),
+//! hosts and containers, all removed when their guards drop.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use crate::cmd;
+use crate::host::{Host, LinkInfo};
+use crate::netns::Netns;
+use crate::tools::wait_until;
+
+/// Prefix of every namespace the harness makes: `wrt<pid>x<n>`.
+pub const NAME_PREFIX: &str = "wrt";
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+static STALE: Once = Once::new();
+
+/// What hosts and containers share with their lab (kept alive by them).
+pub(crate) struct Ctx {
+    pub prefix: String,
+    /// Scratch directory (router state dirs live below it).
+    pub dir: PathBuf,
+    counter: AtomicU32,
+}
+
+impl Ctx {
+    pub fn next(&self) -> u32 {
+        self.counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Switch {
+    ns: Netns,
+    ports: u32,
+}
+
+/// One test's world. Make it first in a test (so it drops last).
+pub struct Lab {
+    ctx: Arc<Ctx>,
+    switch: Mutex<Option<Switch>>,
+    links: AtomicU32,
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lab {
+    /// A new lab with a unique prefix. Checks that we are root and removes
+    /// namespaces left behind by test processes that no longer exist.
+    #[track_caller]
+    pub fn new() -> Lab {
+        if !nix::unistd::Uid::effective().is_root() {
+            panic!("netns-tests need root (network namespaces, veth, bridges)");
+        }
+        STALE.call_once(remove_stale_namespaces);
+        let n = LABS.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("{NAME_PREFIX}{}x{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("weave-rs-tests-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        Lab {
+            ctx: Arc::new(Ctx {
+                prefix,
+                dir,
+                counter: AtomicU32::new(0),
+            }),
+            switch: Mutex::new(None),
+            links: AtomicU32::new(0),
+        }
+    }
+
+    /// The unique prefix of this lab's namespaces.
+    pub fn prefix(&self) -> &str {
+        &self.ctx.prefix
+    }
+
+    /// Scratch directory of this lab (removed at the end).
+    pub fn dir(&self) -> &Path {
+        &self.ctx.dir
+    }
+
+    /// A full namespace name for a short one: `<prefix><short>`.
+    pub fn ns_name(&self, short: &str) -> String {
+        format!("{}{short}", self.ctx.prefix)
+    }
+
+    /// A host with no underlay link yet (`short` like "h1").
+    #[track_caller]
+    pub fn host(&self, short: &str) -> Host {
+        Host::new(self.ctx.clone(), short)
+    }
+
+    /// A host plugged into the lab's switch (made on first use), with the
+    /// next address of 10.77.0.0/24 (.1, .2, ...) on its interface `ul0`...
+    #[track_caller]
+    pub fn switched_host(&self, short: &str) -> Host {
+        let host = self.host(short);
+        self.plug(&host);
+        host
+    }
+
+    /// `n` hosts h1..hn on one switch: 10.77.0.1 .. 10.77.0.n.
+    #[track_caller]
+    pub fn switched_hosts(&self, n: usize) -> Vec<Host> {
+        (1..=n)
+            .map(|i| self.switched_host(&format!("h{i}")))
+            .collect()
+    }
+
+    /// Plugs `host` into the switch; returns its address there.
+    #[track_caller]
+    pub fn plug(&self, host: &Host) -> Ipv4Addr {
+        let mut guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
+        let sw = guard.get_or_insert_with(|| {
+            let ns = Netns::create(&self.ns_name("sw"));
+            ns.ip(&["link", "add", "br0", "type", "bridge"]);
+            // No STP delay: ports forward as soon as they are up.
+            ns.ip(&["link", "set", "br0", "type", "bridge", "forward_delay", "0"]);
+            ns.ip(&["link", "set", "br0", "up"]);
+            Switch { ns, ports: 0 }
+        });
+        sw.ports += 1;
+        assert!(sw.ports < 250, "switch full");
+        let port = format!("p{}", sw.ports);
+        let addr = Ipv4Addr::new(10, 77, 0, sw.ports as u8);
+        let ifname = host.next_ifname();
+        sw.ns.ip(&[
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ifname,
+            "netns",
+            host.ns().name(),
+        ]);
+        sw.ns.ip(&["link", "set", &port, "master", "br0", "up"]);
+        host.ns()
+            .ip(&["addr", "add", &format!("{addr}/24"), "dev", &ifname]);
+        host.ns().ip(&["link", "set", &ifname, "up"]);
+        host.add_link(LinkInfo {
+            peer: None,
+            addr,
+            ifname,
+        });
+        addr
+    }
+
+    /// A point-to-point link between two hosts on its own /24
+    /// (10.77.K.1 on `a`, 10.77.K.2 on `b`, K = 1, 2, ...). Neither host
+    /// forwards, so a link is reachable only from its two ends.
+    #[track_caller]
+    pub fn link(&self, a: &Host, b: &Host) -> (Ipv4Addr, Ipv4Addr) {
+        let k = self.links.fetch_add(1, Ordering::Relaxed) + 1;
+        assert!(k < 250, "too many links");
+        let (ia, ib) = (a.next_ifname(), b.next_ifname());
+        let (aa, ab) = (
+            Ipv4Addr::new(10, 77, k as u8, 1),
+            Ipv4Addr::new(10, 77, k as u8, 2),
+        );
+        a.ns().ip(&[
+            "link",
+            "add",
+            &ia,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ib,
+            "netns",
+            b.ns().name(),
+        ]);
+        a.ns().ip(&["addr", "add", &format!("{aa}/24"), "dev", &ia]);
+        b.ns().ip(&["addr", "add", &format!("{ab}/24"), "dev", &ib]);
+        a.ns().ip(&["link", "set", &ia, "up"]);
+        b.ns().ip(&["link", "set", &ib, "up"]);
+        a.add_link(LinkInfo {
+            peer: Some(b.ns().name().to_string()),
+            addr: aa,
+            ifname: ia,
+        });
+        b.add_link(LinkInfo {
+            peer: Some(a.ns().name().to_string()),
+            addr: ab,
+            ifname: ib,
+        });
+        (aa, ab)
+    }
+
+    /// `n` hosts h1..hn in a line: h1-h2 on one link, h2-h3 on another...
+    /// No host forwards IP, so h1 cannot reach h3 on the underlay.
+    #[track_caller]
+    pub fn chain(&self, n: usize) -> Vec<Host> {
+        let hosts: Vec<Host> = (1..=n).map(|i| self.host(&format!("h{i}"))).collect();
+        for w in hosts.windows(2) {
+            self.link(&w[0], &w[1]);
+        }
+        hosts
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // The switch (hosts and containers have their own guards).
+        let sw = self.switch.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(sw);
+    }
+}
+
+/// Launches routers on `hosts` so that they form a full mesh: h1 alone, then
+/// every next host with the addresses of all previous ones; waits until every
+/// pair reports an established connection (30 s). Returns the peer names.
+#[track_caller]
+pub fn launch_mesh(hosts: &[Host]) -> Vec<String> {
+    let mut names = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let peers: Vec<String> = hosts[..i]
+            .iter()
+            .map(|p| p.addr_for(h).to_string())
+            .collect();
+        names.push(h.launch(&peers));
+    }
+    wait_full_mesh(hosts, Duration::from_secs(30));
+    names
+}
+
+/// Waits until every host reports an established connection to every other.
+#[track_caller]
+pub fn wait_full_mesh(hosts: &[Host], timeout: Duration) {
+    wait_until(
+        timeout,
+        "every pair of hosts has an established connection",
+        || {
+            hosts.iter().all(|a| {
+                let r = a.status_json();
+                hosts
+                    .iter()
+                    .filter(|b| b.ns().name() != a.ns().name())
+                    .all(|b| r.established_to(b))
+            })
+        },
+    );
+}
+
+/// Deletes namespaces named `wrt<pid>x...` whose test process is gone (a
+/// test killed by a timeout never ran its guards).
+fn remove_stale_namespaces() {
+    let out = cmd::run(&["ip", "netns", "list"]);
+    if !out.success() {
+        return;
+    }
+    for line in out.stdout.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if digits.is_empty() || !rest[digits.len()..].starts_with('x') {
+            continue;
+        }
+        if Path::new(&format!("/proc/{digits}")).exists() {
+            continue;
+        }
+        eprintln!("netns-tests: removing stale namespace {name}");
+        // Netns's Drop kills its processes and deletes it.
+        drop(Netns::adopt(name));
+    }
+    // Scratch directories of dead test processes.
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&format!("weave-rs-tests-{NAME_PREFIX}")) else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if !digits.is_empty() && !Path::new(&format!("/proc/{digits}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Reading `weave-rs report` (JSON). Every assumption about its shape lives
+//! in this file, so a change of the report means a change here only.
+//!
+//! Assumed shape (unknown fields ignored):
+//! ```json
+//! { "router": { "name": "aa:bb:cc:dd:ee:ff", ... },
+//!   "connections": [ { "peer": "aa:..", "addr": "10.77.0.2:6783",
+//!                      "state": "established", "outbound": true,
+//!                      "last_error": null } ],
+//!   "peers": [ { "name": "aa:..", ... } ] }
+//! ```
+//! `peer` may also be an object with a `name`; `addr` may be `ip:port` or a
+//! bare ip.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::Value;
+
+use crate::host::{host_has_ip, Host};
+
+/// One entry of `connections`.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    /// Peer name of the other end ("" when not known yet).
+    pub peer: String,
+    /// Remote address as reported.
+    pub addr: String,
+    pub state: String,
+    pub outbound: Option<bool>,
+    pub last_error: Option<String>,
+    pub raw: Value,
+}
+
+impl Conn {
+    pub fn is_established(&self) -> bool {
+        self.state.eq_ignore_ascii_case("established")
+    }
+
+    /// The IP of `addr`, if it parses.
+    pub fn ip(&self) -> Option<IpAddr> {
+        let a = self.addr.trim();
+        if let Ok(sa) = a.parse::<SocketAddr>() {
+            return Some(sa.ip());
+        }
+        if let Ok(ip) = a.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+            return Some(ip);
+        }
+        // "10.77.0.2:6783 (h2)" or similar
+        a.split_whitespace()
+            .next()?
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|s| s.ip())
+    }
+
+    /// Is this a connection with `host` (by peer name, or by address)?
+    pub fn is_with(&self, host: &Host) -> bool {
+        if let Some(name) = host.peer_name() {
+            if !self.peer.is_empty() && self.peer.to_ascii_lowercase().contains(&name) {
+                return true;
+            }
+        }
+        self.ip().is_some_and(|ip| host_has_ip(host, ip))
+    }
+}
+
+/// A parsed `weave-rs report`.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// This router's peer name (`router.name`).
+    pub name: String,
+    pub connections: Vec<Conn>,
+    /// `peers`, as given.
+    pub peers: Vec<Value>,
+    /// The whole document, for anything else.
+    pub raw: Value,
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => text(o.get("name")),
+        Some(other) => other.to_string(),
+    }
+}
+
+impl Report {
+    pub fn parse(json: &str) -> Result<Report, String> {
+        let raw: Value =
+            serde_json::from_str(json.trim()).map_err(|e| format!("report is not JSON: {e}"))?;
+        let name = text(raw.pointer("/router/name").or_else(|| raw.get("name")));
+        let connections = raw
+            .get("connections")
+            .and_then(Value::as_array)
+            .ok_or("report has no `connections` array")?
+            .iter()
+            .map(|c| Conn {
+                peer: text(c.get("peer").or_else(|| c.get("name"))),
+                addr: text(c.get("addr").or_else(|| c.get("address"))),
+                state: text(c.get("state")),
+                outbound: c.get("outbound").and_then(Value::as_bool),
+                last_error: c
+                    .get("last_error")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+                raw: c.clone(),
+            })
+            .collect();
+        let peers = raw
+            .get("peers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(Report {
+            name,
+            connections,
+            peers,
+            raw,
+        })
+    }
+
+    /// Connections with `host` (there may be more than one entry).
+    pub fn connections_with<'a>(&'a self, host: &'a Host) -> impl Iterator<Item = &'a Conn> + 'a {
+        self.connections.iter().filter(move |c| c.is_with(host))
+    }
+
+    /// Is there an established connection with `host`?
+    pub fn established_to(&self, host: &Host) -> bool {
+        self.connections_with(host).any(Conn::is_established)
+    }
+
+    pub fn established_count(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|c| c.is_established())
+            .count()
+    }
+
+    /// Does any part of the report mention `needle` (case-insensitive)?
+    pub fn mentions(&self, needle: &str) -> bool {
+        self.raw
+            .to_string()
+            .to_ascii_lowercase()
+            .contains(&needle.to_ascii_lowercase())
+    }
+
+    /// A compact one-line-per-connection summary for messages.
+    pub fn summary(&self) -> String {
+        let mut s = format!("router {}:", self.name);
+        for c in &self.connections {
+            s.push_str(&format!(
+                "\n  {} {} {} outbound={:?} last_error={:?}",
+                c.peer, c.addr, c.state, c.outbound, c.last_error
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_assumed_shape() {
+        let r = Report::parse(
+            r#"{"router":{"name":"aa:bb:cc:dd:ee:01"},
+                "connections":[
+                  {"peer":"aa:bb:cc:dd:ee:02","addr":"10.77.0.2:6783","state":"established","outbound":true,"last_error":null},
+                  {"peer":{"name":"aa:bb:cc:dd:ee:03"},"addr":"10.77.0.3","state":"retrying","outbound":false,"last_error":"connection refused"}],
+                "peers":[{"name":"aa:bb:cc:dd:ee:01"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.name, "aa:bb:cc:dd:ee:01");
+        assert_eq!(r.connections.len(), 2);
+        assert!(r.connections[0].is_established());
+        assert_eq!(r.connections[0].ip(), Some("10.77.0.2".parse().unwrap()));
+        assert_eq!(r.connections[1].peer, "aa:bb:cc:dd:ee:03");
+        assert_eq!(r.connections[1].ip(), Some("10.77.0.3".parse().unwrap()));
+        assert_eq!(
+            r.connections[1].last_error.as_deref(),
+            Some("connection refused")
+        );
+        assert_eq!(r.established_count(), 1);
+        assert!(r.mentions("Connection Refused"));
+        assert_eq!(r.peers.len(), 1);
+    }
+
+    #[test]
+    fn rejects_non_json() {
+        assert!(Report::parse("router up").is_err());
+        assert!(Report::parse("{}").is_err());
+    }
+}

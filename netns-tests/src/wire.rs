@@ -1,0 +1,161 @@
+//! Bytes of the weave-rs wire protocol, written independently of the router
+//! (from docs/DESIGN.md), for fake and hostile peers in tests.
+//!
+//! TCP handshake (both sides send at once):
+//!   "weave-rs" (8) min_version u8 max_version u8 body_len u16be body
+//!   body: name[6] uid u64be port u16be features u32be nick_len u8 nick
+//! TCP control frames: len u32be (type + body, <= 4 MiB), type u8, body.
+//! UDP sleeve: magic 0xE7, kind u8 (1 frames, 2 heartbeat), hops u8,
+//!   flags u8, src[6], dst[6]; kind 1: { len u16be, frame }*; kind 2: uid u64be.
+
+/// Magic at the start of every TCP handshake.
+pub const MAGIC: &[u8; 8] = b"weave-rs";
+/// The protocol version the router speaks.
+pub const VERSION: u8 = 1;
+/// Default control/data port.
+pub const PORT: u16 = 6783;
+/// Largest control frame the router accepts (type + body).
+pub const MAX_FRAME: u32 = 4 << 20;
+/// First byte of every UDP sleeve datagram.
+pub const SLEEVE_MAGIC: u8 = 0xE7;
+
+/// A handshake body.
+#[derive(Clone, Debug)]
+pub struct Hello {
+    pub name: [u8; 6],
+    pub uid: u64,
+    pub port: u16,
+    pub features: u32,
+    pub nick: String,
+}
+
+impl Hello {
+    /// A plausible fake peer.
+    pub fn fake(last: u8) -> Hello {
+        Hello {
+            name: [0x02, 0xfa, 0x4e, 0x00, 0x00, last],
+            uid: 0x0123_4567_89ab_cdef ^ last as u64,
+            port: PORT,
+            features: 0,
+            nick: format!("fake{last}"),
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&self.name);
+        b.extend_from_slice(&self.uid.to_be_bytes());
+        b.extend_from_slice(&self.port.to_be_bytes());
+        b.extend_from_slice(&self.features.to_be_bytes());
+        let nick = self.nick.as_bytes();
+        b.push(nick.len() as u8);
+        b.extend_from_slice(nick);
+        b
+    }
+}
+
+/// The whole handshake: header with the version range, then the body.
+pub fn handshake(min_version: u8, max_version: u8, hello: &Hello) -> Vec<u8> {
+    let body = hello.body();
+    handshake_raw(min_version, max_version, body.len() as u16, &body)
+}
+
+/// A handshake header with any body length, followed by `body` as given
+/// (for lying length fields).
+pub fn handshake_raw(min_version: u8, max_version: u8, body_len: u16, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + body.len());
+    v.extend_from_slice(MAGIC);
+    v.push(min_version);
+    v.push(max_version);
+    v.extend_from_slice(&body_len.to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// Length of the fixed handshake header.
+pub const HANDSHAKE_HEADER: usize = 12;
+
+/// A control frame: len u32be (= 1 + body), type, body.
+pub fn control_frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + body.len());
+    v.extend_from_slice(&((1 + body.len()) as u32).to_be_bytes());
+    v.push(kind);
+    v.extend_from_slice(body);
+    v
+}
+
+/// A sleeve datagram header.
+pub fn sleeve_header(kind: u8, hops: u8, flags: u8, src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+    let mut v = vec![SLEEVE_MAGIC, kind, hops, flags];
+    v.extend_from_slice(&src);
+    v.extend_from_slice(&dst);
+    v
+}
+
+/// A tiny deterministic PRNG (xorshift64*), so hostile inputs are
+/// reproducible from a printed seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// Seeded from the clock; print `seed()` so a failure can be replayed.
+    pub fn from_time() -> Rng {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Rng::new(t ^ (std::process::id() as u64) << 32)
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.0
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_layout() {
+        let h = Hello::fake(7);
+        let b = handshake(99, 99, &h);
+        assert_eq!(&b[..8], b"weave-rs");
+        assert_eq!(b[8], 99);
+        assert_eq!(b[9], 99);
+        let body_len = u16::from_be_bytes([b[10], b[11]]) as usize;
+        assert_eq!(body_len, b.len() - HANDSHAKE_HEADER);
+        // name 6 + uid 8 + port 2 + features 4 + nick_len 1 + "fake7"
+        assert_eq!(body_len, 6 + 8 + 2 + 4 + 1 + 5);
+        assert_eq!(&b[12..18], &h.name);
+    }
+
+    #[test]
+    fn control_frame_layout() {
+        assert_eq!(control_frame(1, &[]), vec![0, 0, 0, 1, 1]);
+        assert_eq!(
+            control_frame(3, b"bye"),
+            vec![0, 0, 0, 4, 3, b'b', b'y', b'e']
+        );
+    }
+}

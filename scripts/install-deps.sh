@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what the test bed needs on a fresh Debian 12 machine.
+# Idempotent: a second run installs nothing and exits 0.
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+if [[ $(id -u) -ne 0 ]]; then
+    log "must run as root (apt-get install, network namespaces)"
+    exit 1
+fi
+
+# Debian package -> one command it provides (to tell whether it is present).
+declare -A PROVIDES=(
+    [iperf3]=iperf3
+    [iputils-ping]=ping
+    [iputils-arping]=arping
+    [tcpdump]=tcpdump
+    [iptables]=iptables
+    [netcat-openbsd]=nc.openbsd
+    [ethtool]=ethtool
+    [busybox-static]=busybox
+)
+
+missing=()
+for pkg in "${!PROVIDES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+        || ! command -v "${PROVIDES[$pkg]}" >/dev/null 2>&1; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]})); then
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    log "system packages already present"
+fi
+
+# cargo-fuzz (for scripts/test.sh's fuzz step), built from crates.io.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "installing cargo-fuzz (cargo install cargo-fuzz --locked)"
+    cargo install cargo-fuzz --locked
+else
+    log "cargo-fuzz already present ($(cargo fuzz --version 2>/dev/null))"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest (cargo install cargo-nextest --locked)"
+    cargo install cargo-nextest --locked
+fi
+
+log "done"

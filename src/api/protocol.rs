@@ -1,0 +1,150 @@
+//! Requests and replies between the CLI and its host's router: one JSON
+//! object per line each way over the local control socket.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::router::Stats;
+use crate::core::PeerName;
+
+/// The abstract unix socket name: abstract sockets belong to the network
+/// namespace, so routers in separate namespaces never clash.
+pub const SOCKET_NAME: &[u8] = b"weave-rs/control";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Report,
+    Connect { peers: Vec<String> },
+    Forget { peers: Vec<String> },
+    Attach { target: String, cidrs: Vec<String> },
+    Detach { target: String, cidrs: Vec<String> },
+    Expose { cidrs: Vec<String> },
+    Hide { cidrs: Vec<String> },
+    Stop,
+}
+
+impl Request {
+    /// Requests that change the router; only root may send them.
+    pub fn mutates(&self) -> bool {
+        !matches!(self, Request::Report)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Reply {
+    Ok {
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        report: Option<Box<Report>>,
+    },
+    Error {
+        error: String,
+    },
+}
+
+impl Reply {
+    pub fn ok(message: impl Into<String>) -> Reply {
+        Reply::Ok {
+            message: message.into(),
+            report: None,
+        }
+    }
+
+    pub fn error(e: impl std::fmt::Display) -> Reply {
+        Reply::Error {
+            error: e.to_string(),
+        }
+    }
+}
+
+/// Everything `status` and `report` show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub version: String,
+    pub protocol: String,
+    pub router: RouterInfo,
+    pub connections: Vec<ConnectionReport>,
+    pub peers: Vec<PeerReport>,
+    pub targets: Vec<String>,
+    /// Recent inbound connections refused, newest last.
+    pub refused: Vec<RefusedReport>,
+    pub attached: Vec<AttachedReport>,
+    pub exposed: Vec<String>,
+    pub mac_table_entries: usize,
+    pub stats: StatsReport,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouterInfo {
+    pub name: PeerName,
+    pub nickname: String,
+    pub uid: u64,
+    pub pid: u32,
+    pub port: u16,
+    pub mtu: u16,
+    pub bridge: String,
+    pub discovery: bool,
+    pub conn_limit: usize,
+    pub encryption: bool,
+    pub uptime_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectionReport {
+    /// The remote TCP address (for an outbound attempt, the target).
+    pub addr: String,
+    pub peer: Option<PeerName>,
+    pub nickname: Option<String>,
+    pub outbound: bool,
+    /// established | pending | connecting | retrying | failed
+    pub state: String,
+    /// What went wrong last, or what is awaited.
+    pub last_error: Option<String>,
+    pub encrypted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub name: PeerName,
+    pub nickname: String,
+    pub uid: u64,
+    pub version: u64,
+    pub connections: Vec<PeerConnectionReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerConnectionReport {
+    pub peer: PeerName,
+    pub addr: String,
+    pub outbound: bool,
+    /// Both ends list the connection: routes use it.
+    pub established: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefusedReport {
+    pub addr: String,
+    pub reason: String,
+    pub secs_ago: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachedReport {
+    pub target: String,
+    pub host_veth: String,
+    pub mac: String,
+    pub addrs: Vec<String>,
+}
+
+/// The router's counters, as reported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StatsReport(pub serde_json::Value);
+
+impl From<&Stats> for StatsReport {
+    fn from(s: &Stats) -> Self {
+        StatsReport(serde_json::to_value(s).unwrap_or_default())
+    }
+}

@@ -1,0 +1,332 @@
+//! The router's side of the local control socket.
+//!
+//! An abstract unix socket (per network namespace); each client sends one
+//! JSON request line and reads one JSON reply line. Requests that change
+//! the router are refused unless the client runs as root.
+
+use std::os::linux::net::SocketAddrExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{info, warn};
+
+use super::protocol::*;
+use crate::core::cidr;
+use crate::daemon::state::{TargetSource, TargetStatus};
+use crate::daemon::{targets, Shared};
+use crate::net::netns::NetnsTarget;
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 << 10;
+/// Concurrent API clients.
+const MAX_CLIENTS: usize = 64;
+
+pub fn bind() -> std::io::Result<UnixListener> {
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(SOCKET_NAME)?;
+    let l = std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                e.kind(),
+                "another weave-rs router is already running in this network namespace",
+            )
+        } else {
+            e
+        }
+    })?;
+    l.set_nonblocking(true)?;
+    UnixListener::from_std(l)
+}
+
+pub async fn serve(shared: Arc<Shared>, listener: UnixListener) -> anyhow::Result<()> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue; // dropped: too many clients at once
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = client(&shared, stream).await {
+                warn!("control client: {e}");
+            }
+        });
+    }
+}
+
+async fn client(shared: &Arc<Shared>, stream: UnixStream) -> std::io::Result<()> {
+    let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let n = tokio::time::timeout(
+        Duration::from_secs(10),
+        BufReader::new(read)
+            .take(MAX_REQUEST as u64)
+            .read_line(&mut line),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+    let reply = if n == 0 {
+        return Ok(());
+    } else {
+        match serde_json::from_str::<Request>(&line) {
+            Err(e) => Reply::error(format!("bad request: {e}")),
+            Ok(req) if req.mutates() && uid != 0 => Reply::error(format!(
+                "permission denied: only root may change the router (you are uid {uid})"
+            )),
+            Ok(Request::Stop) => {
+                let mut out = serde_json::to_vec(&Reply::ok("router stopping"))?;
+                out.push(b'\n');
+                write.write_all(&out).await?;
+                info!("stop requested over the control socket");
+                shared.shutdown();
+                return Ok(());
+            }
+            Ok(req) => handle(shared, req).await,
+        }
+    };
+    let mut out = serde_json::to_vec(&reply)?;
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+use tokio::io::AsyncReadExt;
+
+async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
+    match req {
+        Request::Report => Reply::Ok {
+            message: String::new(),
+            report: Some(Box::new(report(shared))),
+        },
+        Request::Connect { peers } => {
+            let mut keys = Vec::new();
+            for p in &peers {
+                match targets::parse_target(p, shared.config.port) {
+                    Ok(k) => keys.push(k),
+                    Err(e) => return Reply::error(e),
+                }
+            }
+            for k in keys {
+                targets::add_user_target(shared, k);
+            }
+            Reply::ok("")
+        }
+        Request::Forget { peers } => {
+            for p in &peers {
+                let key = match targets::parse_target(p, shared.config.port) {
+                    Ok(k) => k,
+                    Err(e) => return Reply::error(e),
+                };
+                if !targets::forget(shared, &key) {
+                    return Reply::error(format!("{p}: not a peer this router connects to"));
+                }
+            }
+            Reply::ok("")
+        }
+        Request::Attach { target, cidrs } => attach(shared, &target, &cidrs).await,
+        Request::Detach { target, cidrs } => detach(shared, &target, &cidrs).await,
+        Request::Expose { cidrs } => {
+            let nets = match cidr::parse_all(&cidrs) {
+                Ok(n) => n,
+                Err(e) => return Reply::error(e),
+            };
+            for n in nets {
+                if let Err(e) = shared.netlink.expose(&shared.config.bridge, n).await {
+                    return Reply::error(e);
+                }
+            }
+            Reply::ok("")
+        }
+        Request::Hide { cidrs } => {
+            let nets = match cidr::parse_all(&cidrs) {
+                Ok(n) => n,
+                Err(e) => return Reply::error(e),
+            };
+            match shared.netlink.hide(&shared.config.bridge, &nets).await {
+                Ok(_) => Reply::ok(""),
+                Err(e) => Reply::error(e),
+            }
+        }
+        Request::Stop => Reply::ok(""),
+    }
+}
+
+fn parse_target(target: &str) -> Result<NetnsTarget, String> {
+    target.parse::<NetnsTarget>().map_err(|e| e.to_string())
+}
+
+async fn attach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
+    let nets = match cidr::parse_all(cidrs) {
+        Ok(n) if !n.is_empty() => n,
+        Ok(_) => return Reply::error("attach needs at least one CIDR"),
+        Err(e) => return Reply::error(e),
+    };
+    let t = match parse_target(target) {
+        Ok(t) => t,
+        Err(e) => return Reply::error(e),
+    };
+    let c = &shared.config;
+    match shared.netlink.attach(&c.bridge, &t, &nets, u32::from(c.mtu)).await {
+        Ok(a) => {
+            let mac = crate::core::PeerName(a.mac).to_string();
+            let rep = AttachedReport {
+                target: target.to_string(),
+                host_veth: a.host_veth,
+                mac: mac.clone(),
+                addrs: a.addrs.iter().map(|n| n.to_string()).collect(),
+            };
+            shared.state().attached.insert(target.to_string(), rep);
+            Reply::ok(mac)
+        }
+        Err(e) => Reply::error(e),
+    }
+}
+
+async fn detach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
+    let nets = match cidr::parse_all(cidrs) {
+        Ok(n) => n,
+        Err(e) => return Reply::error(e),
+    };
+    let t = match parse_target(target) {
+        Ok(t) => t,
+        Err(e) => return Reply::error(e),
+    };
+    match shared.netlink.detach(&t, &nets).await {
+        Ok(_) => {
+            let mut st = shared.state();
+            if nets.is_empty() {
+                st.attached.remove(target);
+            } else if let Some(a) = st.attached.get_mut(target) {
+                a.addrs
+                    .retain(|s| !nets.iter().any(|n| n.to_string() == *s));
+                if a.addrs.is_empty() {
+                    st.attached.remove(target);
+                }
+            }
+            Reply::ok("")
+        }
+        Err(e) => Reply::error(e),
+    }
+}
+
+fn report(shared: &Arc<Shared>) -> Report {
+    let now = Instant::now();
+    let c = &shared.config;
+    let st = shared.state();
+    let mut connections: Vec<ConnectionReport> = Vec::new();
+    for conn in st.conns.values() {
+        connections.push(ConnectionReport {
+            addr: conn.remote.to_string(),
+            peer: Some(conn.peer),
+            nickname: Some(conn.nickname.clone()),
+            outbound: conn.outbound,
+            state: if conn.udp_ok {
+                "established"
+            } else {
+                "pending"
+            }
+            .into(),
+            last_error: (!conn.udp_ok).then(|| "waiting for UDP heartbeats".to_string()),
+            encrypted: false,
+        });
+    }
+    for (key, t) in &st.targets {
+        let (state, last_error) = match &t.status {
+            TargetStatus::Connected { .. } => continue,
+            TargetStatus::Connecting => ("connecting", None),
+            TargetStatus::Retrying {
+                last_error,
+                next_attempt,
+            } => (
+                "retrying",
+                Some(format!(
+                    "{last_error} (next attempt in {:.1}s)",
+                    next_attempt.saturating_duration_since(now).as_secs_f64()
+                )),
+            ),
+            TargetStatus::Failed { error } => ("failed", Some(error.clone())),
+        };
+        connections.push(ConnectionReport {
+            addr: key.clone(),
+            peer: match t.source {
+                TargetSource::Discovered(p) => Some(p),
+                TargetSource::User => None,
+            },
+            nickname: None,
+            outbound: true,
+            state: state.into(),
+            last_error,
+            encrypted: false,
+        });
+    }
+    connections.sort_by(|a, b| a.addr.cmp(&b.addr));
+    let topo = &st.topology;
+    let peers = topo
+        .entries()
+        .map(|e| PeerReport {
+            name: e.name,
+            nickname: e.nickname.clone(),
+            uid: e.uid,
+            version: e.version,
+            connections: e
+                .connections
+                .iter()
+                .map(|ci| PeerConnectionReport {
+                    peer: ci.peer,
+                    addr: ci.addr.to_string(),
+                    outbound: ci.outbound,
+                    established: topo.connected(e.name, ci.peer),
+                })
+                .collect(),
+        })
+        .collect();
+    let targets = st
+        .targets
+        .iter()
+        .filter(|(_, t)| t.source == TargetSource::User)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let refused = st
+        .refused
+        .iter()
+        .map(|r| RefusedReport {
+            addr: r.addr.to_string(),
+            reason: r.reason.clone(),
+            secs_ago: now.saturating_duration_since(r.at).as_secs(),
+        })
+        .collect();
+    let attached = st.attached.values().cloned().collect();
+    drop(st);
+    let data = shared.data();
+    Report {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        protocol: format!(
+            "{}..{}",
+            crate::core::wire::handshake::MIN_VERSION,
+            crate::core::wire::handshake::MAX_VERSION
+        ),
+        router: RouterInfo {
+            name: c.name,
+            nickname: c.nickname.clone(),
+            uid: shared.uid,
+            pid: std::process::id(),
+            port: c.port,
+            mtu: c.mtu,
+            bridge: c.bridge.clone(),
+            discovery: c.discovery,
+            conn_limit: c.conn_limit,
+            encryption: false,
+            uptime_secs: shared.started.elapsed().as_secs(),
+        },
+        connections,
+        peers,
+        targets,
+        refused,
+        attached,
+        exposed: Vec::new(),
+        mac_table_entries: data.router.macs().len(),
+        stats: (&data.router.stats).into(),
+    }
+}

@@ -1,0 +1,369 @@
+//! One task per control connection: handshake, then gossip and heartbeats
+//! until either side closes or falls silent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::state::{Conn, ConnCmd};
+use super::{Shared, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT};
+use crate::core::wire::handshake::{self, Hello, Prefix, PREFIX_LEN};
+use crate::core::wire::{control, gossip, sleeve};
+use crate::core::PeerName;
+
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames queued for one connection before we stop queueing.
+const QUEUE: usize = 256;
+
+/// Why a connection ended, as shown in status.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("{0}")]
+    Handshake(#[from] handshake::HandshakeError),
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("cannot connect to ourself")]
+    Ourself,
+    #[error("connection limit of {0} reached")]
+    Limit(usize),
+    #[error("already connected to peer {0}")]
+    Duplicate(PeerName),
+    #[error("no heartbeat from peer for {}s", HEARTBEAT_TIMEOUT.as_secs())]
+    HeartbeatTimeout,
+    #[error("peer closed the connection: {0}")]
+    ClosedByPeer(String),
+    #[error("closed: {0}")]
+    ClosedByUs(String),
+    #[error("peer sent a bad control message: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result<()> {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off rather than spin.
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = run(&shared, stream, remote, false, None).await {
+                    info!("inbound connection from {remote} ended: {e}");
+                    if matches!(
+                        e,
+                        ConnError::Handshake(_)
+                            | ConnError::HandshakeTimeout
+                            | ConnError::Ourself
+                            | ConnError::Limit(_)
+                    ) {
+                        shared.state().refuse(remote, e.to_string(), Instant::now());
+                    }
+                }
+            }
+            .instrument(info_span!("conn", %remote)),
+        );
+    }
+}
+
+async fn handshake(shared: &Shared, stream: &mut TcpStream) -> Result<Hello, ConnError> {
+    let ours = Hello {
+        name: shared.config.name,
+        uid: shared.uid,
+        port: shared.config.port,
+        features: 0,
+        nickname: shared.config.nickname.clone(),
+    };
+    stream.write_all(&ours.emit()).await?;
+    let mut prefix = [0u8; PREFIX_LEN];
+    stream.read_exact(&mut prefix).await?;
+    let prefix = Prefix::parse(&prefix)?;
+    prefix.negotiate()?;
+    let mut body = vec![0u8; usize::from(prefix.body_len)];
+    stream.read_exact(&mut body).await?;
+    Ok(Hello::parse_body(&body)?)
+}
+
+/// Handshake, register, then serve the connection until it ends. `Ok` is
+/// never returned: a connection always ends for a reason.
+pub async fn run(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    outbound: bool,
+    on_established: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<(), ConnError> {
+    stream.set_nodelay(true).ok();
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(shared, &mut stream))
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout)??;
+    if hello.name == shared.config.name {
+        return Err(ConnError::Ourself);
+    }
+    let listen_addr = SocketAddr::new(remote.ip().to_canonical(), hello.port);
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let id = register(shared, &hello, remote, listen_addr, outbound, tx)?;
+    if let Some(f) = on_established {
+        f(id);
+    }
+    info!(peer = %hello.name, nickname = %hello.nickname, outbound, "connection up, awaiting UDP heartbeats");
+    let result = serve(shared, stream, &hello, listen_addr, rx)
+        .instrument(info_span!("peer", name = %hello.name))
+        .await;
+    unregister(shared, hello.name, id);
+    Err(result)
+}
+
+fn register(
+    shared: &Arc<Shared>,
+    hello: &Hello,
+    remote: SocketAddr,
+    listen_addr: SocketAddr,
+    outbound: bool,
+    tx: mpsc::Sender<ConnCmd>,
+) -> Result<u64, ConnError> {
+    let mut st = shared.state();
+    if let Some(existing) = st.conns.get(&hello.name) {
+        // Both ends apply the same rule, so they keep the same connection:
+        // the one dialled by the peer with the smaller name.
+        let smaller_dials = shared.config.name < hello.name;
+        let new_wins = outbound == smaller_dials && existing.outbound != smaller_dials;
+        if !new_wins {
+            return Err(ConnError::Duplicate(hello.name));
+        }
+        let _ = existing.tx.try_send(ConnCmd::Close(format!(
+            "replaced by a connection from the other side"
+        )));
+    } else if st.conns.len() >= shared.config.conn_limit {
+        return Err(ConnError::Limit(shared.config.conn_limit));
+    }
+    let id = st.next_conn_id();
+    st.conns.insert(
+        hello.name,
+        Conn {
+            id,
+            peer: hello.name,
+            nickname: hello.nickname.clone(),
+            uid: hello.uid,
+            remote,
+            listen_addr,
+            udp_addr: listen_addr,
+            outbound,
+            udp_ok: false,
+            last_udp: None,
+            tx: tx.clone(),
+        },
+    );
+    // Tell the new neighbour everything we know.
+    for f in st.full_gossip() {
+        let _ = tx.try_send(ConnCmd::Send(f));
+    }
+    Ok(id)
+}
+
+fn unregister(shared: &Arc<Shared>, peer: PeerName, id: u64) {
+    let removed = {
+        let mut st = shared.state();
+        match st.conns.get(&peer) {
+            Some(c) if c.id == id => st.conns.remove(&peer),
+            _ => None,
+        }
+    };
+    if let Some(c) = removed {
+        shared.data().remove_neighbour(c.peer);
+        shared.topology_changed(false);
+    }
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    hello: &Hello,
+    listen_addr: SocketAddr,
+    mut rx: mpsc::Receiver<ConnCmd>,
+) -> ConnError {
+    let (read, mut write) = stream.into_split();
+    let (alive_tx, mut alive_rx) = tokio::sync::watch::channel(Instant::now());
+    let reader = {
+        let shared = shared.clone();
+        let peer = hello.name;
+        tokio::spawn(
+            async move { read_loop(&shared, read, peer, alive_tx).await }.in_current_span(),
+        )
+    };
+    let abort = reader.abort_handle();
+    let _guard = AbortOnDrop(abort);
+    let mut reader = reader;
+    let heartbeat = control::emit(control::Kind::Heartbeat, &[]);
+    let udp_heartbeat = sleeve::heartbeat(shared.config.name, hello.name, shared.uid);
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let _ = listen_addr;
+    loop {
+        tokio::select! {
+            r = &mut reader => {
+                return match r {
+                    Ok(e) => e,
+                    Err(e) => ConnError::Protocol(format!("reader task: {e}")),
+                };
+            }
+            cmd = rx.recv() => match cmd {
+                Some(ConnCmd::Send(frame)) => {
+                    if let Err(e) = write.write_all(&frame).await {
+                        return e.into();
+                    }
+                }
+                Some(ConnCmd::Close(reason)) => {
+                    let _ = write.write_all(&control::emit(control::Kind::Close, reason.as_bytes())).await;
+                    let _ = write.shutdown().await;
+                    return ConnError::ClosedByUs(reason);
+                }
+                None => return ConnError::ClosedByUs("router stopping".into()),
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if now.duration_since(*alive_rx.borrow_and_update()) > HEARTBEAT_TIMEOUT {
+                    return ConnError::HeartbeatTimeout;
+                }
+                if let Err(e) = write.write_all(&heartbeat).await {
+                    return e.into();
+                }
+                let udp_addr = udp_check(shared, hello.name, now);
+                if let Some(addr) = udp_addr {
+                    if let Err(e) = shared.udp.send_to(&udp_heartbeat, addr).await {
+                        debug!("UDP heartbeat to {addr}: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where to send our UDP heartbeat; also notices a UDP path gone silent
+/// and takes the connection out of our topology entry until it recovers.
+fn udp_check(shared: &Arc<Shared>, peer: PeerName, now: Instant) -> Option<SocketAddr> {
+    let (addr, lost) = {
+        let mut st = shared.state();
+        let c = st.conns.get_mut(&peer)?;
+        let stale = c
+            .last_udp
+            .is_none_or(|t| now.duration_since(t) > HEARTBEAT_TIMEOUT);
+        let lost = c.udp_ok && stale;
+        if lost {
+            warn!("UDP heartbeats from {peer} stopped: connection unusable until they resume");
+            c.udp_ok = false;
+        }
+        (c.udp_addr, lost)
+    };
+    if lost {
+        shared.data().remove_neighbour(peer);
+        shared.topology_changed(false);
+    }
+    Some(addr)
+}
+
+/// A UDP heartbeat arrived from `src` at `from`.
+pub fn udp_heartbeat(shared: &Arc<Shared>, src: PeerName, uid: u64, from: SocketAddr) {
+    let now = Instant::now();
+    let became_ok = {
+        let mut st = shared.state();
+        let Some(c) = st.conns.get_mut(&src) else {
+            debug!("UDP heartbeat from {src} at {from}: no connection");
+            return;
+        };
+        if c.uid != uid {
+            debug!("UDP heartbeat from {src} at {from}: stale incarnation");
+            return;
+        }
+        c.last_udp = Some(now);
+        c.udp_addr = from;
+        let became_ok = !c.udp_ok;
+        c.udp_ok = true;
+        became_ok
+    };
+    shared.data().set_neighbour(src, from);
+    if became_ok {
+        info!(peer = %src, "connection established (UDP heartbeats both ways)");
+        shared.topology_changed(false);
+    }
+}
+
+async fn read_loop(
+    shared: &Arc<Shared>,
+    mut read: OwnedReadHalf,
+    peer: PeerName,
+    alive: tokio::sync::watch::Sender<Instant>,
+) -> ConnError {
+    let mut buf = Vec::new();
+    loop {
+        let mut prefix = [0u8; control::LEN_PREFIX];
+        if let Err(e) = read.read_exact(&mut prefix).await {
+            return if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                ConnError::ClosedByPeer("connection closed".into())
+            } else {
+                e.into()
+            };
+        }
+        let len = match control::frame_len(prefix) {
+            Ok(n) => n,
+            Err(e) => return ConnError::Protocol(e.to_string()),
+        };
+        buf.resize(len, 0);
+        if let Err(e) = read.read_exact(&mut buf).await {
+            return e.into();
+        }
+        let _ = alive.send(Instant::now());
+        match control::parse(&buf) {
+            Ok((control::Kind::Heartbeat, _)) => {}
+            Ok((control::Kind::Close, reason)) => {
+                return ConnError::ClosedByPeer(String::from_utf8_lossy(reason).into_owned());
+            }
+            Ok((control::Kind::Gossip, body)) => {
+                if let Err(e) = on_gossip(shared, peer, body) {
+                    return ConnError::Protocol(e.to_string());
+                }
+            }
+            Err(e) => return ConnError::Protocol(e.to_string()),
+        }
+        if buf.capacity() > 64 << 10 {
+            buf = Vec::new();
+        }
+    }
+}
+
+fn on_gossip(shared: &Arc<Shared>, from: PeerName, body: &[u8]) -> anyhow::Result<()> {
+    let entries = gossip::parse(body)?;
+    let mut st = shared.state();
+    let news = st.topology.merge(entries).map_err(|e| anyhow!(e))?;
+    if news.is_empty() {
+        return Ok(());
+    }
+    for f in super::state::State::gossip_frames(&news) {
+        st.send_all(&f, Some(from));
+    }
+    drop(st);
+    // A past incarnation of ours was gossiped: our bumped entry must reach
+    // everyone, the sender included.
+    let ours_bumped = news.iter().any(|e| e.name == shared.config.name);
+    shared.topology_changed(ours_bumped);
+    Ok(())
+}

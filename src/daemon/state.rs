@@ -1,0 +1,195 @@
+//! The router's control-plane state: connections, dial targets, topology.
+//! One mutex guards it; every critical section is short and never awaits.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::core::routes::Routes;
+use crate::core::topology::{ConnectionInfo, PeerEntry, Topology};
+use crate::core::wire::{control, gossip};
+use crate::core::PeerName;
+
+/// How many refused inbound connections `status` remembers.
+const REFUSED_KEPT: usize = 16;
+
+/// A message for a connection's task.
+#[derive(Debug)]
+pub enum ConnCmd {
+    /// A whole control frame to write.
+    Send(Vec<u8>),
+    /// Close with this reason (sent to the peer, shown in status).
+    Close(String),
+}
+
+/// A connection whose handshake completed.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: u64,
+    pub peer: PeerName,
+    pub nickname: String,
+    pub uid: u64,
+    /// The peer's TCP address as we see it.
+    pub remote: SocketAddr,
+    /// Where the peer listens: its IP as we see it and its advertised port.
+    pub listen_addr: SocketAddr,
+    /// Where its UDP heartbeats come from (learned; starts as listen_addr).
+    pub udp_addr: SocketAddr,
+    pub outbound: bool,
+    /// Set while UDP heartbeats arrive: only then is the connection in our
+    /// topology entry and used for traffic.
+    pub udp_ok: bool,
+    pub last_udp: Option<Instant>,
+    pub tx: mpsc::Sender<ConnCmd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetSource {
+    /// Named by the user (launch arguments or `connect`).
+    User,
+    /// Learned from gossip; dropped when the peer leaves the topology.
+    Discovered(PeerName),
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetStatus {
+    Connecting,
+    Connected {
+        conn_id: u64,
+    },
+    Retrying {
+        last_error: String,
+        next_attempt: Instant,
+    },
+    /// Given up on for good (e.g. it is ourselves).
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub source: TargetSource,
+    pub status: TargetStatus,
+    pub task: tokio::task::AbortHandle,
+}
+
+#[derive(Debug)]
+pub struct Refused {
+    pub addr: SocketAddr,
+    pub reason: String,
+    pub at: Instant,
+}
+
+pub struct State {
+    pub topology: Topology,
+    pub conns: HashMap<PeerName, Conn>,
+    /// Dial targets by the address as given ("10.0.0.1", "h1:6783").
+    pub targets: BTreeMap<String, Target>,
+    pub refused: VecDeque<Refused>,
+    /// What `attach` put where, by target as given.
+    pub attached: BTreeMap<String, crate::api::protocol::AttachedReport>,
+    next_conn_id: u64,
+}
+
+impl State {
+    pub fn new(ours: PeerEntry) -> State {
+        State {
+            topology: Topology::new(ours),
+            conns: HashMap::new(),
+            targets: BTreeMap::new(),
+            refused: VecDeque::new(),
+            attached: BTreeMap::new(),
+            next_conn_id: 1,
+        }
+    }
+
+    pub fn next_conn_id(&mut self) -> u64 {
+        self.next_conn_id += 1;
+        self.next_conn_id
+    }
+
+    pub fn refuse(&mut self, addr: SocketAddr, reason: String, now: Instant) {
+        if self.refused.len() >= REFUSED_KEPT {
+            self.refused.pop_front();
+        }
+        self.refused.push_back(Refused {
+            addr,
+            reason,
+            at: now,
+        });
+    }
+
+    /// Our topology entry's connections, from the connections whose UDP works.
+    /// Returns true when our entry changed.
+    pub fn sync_our_entry(&mut self) -> bool {
+        let conns: Vec<ConnectionInfo> = self
+            .conns
+            .values()
+            .filter(|c| c.udp_ok)
+            .map(|c| ConnectionInfo {
+                peer: c.peer,
+                addr: c.listen_addr,
+                outbound: c.outbound,
+            })
+            .collect();
+        let mut conns = conns;
+        conns.sort_by_key(|c| c.peer);
+        self.topology.set_our_connections(conns)
+    }
+
+    pub fn routes(&self) -> Routes {
+        Routes::compute(&self.topology)
+    }
+
+    /// Send a control frame to every connection except `except`.
+    pub fn send_all(&self, frame: &[u8], except: Option<PeerName>) {
+        for c in self.conns.values() {
+            if Some(c.peer) != except {
+                // A full queue means the peer is not reading; its heartbeat
+                // timeout closes it, and the periodic full gossip repairs.
+                let _ = c.tx.try_send(ConnCmd::Send(frame.to_vec()));
+            }
+        }
+    }
+
+    /// A gossip frame carrying `entries`, split so no frame is too large.
+    pub fn gossip_frames(entries: &[PeerEntry]) -> Vec<Vec<u8>> {
+        entries
+            .chunks(256)
+            .filter_map(|chunk| gossip::emit(chunk).ok())
+            .map(|body| control::emit(control::Kind::Gossip, &body))
+            .collect()
+    }
+
+    pub fn full_gossip(&self) -> Vec<Vec<u8>> {
+        Self::gossip_frames(&self.topology.entries_vec())
+    }
+
+    pub fn our_gossip(&self) -> Vec<Vec<u8>> {
+        Self::gossip_frames(std::slice::from_ref(self.topology.our_entry()))
+    }
+
+    /// Discovered targets whose peer we should dial: peers in the topology
+    /// we have no connection to, at the addresses others report for them.
+    pub fn discovery_wanted(&self) -> Vec<(PeerName, SocketAddr)> {
+        let me = self.topology.ourself();
+        self.topology
+            .discovery_addresses()
+            .into_iter()
+            .filter(|(p, _)| *p != me && !self.conns.contains_key(p))
+            .collect()
+    }
+
+    /// Seconds since `at`, for reports.
+    pub fn secs_since(at: Instant, now: Instant) -> u64 {
+        now.saturating_duration_since(at).as_secs()
+    }
+}
+
+/// How long until `at`, for "next attempt in ...".
+pub fn until(at: Instant, now: Instant) -> Duration {
+    at.saturating_duration_since(now)
+}

@@ -1,0 +1,186 @@
+//! Dial targets: one task per address we keep a connection to, retrying
+//! with exponential backoff and jitter. Targets come from the user (launch
+//! arguments, `connect`) or from discovery (addresses gossip reports for
+//! peers we are not connected to).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tracing::{info, info_span, Instrument};
+
+use super::connection::{self, ConnError};
+use super::state::{Target, TargetSource, TargetStatus};
+use super::Shared;
+use crate::core::backoff::{Backoff, DEFAULT as BACKOFF};
+use crate::core::PeerName;
+
+pub const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Normalise a user's peer address: "host", "host:port", "[v6]:port".
+pub fn parse_target(spec: &str, default_port: u16) -> Result<String, String> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return Err("empty peer address".into());
+    }
+    if let Ok(sa) = spec.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            return Err(format!("{spec}: port 0 is not valid"));
+        }
+        return Ok(sa.to_string());
+    }
+    if let Ok(ip) = spec.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port).to_string());
+    }
+    // host or host:port
+    let (host, port) = match spec.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => (h, p),
+            _ => return Err(format!("{spec}: invalid port {p:?}")),
+        },
+        None => (spec, default_port),
+    };
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid_host {
+        return Err(format!("{spec}: not an IP address or host name"));
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+pub fn add_user_target(shared: &Arc<Shared>, spec: String) {
+    add(shared, spec, TargetSource::User);
+}
+
+fn add(shared: &Arc<Shared>, key: String, source: TargetSource) {
+    let mut st = shared.state();
+    if let Some(t) = st.targets.get_mut(&key) {
+        // A user naming a discovered address makes it permanent.
+        if source == TargetSource::User {
+            t.source = source;
+        }
+        return;
+    }
+    let task = tokio::spawn(
+        dial_loop(shared.clone(), key.clone()).instrument(info_span!("target", addr = %key)),
+    );
+    st.targets.insert(
+        key,
+        Target {
+            source,
+            status: TargetStatus::Connecting,
+            task: task.abort_handle(),
+        },
+    );
+}
+
+/// Stop dialling `key`. Returns false when it was not a target.
+pub fn forget(shared: &Arc<Shared>, key: &str) -> bool {
+    let t = shared.state().targets.remove(key);
+    match t {
+        Some(t) => {
+            t.task.abort();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Reconcile discovered targets with what discovery wants now.
+pub fn discovered(shared: &Arc<Shared>, wanted: Vec<(PeerName, SocketAddr)>) {
+    let stale: Vec<String> = {
+        let st = shared.state();
+        st.targets
+            .iter()
+            .filter(|(_, t)| match t.source {
+                TargetSource::Discovered(p) => {
+                    !wanted.iter().any(|(w, _)| *w == p)
+                        && !matches!(t.status, TargetStatus::Connected { .. })
+                }
+                TargetSource::User => false,
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    for k in stale {
+        forget(shared, &k);
+    }
+    for (peer, addr) in wanted {
+        add(shared, addr.to_string(), TargetSource::Discovered(peer));
+    }
+}
+
+fn set_status(shared: &Shared, key: &str, status: TargetStatus) {
+    if let Some(t) = shared.state().targets.get_mut(key) {
+        t.status = status;
+    }
+}
+
+async fn dial_loop(shared: Arc<Shared>, key: String) {
+    let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
+    loop {
+        set_status(&shared, &key, TargetStatus::Connecting);
+        let started = Instant::now();
+        let err = attempt(&shared, &key).await;
+        if matches!(err, ConnError::Ourself) {
+            info!("{key} is this router itself: not dialling it again");
+            set_status(
+                &shared,
+                &key,
+                TargetStatus::Failed {
+                    error: err.to_string(),
+                },
+            );
+            return;
+        }
+        // A connection that lived a while earns a fresh backoff.
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay(rand::random::<f64>());
+        info!(
+            "connection to {key} failed: {err}; retrying in {:.1}s",
+            delay.as_secs_f64()
+        );
+        set_status(
+            &shared,
+            &key,
+            TargetStatus::Retrying {
+                last_error: err.to_string(),
+                next_attempt: Instant::now() + delay,
+            },
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn attempt(shared: &Arc<Shared>, key: &str) -> ConnError {
+    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(key).await {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            return ConnError::Io(std::io::Error::new(e.kind(), format!("resolve {key}: {e}")))
+        }
+    };
+    let Some(addr) = addrs.first().copied() else {
+        return ConnError::Io(std::io::Error::other(format!("resolve {key}: no address")));
+    };
+    let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return e.into(),
+        Err(_) => {
+            return ConnError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))
+        }
+    };
+    let mark = |id: u64| set_status(shared, key, TargetStatus::Connected { conn_id: id });
+    match connection::run(shared, stream, addr, true, Some(&mark)).await {
+        Err(e) => e,
+        Ok(()) => ConnError::ClosedByUs("connection ended".into()),
+    }
+}

@@ -1,0 +1,749 @@
+//! Links and addresses over rtnetlink: the `weave` bridge, container veth
+//! pairs (`vethwr<id>` on the bridge, `ethwe` in the container), addresses
+//! on `ethwe` and on the bridge (expose/hide), and reset.
+//!
+//! A [`Netlink`] is bound to one network namespace for its whole life: the
+//! one its socket was opened in ([`Netlink::connect`]: the caller's,
+//! [`Netlink::connect_in`]: any other, the socket being opened on a thread
+//! that entered that netns). Its connection task runs on the tokio runtime
+//! that was current when it was made.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use ipnetwork::IpNetwork;
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
+use netlink_packet_route::link::{
+    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage, State,
+};
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, AsyncSocket, TokioSocket};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+use super::netns::{ns_inode, ns_short_id, run_in_netns, run_in_netns_async};
+use super::{garp, NetError, NetnsTarget, CONTAINER_IFNAME, HOST_VETH_PREFIX};
+
+/// The result of [`Netlink::attach`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// Name of the host end, on the bridge: `vethwr<short_id>`.
+    pub host_veth: String,
+    /// MAC address of `ethwe`, the container end.
+    pub mac: [u8; 6],
+    /// Every address now on `ethwe` (IPv6 link-local excepted).
+    pub addrs: Vec<IpNetwork>,
+}
+
+/// What [`Netlink::link`] reports about one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSummary {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// MTU.
+    pub mtu: u32,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Operational state is UP (carrier and all).
+    pub oper_up: bool,
+    /// Index of the bridge (or other controller) it is enslaved to.
+    pub master: Option<u32>,
+    /// Hardware address, when it has a 6-byte one.
+    pub mac: Option<[u8; 6]>,
+    /// Link kind (`bridge`, `veth`, `tun`, ...), when the kernel says.
+    pub kind: Option<String>,
+}
+
+/// An rtnetlink connection bound to one network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+    /// The namespace the socket lives in (for GARP on the bridge, and to
+    /// refuse attaching the router's own netns).
+    ns: Arc<File>,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netlink")
+            .field("ns_fd", &self.ns.as_raw_fd())
+            .finish_non_exhaustive()
+    }
+}
+
+fn runtime(what: &'static str) -> Result<tokio::runtime::Handle, NetError> {
+    tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime(what))
+}
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> NetError + '_ {
+    move |source| NetError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Maps an rtnetlink error to a [`NetError`] naming `object` and `op`.
+fn nl_err(object: &str, op: &str, e: rtnetlink::Error) -> NetError {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => {
+            let errno = m.raw_code().abs();
+            NetError::Netlink {
+                object: object.to_string(),
+                op: op.to_string(),
+                cause: nix::errno::Errno::from_raw(errno).desc().to_string(),
+                errno: Some(errno),
+            }
+        }
+        other => NetError::Netlink {
+            object: object.to_string(),
+            op: op.to_string(),
+            cause: other.to_string(),
+            errno: None,
+        },
+    }
+}
+
+fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}
+
+fn check_ifname(object: &str, name: &str) -> Result<(), NetError> {
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+        return Err(NetError::Netlink {
+            object: object.to_string(),
+            op: "name".into(),
+            cause: "not a valid interface name (1-15 bytes, no '/' or space)".into(),
+            errno: Some(libc::EINVAL),
+        });
+    }
+    Ok(())
+}
+
+fn summarize(m: &LinkMessage) -> LinkSummary {
+    let mut s = LinkSummary {
+        index: m.header.index,
+        name: String::new(),
+        mtu: 0,
+        up: m.header.flags.contains(LinkFlags::Up),
+        oper_up: false,
+        master: None,
+        mac: None,
+        kind: None,
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => s.name = n.clone(),
+            LinkAttribute::Mtu(v) => s.mtu = *v,
+            LinkAttribute::Controller(i) if *i != 0 => s.master = Some(*i),
+            LinkAttribute::OperState(st) => s.oper_up = *st == State::Up,
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(a);
+                s.mac = Some(mac);
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        s.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+fn bridge_port_state(m: &LinkMessage) -> Option<BridgePortState> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::PortData(InfoPortData::BridgePort(ps)) => ps.iter().find_map(|p| match p {
+                InfoBridgePort::State(s) => Some(*s),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// The address and prefix of an address message.
+fn addr_of(m: &AddressMessage) -> Option<IpNetwork> {
+    // IPv4: IFA_LOCAL is the address (IFA_ADDRESS may be a peer's).
+    // IPv6: only IFA_ADDRESS.
+    let local = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let address = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    });
+    let ip = local.or(address)?;
+    IpNetwork::new(ip, m.header.prefix_len).ok()
+}
+
+fn is_link_local(n: &IpNetwork) -> bool {
+    match n.ip() {
+        IpAddr::V6(ip) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        IpAddr::V4(_) => false,
+    }
+}
+
+impl Netlink {
+    /// Connects in the caller's network namespace. Must be called within a
+    /// tokio runtime (the connection task is spawned on it).
+    pub fn connect() -> Result<Self, NetError> {
+        let rt = runtime("Netlink::connect")?;
+        let ns = File::open("/proc/thread-self/ns/net")
+            .map_err(io_err("open /proc/thread-self/ns/net"))?;
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(io_err("open netlink socket"))?;
+        rt.spawn(conn);
+        Ok(Netlink {
+            handle,
+            ns: Arc::new(ns),
+        })
+    }
+
+    /// Connects in the network namespace `ns`: the socket is opened on a
+    /// short-lived thread inside `ns` and stays bound to it. Must be called
+    /// within a tokio runtime.
+    pub fn connect_in(ns: &File) -> Result<Self, NetError> {
+        let rt = runtime("Netlink::connect_in")?;
+        let rt2 = rt.clone();
+        let sock = run_in_netns(ns, move || {
+            // Registering with the reactor needs the runtime's context; the
+            // registration itself is not tied to a namespace.
+            let _guard = rt2.enter();
+            TokioSocket::new(NETLINK_ROUTE)
+        })?
+        .map_err(io_err("open netlink socket in network namespace"))?;
+        let (conn, handle, _) = rtnetlink::from_socket(sock);
+        rt.spawn(conn);
+        let ns = ns.try_clone().map_err(io_err("dup network namespace fd"))?;
+        Ok(Netlink {
+            handle,
+            ns: Arc::new(ns),
+        })
+    }
+
+    /// The underlying rtnetlink handle, for anything not wrapped here.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The namespace this connection acts in.
+    pub fn netns(&self) -> &File {
+        &self.ns
+    }
+
+    // ---------------------------------------------------------------- links
+
+    async fn get_link(&self, name: &str) -> Result<Option<LinkMessage>, NetError> {
+        check_ifname(&format!("link {name}"), name)?;
+        let mut s = self.handle.link().get().match_name(name).execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(nl_err(&format!("link {name}"), "get", e)),
+        }
+    }
+
+    async fn all_links(&self) -> Result<Vec<LinkMessage>, NetError> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_err("links", "list", e))
+    }
+
+    async fn require(&self, object: &str, name: &str) -> Result<LinkMessage, NetError> {
+        self.get_link(name)
+            .await?
+            .ok_or_else(|| NetError::NoSuchLink {
+                object: object.to_string(),
+            })
+    }
+
+    async fn set_link(&self, object: &str, op: &str, msg: LinkMessage) -> Result<(), NetError> {
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| nl_err(object, op, e))
+    }
+
+    async fn del_index(&self, object: &str, index: u32) -> Result<bool, NetError> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(nl_err(object, "delete", e)),
+        }
+    }
+
+    /// Index of the link `name`, `None` if there is none.
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetError> {
+        Ok(self.get_link(name).await?.map(|m| m.header.index))
+    }
+
+    /// What the kernel says about link `name`, `None` if there is none.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkSummary>, NetError> {
+        Ok(self.get_link(name).await?.as_ref().map(summarize))
+    }
+
+    /// Deletes link `name`; `Ok(false)` if it did not exist.
+    pub async fn delete_link(&self, name: &str) -> Result<bool, NetError> {
+        let object = format!("link {name}");
+        match self.get_link(name).await? {
+            Some(m) => self.del_index(&object, m.header.index).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Creates the bridge `name` if missing, sets its MTU and brings it up;
+    /// returns its index. Idempotent. Fails if `name` exists and is not a
+    /// bridge.
+    pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<u32, NetError> {
+        let object = format!("bridge {name}");
+        check_ifname(&object, name)?;
+        let link = match self.get_link(name).await? {
+            Some(l) => l,
+            None => {
+                let msg = LinkMessageBuilder::<rtnetlink::LinkBridge>::new(name)
+                    .mtu(mtu)
+                    .up()
+                    .build();
+                match self.handle.link().add(msg).execute().await {
+                    Ok(()) => {}
+                    // Lost a race with another creator: fine if it is a bridge.
+                    Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(nl_err(&object, "create", e)),
+                }
+                self.require(&object, name).await?
+            }
+        };
+        let s = summarize(&link);
+        if s.kind.as_deref() != Some("bridge") {
+            return Err(NetError::Netlink {
+                object,
+                op: "check kind".into(),
+                cause: format!(
+                    "exists but is not a bridge (kind {})",
+                    s.kind.as_deref().unwrap_or("unknown")
+                ),
+                errno: None,
+            });
+        }
+        if s.mtu != mtu || !s.up {
+            let msg = LinkUnspec::new_with_index(s.index).mtu(mtu).up().build();
+            self.set_link(&object, &format!("set mtu {mtu} and up"), msg)
+                .await?;
+        }
+        Ok(s.index)
+    }
+
+    /// Enslaves link `ifname` to `bridge`, sets its MTU and brings it up.
+    pub async fn enslave(&self, ifname: &str, bridge: &str, mtu: u32) -> Result<(), NetError> {
+        let br = self.require(&format!("bridge {bridge}"), bridge).await?;
+        let object = format!("link {ifname}");
+        let link = self.require(&object, ifname).await?;
+        let msg = LinkUnspec::new_with_index(link.header.index)
+            .controller(br.header.index)
+            .mtu(mtu)
+            .up()
+            .build();
+        self.set_link(&object, &format!("enslave to {bridge} with mtu {mtu}"), msg)
+            .await
+    }
+
+    /// Names of the `vethwr*` links enslaved to `bridge` (none if the
+    /// bridge does not exist), sorted.
+    pub async fn attached(&self, bridge: &str) -> Result<Vec<String>, NetError> {
+        let Some(br) = self.link_index(bridge).await? else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = self
+            .all_links()
+            .await?
+            .iter()
+            .map(summarize)
+            .filter(|s| s.name.starts_with(HOST_VETH_PREFIX) && s.master == Some(br))
+            .map(|s| s.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Deletes every `vethwr*` link (whichever bridge, or none, it is on),
+    /// the TAP `tap` and the bridge `bridge`; absent ones are skipped.
+    /// Deleting a host veth also removes its `ethwe` in the container.
+    pub async fn reset(&self, bridge: &str, tap: &str) -> Result<(), NetError> {
+        for s in self.all_links().await?.iter().map(summarize) {
+            if s.name.starts_with(HOST_VETH_PREFIX) {
+                self.del_index(&format!("veth {}", s.name), s.index).await?;
+            }
+        }
+        if let Some(m) = self.get_link(tap).await? {
+            self.del_index(&format!("TAP {tap}"), m.header.index)
+                .await?;
+        }
+        if let Some(m) = self.get_link(bridge).await? {
+            self.del_index(&format!("bridge {bridge}"), m.header.index)
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ addresses
+
+    async fn addr_msgs(&self, object: &str, index: u32) -> Result<Vec<AddressMessage>, NetError> {
+        self.handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_err(object, "list addresses", e))
+    }
+
+    /// Addresses on link `index`, IPv6 link-local excepted.
+    async fn addrs_of(&self, object: &str, index: u32) -> Result<Vec<IpNetwork>, NetError> {
+        Ok(self
+            .addr_msgs(object, index)
+            .await?
+            .iter()
+            .filter_map(addr_of)
+            .filter(|n| !is_link_local(n))
+            .collect())
+    }
+
+    /// Adds `cidr` to link `index` (IPv6 without DAD, usable at once).
+    async fn add_addr(&self, object: &str, index: u32, cidr: IpNetwork) -> Result<(), NetError> {
+        let mut req = self.handle.address().add(index, cidr.ip(), cidr.prefix());
+        if cidr.is_ipv6() {
+            let m = req.message_mut();
+            m.header.flags |= AddressHeaderFlags::Nodad;
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        req.execute().await.map_err(|e| match errno_of(&e) {
+            Some(libc::EEXIST) => NetError::AddressInUse {
+                object: object.to_string(),
+                addr: cidr.to_string(),
+            },
+            _ => nl_err(object, &format!("add address {cidr}"), e),
+        })
+    }
+
+    /// Removes the addresses of `msgs` that are in `cidrs` (all but IPv6
+    /// link-local if `cidrs` is empty); returns those removed.
+    async fn del_addrs(
+        &self,
+        object: &str,
+        msgs: Vec<AddressMessage>,
+        cidrs: &[IpNetwork],
+    ) -> Result<Vec<IpNetwork>, NetError> {
+        let mut removed = Vec::new();
+        for m in msgs {
+            let Some(n) = addr_of(&m) else { continue };
+            let wanted = if cidrs.is_empty() {
+                !is_link_local(&n)
+            } else {
+                cidrs.contains(&n)
+            };
+            if !wanted {
+                continue;
+            }
+            match self.handle.address().del(m).execute().await {
+                Ok(()) => removed.push(n),
+                // Already gone (e.g. a secondary removed with its primary).
+                Err(e) if errno_of(&e) == Some(libc::EADDRNOTAVAIL) => removed.push(n),
+                Err(e) => return Err(nl_err(object, &format!("remove address {n}"), e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Adds `cidr` to the bridge itself (giving the host an address on the
+    /// overlay). Returns false if it was already there.
+    pub async fn expose(&self, bridge: &str, cidr: IpNetwork) -> Result<bool, NetError> {
+        let object = format!("bridge {bridge}");
+        let br = self.require(&object, bridge).await?;
+        let index = br.header.index;
+        if self.addrs_of(&object, index).await?.contains(&cidr) {
+            return Ok(false);
+        }
+        self.add_addr(&object, index, cidr).await?;
+        if let Some(mac) = summarize(&br).mac {
+            let name = bridge.to_string();
+            let ip = cidr.ip();
+            match run_in_netns_async(&self.ns, move || garp::announce(&name, mac, &[ip])).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) | Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Removes `cidrs` from the bridge (every address, IPv6 link-local
+    /// excepted, if `cidrs` is empty); returns those removed.
+    pub async fn hide(
+        &self,
+        bridge: &str,
+        cidrs: &[IpNetwork],
+    ) -> Result<Vec<IpNetwork>, NetError> {
+        let object = format!("bridge {bridge}");
+        let index = self.require(&object, bridge).await?.header.index;
+        let msgs = self.addr_msgs(&object, index).await?;
+        self.del_addrs(&object, msgs, cidrs).await
+    }
+
+    /// Addresses on the bridge, IPv6 link-local excepted.
+    pub async fn bridge_addrs(&self, bridge: &str) -> Result<Vec<IpNetwork>, NetError> {
+        let object = format!("bridge {bridge}");
+        let index = self.require(&object, bridge).await?.header.index;
+        self.addrs_of(&object, index).await
+    }
+
+    /// Addresses on link `name`, IPv6 link-local excepted.
+    pub async fn link_addrs(&self, name: &str) -> Result<Vec<IpNetwork>, NetError> {
+        let object = format!("link {name}");
+        let index = self.require(&object, name).await?.header.index;
+        self.addrs_of(&object, index).await
+    }
+
+    // ------------------------------------------------------ attach / detach
+
+    /// Connects the container network namespace `target` to `bridge`:
+    /// a veth pair whose host end `vethwr<short_id>` is on the bridge and
+    /// up, and whose other end is `ethwe` in `target` with MTU `mtu`,
+    /// addresses `cidrs` (IPv6 without DAD) and up; the prefix route comes
+    /// with each address. Then announces each address (gratuitous ARP,
+    /// unsolicited NA) from inside `target`.
+    ///
+    /// Idempotent: if `ethwe` already exists, only the missing addresses
+    /// are added (and MTU, up and the host end's bridge are reasserted).
+    pub async fn attach(
+        &self,
+        bridge: &str,
+        target: &NetnsTarget,
+        cidrs: &[IpNetwork],
+        mtu: u32,
+    ) -> Result<Attached, NetError> {
+        let ns = target.open()?;
+        if ns_inode(&ns)? == ns_inode(&self.ns)? {
+            return Err(NetError::Netns {
+                target: target.to_string(),
+                source: std::io::Error::other("is the router's own network namespace"),
+            });
+        }
+        let host_veth = format!("{HOST_VETH_PREFIX}{}", ns_short_id(&ns)?);
+        let host_obj = format!("veth {host_veth}");
+        let ctr_obj = format!("{CONTAINER_IFNAME} in {target}");
+        let br_index = self
+            .require(&format!("bridge {bridge}"), bridge)
+            .await?
+            .header
+            .index;
+        let ctr = Netlink::connect_in(&ns)?;
+
+        let ethwe = match ctr.get_link(CONTAINER_IFNAME).await? {
+            Some(l) => {
+                let Some(host) = self.get_link(&host_veth).await? else {
+                    return Err(NetError::Netlink {
+                        object: ctr_obj,
+                        op: "attach".into(),
+                        cause: format!(
+                            "already exists, but its host end {host_veth} is not in this network namespace"
+                        ),
+                        errno: Some(libc::EEXIST),
+                    });
+                };
+                let s = summarize(&host);
+                if s.master != Some(br_index) || !s.up || s.mtu != mtu {
+                    let msg = LinkUnspec::new_with_index(s.index)
+                        .controller(br_index)
+                        .mtu(mtu)
+                        .up()
+                        .build();
+                    self.set_link(&host_obj, &format!("enslave to {bridge}"), msg)
+                        .await?;
+                }
+                l
+            }
+            None => {
+                // A host end without its peer cannot be ours any more.
+                if let Some(stale) = self.get_link(&host_veth).await? {
+                    self.del_index(&host_obj, stale.header.index).await?;
+                }
+                self.create_veth(&host_veth, br_index, &ns, mtu)
+                    .await
+                    .map_err(|e| match e {
+                        NetError::Netlink {
+                            op, cause, errno, ..
+                        } => NetError::Netlink {
+                            object: format!("{host_obj} / {ctr_obj}"),
+                            op,
+                            cause,
+                            errno,
+                        },
+                        e => e,
+                    })?;
+                ctr.require(&ctr_obj, CONTAINER_IFNAME).await?
+            }
+        };
+        let ethwe = summarize(&ethwe);
+        let Some(mac) = ethwe.mac else {
+            return Err(NetError::Netlink {
+                object: ctr_obj,
+                op: "read MAC".into(),
+                cause: "no Ethernet address".into(),
+                errno: None,
+            });
+        };
+
+        let present = ctr.addrs_of(&ctr_obj, ethwe.index).await?;
+        for c in cidrs {
+            if !present.contains(c) {
+                ctr.add_addr(&ctr_obj, ethwe.index, *c).await?;
+            }
+        }
+        if !ethwe.up || ethwe.mtu != mtu {
+            let msg = LinkUnspec::new_with_index(ethwe.index)
+                .mtu(mtu)
+                .up()
+                .build();
+            ctr.set_link(&ctr_obj, &format!("set mtu {mtu} and up"), msg)
+                .await?;
+        }
+
+        // Announce once the host end forwards, or the bridge drops it.
+        self.wait_forwarding(&host_veth).await;
+        let ips: Vec<IpAddr> = cidrs.iter().map(|c| c.ip()).collect();
+        let announced = run_in_netns_async(&ns, move || {
+            // Removing a primary IPv4 address must not take the secondaries
+            // in the same subnet with it (detach of one of several).
+            let _ = std::fs::write(
+                format!("/proc/sys/net/ipv4/conf/{CONTAINER_IFNAME}/promote_secondaries"),
+                "1",
+            );
+            garp::announce(CONTAINER_IFNAME, mac, &ips)
+        })
+        .await;
+        match announced {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => tracing::warn!("{target}: {e}"),
+        }
+
+        let addrs = ctr.addrs_of(&ctr_obj, ethwe.index).await?;
+        Ok(Attached {
+            host_veth,
+            mac,
+            addrs,
+        })
+    }
+
+    /// Creates the pair: host end in this netns (on the bridge, up), peer
+    /// `ethwe` created directly in `ns` (down, no addresses yet).
+    async fn create_veth(
+        &self,
+        host_veth: &str,
+        br_index: u32,
+        ns: &File,
+        mtu: u32,
+    ) -> Result<(), NetError> {
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(CONTAINER_IFNAME)
+            .mtu(mtu)
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host_veth)
+            .mtu(mtu)
+            .controller(br_index)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("veth {host_veth}"), "create", e))
+    }
+
+    /// Waits (at most 2 s) until bridge port `name` is forwarding.
+    async fn wait_forwarding(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.get_link(name).await {
+                Ok(Some(m)) => match bridge_port_state(&m) {
+                    Some(BridgePortState::Forwarding) | None => return,
+                    Some(_) => {}
+                },
+                _ => return,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!("{name}: bridge port not forwarding after 2s");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Removes `cidrs` from `ethwe` in `target`. With an empty list, or
+    /// when no address (IPv6 link-local excepted) remains, deletes the veth
+    /// pair. Addresses not present are ignored. Returns the addresses that
+    /// remain (empty: the veth is gone).
+    pub async fn detach(
+        &self,
+        target: &NetnsTarget,
+        cidrs: &[IpNetwork],
+    ) -> Result<Vec<IpNetwork>, NetError> {
+        let ns = target.open()?;
+        let ctr_obj = format!("{CONTAINER_IFNAME} in {target}");
+        let ctr = Netlink::connect_in(&ns)?;
+        let Some(ethwe) = ctr.get_link(CONTAINER_IFNAME).await? else {
+            return Err(NetError::NotAttached {
+                target: target.to_string(),
+            });
+        };
+        let index = ethwe.header.index;
+        if cidrs.is_empty() {
+            ctr.del_index(&ctr_obj, index).await?;
+            return Ok(Vec::new());
+        }
+        let msgs = ctr.addr_msgs(&ctr_obj, index).await?;
+        let before: Vec<IpNetwork> = msgs.iter().filter_map(addr_of).collect();
+        ctr.del_addrs(&ctr_obj, msgs, cidrs).await?;
+        // Without promote_secondaries, removing a primary IPv4 address
+        // removes the secondaries of its subnet too: put back any that
+        // were not meant to go.
+        let mut remaining = ctr.addrs_of(&ctr_obj, index).await?;
+        for n in before {
+            if !is_link_local(&n) && !cidrs.contains(&n) && !remaining.contains(&n) {
+                ctr.add_addr(&ctr_obj, index, n).await?;
+                remaining.push(n);
+            }
+        }
+        if remaining.is_empty() {
+            ctr.del_index(&ctr_obj, index).await?;
+        }
+        Ok(remaining)
+    }
+}

@@ -1,0 +1,32 @@
+//! The router's TAP port (`weave-tap`): a plain layer-2 TAP device, no
+//! packet-information prefix, no virtio-net header, not persistent (it
+//! disappears when the router closes it), brought up at once.
+//!
+//! A TAP cannot be created by netlink; the caller enslaves the opened TAP to
+//! the bridge with [`super::Netlink::enslave`].
+
+use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
+
+use super::NetError;
+
+/// Opens (creating it if needed) the TAP `name` with MTU `mtu`, up.
+/// Must be called within a tokio runtime. Each read yields one Ethernet
+/// frame; each write sends one.
+pub fn open_tap(name: &str, mtu: u16) -> Result<AsyncDevice, NetError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(NetError::NoRuntime("open_tap"));
+    }
+    DeviceBuilder::new()
+        .name(name)
+        .layer(Layer::L2)
+        .packet_information(false)
+        .offload(false)
+        .multi_queue(false)
+        .mtu(mtu)
+        .enable(true)
+        .build_async()
+        .map_err(|source| NetError::Tap {
+            name: name.to_string(),
+            source,
+        })
+}
