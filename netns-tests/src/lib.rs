@@ -33,6 +33,7 @@ pub use std::time::Duration;
 pub use netns::{in_netns, spawn_in_netns, AsNetns, Netns};
 pub use report::{Conn, Report};
 pub use tools::{
-    icmp_echo_reply_sniffer, iperf3_client, ping, ping_count, try_wait_until, wait_until,
+    assert_pings, icmp_echo_reply_sniffer, iperf3_client, ping, ping_count, secs, try_wait_until,
+    wait_ping, wait_until,
     Iperf3Server, IperfResult,
 };

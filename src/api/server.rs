@@ -96,10 +96,14 @@ use tokio::io::AsyncReadExt;
 
 async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
     match req {
-        Request::Report => Reply::Ok {
-            message: String::new(),
-            report: Some(Box::new(report(shared))),
-        },
+        Request::Report => {
+            let mut r = report(shared);
+            r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {
+                Ok(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
+                Err(e) => vec![format!("unknown: {e}")],
+            };
+            Reply::Ok { message: String::new(), report: Some(Box::new(r)) }
+        }
         Request::Connect { peers } => {
             let mut keys = Vec::new();
             for p in &peers {

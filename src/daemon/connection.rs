@@ -107,6 +107,7 @@ pub async fn run(
     on_established: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true).ok();
+    let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
     let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(shared, &mut stream))
         .await
         .map_err(|_| ConnError::HandshakeTimeout)??;

@@ -1,0 +1,81 @@
+//! User errors: one line on stderr ("weave-rs: <what>: <why>") naming the
+//! problem, and a non-zero exit.
+
+use netns_tests::*;
+
+/// The command failed with exactly one stderr line that starts with
+/// "weave-rs:" and contains every one of `needles` (case-insensitive).
+#[track_caller]
+fn one_line_error(out: Output, needles: &[&str]) -> String {
+    let out = out.err();
+    let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "want exactly one line on stderr:\n{out}");
+    let line = lines[0];
+    assert!(line.starts_with("weave-rs:"), "want \"weave-rs: <what>: <why>\":\n{out}");
+    let lower = line.to_ascii_lowercase();
+    for n in needles {
+        assert!(
+            lower.contains(&n.to_ascii_lowercase()),
+            "the error should name {n:?}:\n{out}"
+        );
+    }
+    line.to_string()
+}
+
+#[test]
+fn attach_without_router() {
+    let lab = Lab::new();
+    let h1 = lab.switched_host("h1");
+    let c = Container::new(&h1);
+    let out = h1.weave(&["attach", "10.2.1.1/24", &c.path()]);
+    let line = one_line_error(out, &[]);
+    let l = line.to_ascii_lowercase();
+    assert!(
+        l.contains("router") || l.contains("running") || l.contains("launch"),
+        "the error should say the router is not running: {line}"
+    );
+    assert!(!c.ns().has_link("ethwe"), "ethwe appeared without a router");
+}
+
+#[test]
+fn bad_arguments_with_router_running() {
+    let lab = Lab::new();
+    let h1 = lab.switched_host("h1");
+    h1.launch(NO_ARGS);
+    let c = Container::new(&h1);
+
+    // Malformed CIDRs (the target exists, so only the CIDR is wrong).
+    for bad in ["10.2.1.300/24", "10.2.1.1/33", "not-a-cidr"] {
+        one_line_error(h1.weave(&["attach", bad, &c.path()]), &[bad]);
+    }
+
+    // Unknown targets.
+    let missing = format!("/var/run/netns/{}nosuch", lab.prefix());
+    one_line_error(h1.weave(&["attach", "10.2.1.1/24", &missing]), &[&missing]);
+    one_line_error(
+        h1.weave(&["attach", "10.2.1.1/24", "pid:999999999"]),
+        &["999999999"],
+    );
+
+    // Nothing was made by the failed attaches.
+    let veths: Vec<String> = h1
+        .ns()
+        .links()
+        .into_iter()
+        .filter(|l| l.starts_with("vethwr"))
+        .collect();
+    assert!(veths.is_empty(), "failed attaches left links behind: {veths:?}");
+    assert!(!c.ns().has_link("ethwe"), "a failed attach left ethwe in the container");
+
+    // A second launch on a running host.
+    let out = h1.try_launch(NO_ARGS).err();
+    assert!(
+        out.stderr.contains("already running"),
+        "second launch should say \"already running\":\n{out}"
+    );
+
+    // The first router is unharmed and attach still works.
+    h1.status_json();
+    h1.attach(&c, "10.2.1.1/24");
+    assert!(c.ns().has_link("ethwe"), "attach succeeded but no ethwe in the container");
+}

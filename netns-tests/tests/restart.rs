@@ -1,0 +1,54 @@
+//! Three meshed hosts. The router on h1 dies (SIGKILL); h2 and h3, which
+//! were launched with h1's address, show it as not established (retrying).
+//! h1's router is launched again with the same arguments: container traffic
+//! to and from h1 works again within 15 s, with no re-attach.
+
+use std::time::Instant;
+
+use netns_tests::*;
+
+#[test]
+fn restart() {
+    let lab = Lab::new();
+    let hosts = lab.switched_hosts(3);
+    let (h1, h2, h3) = (&hosts[0], &hosts[1], &hosts[2]);
+
+    h1.launch(NO_ARGS);
+    h2.launch(&[h1.addr_for(h2).to_string()]);
+    h3.launch(&[h1.addr_for(h3).to_string(), h2.addr_for(h3).to_string()]);
+    wait_full_mesh(&hosts, secs(30));
+
+    let containers: Vec<Container> = hosts.iter().map(Container::new).collect();
+    for (i, (h, c)) in hosts.iter().zip(&containers).enumerate() {
+        h.attach(c, &format!("10.2.1.{}/24", i + 1));
+    }
+    let (c1, c2, c3) = (&containers[0], &containers[1], &containers[2]);
+    wait_ping(c2, "10.2.1.1", secs(20));
+    wait_ping(c3, "10.2.1.1", secs(20));
+
+    let killed = h1.kill_router();
+    eprintln!("killed router on h1: pids {killed:?}");
+
+    for other in [h2, h3] {
+        wait_until(
+            secs(15),
+            &format!("{} shows h1 as not established (an entry, retrying)", other.name()),
+            || {
+                let r = other.status_json();
+                let with_h1: Vec<&Conn> = r.connections_with(h1).collect();
+                !with_h1.is_empty() && with_h1.iter().all(|c| !c.is_established())
+            },
+        );
+    }
+    assert!(!ping(c2, "10.2.1.1", 2), "c2 still reaches c1 with h1's router dead");
+
+    h1.relaunch();
+    let t = Instant::now();
+    wait_until(secs(15), "c2 and c3 reach c1 again after the relaunch", || {
+        ping(c2, "10.2.1.1", 1) && ping(c3, "10.2.1.1", 1)
+    });
+    eprintln!("traffic back {:?} after relaunch", t.elapsed());
+    assert_pings(c1, "10.2.1.2", 5);
+    assert_pings(c1, "10.2.1.3", 5);
+    wait_full_mesh(&hosts, secs(15));
+}

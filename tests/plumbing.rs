@@ -1,0 +1,620 @@
+//! Integration tests of the host plumbing (`weave_rs::net`): bridge, veth
+//! attach/detach into network namespaces, expose/hide, TAP, reset,
+//! iptables, gratuitous ARP.
+//!
+//! Needs root. Every test makes its own network namespaces named
+//! `wrpl-<pid>-<n>-<role>` (deleted by an RAII guard even on panic) and runs
+//! the plumbing inside a "host" namespace of its own, on a thread that
+//! entered it, so nothing is created in the machine's root namespace.
+
+use std::fs::File;
+use std::future::Future;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnetwork::IpNetwork;
+use weave_rs::net::iptables::Iptables;
+use weave_rs::net::{open_tap, run_in_netns, NetError, Netlink, NetnsTarget};
+
+const MTU: u32 = 1376;
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A network namespace made by `ip netns add`, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(role: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("wrpl-{}-{n}-{role}", std::process::id());
+        ip(&["netns", "add", &name]);
+        Netns { name }
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.name))
+    }
+
+    fn target(&self) -> NetnsTarget {
+        NetnsTarget::Path(self.path())
+    }
+
+    fn file(&self) -> File {
+        self.target().open().expect("open test netns")
+    }
+
+    /// Runs an async block on a current-thread runtime on a thread inside
+    /// this namespace.
+    fn run<T, F, Fut>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+    {
+        run_in_netns(&self.file(), move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f())
+        })
+        .expect("enter test netns")
+    }
+
+    /// `ip -n NAME args...`, stdout.
+    fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A child process, killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cidr(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+/// A receive-only packet socket on one interface of the caller's netns.
+struct Sniffer(OwnedFd);
+
+impl Sniffer {
+    fn open(ifname: &str) -> Sniffer {
+        let index = nix::net::if_::if_nametoindex(ifname).expect("ifindex") as i32;
+        // SAFETY: plain socket(2); the fd is owned right after.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from((libc::ETH_P_ALL as u16).to_be()),
+            )
+        };
+        assert!(raw >= 0, "packet socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fresh fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: zeroed sockaddr_ll is valid; we fill the fields we need.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sa.sll_ifindex = index;
+        // SAFETY: valid sockaddr_ll and length.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: valid timeval option.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+        }
+        Sniffer(fd)
+    }
+
+    /// Frames until `pred` matches one or `wait` passes.
+    fn find(&self, wait: Duration, pred: impl Fn(&[u8]) -> bool) -> bool {
+        let end = Instant::now() + wait;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            // SAFETY: buf is valid for its length.
+            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 && pred(&buf[..n as usize]) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn is_garp(f: &[u8], mac: [u8; 6], ip: [u8; 4]) -> bool {
+    f.len() >= 42
+        && f[..6] == [0xff; 6]
+        && f[6..12] == mac
+        && f[12..14] == [0x08, 0x06]
+        && f[22..28] == mac
+        && f[28..32] == ip
+        && f[38..42] == ip
+}
+
+fn is_na(f: &[u8], mac: [u8; 6], ip: std::net::Ipv6Addr) -> bool {
+    f.len() >= 14 + 40 + 24
+        && f[6..12] == mac
+        && f[12..14] == [0x86, 0xdd]
+        && f[14 + 6] == 58
+        && f[14 + 40] == 136
+        && f[14 + 40 + 8..14 + 40 + 24] == ip.octets()
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn bridge_and_attach() {
+    let host = Netns::new("host");
+    let c1 = Netns::new("c1");
+    let target = c1.target();
+    let c1_file = c1.file();
+    let (a, br_index, sniffed_arp, sniffed_na) = host.run(move || async move {
+        let nl = Netlink::connect().unwrap();
+        let br = nl.ensure_bridge("weave", MTU).await.unwrap();
+        assert_eq!(nl.ensure_bridge("weave", MTU).await.unwrap(), br);
+        let s = nl.link("weave").await.unwrap().unwrap();
+        assert_eq!((s.mtu, s.up, s.kind.as_deref()), (MTU, true, Some("bridge")));
+
+        let sniffer = Sniffer::open("weave");
+        let a = nl
+            .attach("weave", &target, &[cidr("10.2.1.1/24"), cidr("fd00:2::1/64")], MTU)
+            .await
+            .unwrap();
+        let arp = sniffer.find(Duration::from_secs(2), |f| is_garp(f, a.mac, [10, 2, 1, 1]));
+        let na = sniffer.find(Duration::from_secs(2), |f| {
+            is_na(f, a.mac, "fd00:2::1".parse().unwrap())
+        });
+
+        let hv = nl.link(&a.host_veth).await.unwrap().unwrap();
+        assert_eq!(hv.master, Some(br));
+        assert!(hv.up);
+        assert_eq!(hv.mtu, MTU);
+        assert_eq!(nl.attached("weave").await.unwrap(), vec![a.host_veth.clone()]);
+
+        // The container side, seen through a connection inside c1.
+        let ctr = Netlink::connect_in(&c1_file).unwrap();
+        let e = ctr.link("ethwe").await.unwrap().unwrap();
+        assert_eq!((e.mtu, e.up, e.mac), (MTU, true, Some(a.mac)));
+        let addrs = ctr.link_addrs("ethwe").await.unwrap();
+        assert!(addrs.contains(&cidr("10.2.1.1/24")), "{addrs:?}");
+        assert!(addrs.contains(&cidr("fd00:2::1/64")), "{addrs:?}");
+        (a, br, arp, na)
+    });
+    assert_eq!(a.host_veth, format!("vethwr{}", c1.target().short_id()));
+    assert_eq!(a.host_veth.len(), 14);
+    assert_eq!(a.addrs.len(), 2, "{:?}", a.addrs);
+    assert!(br_index > 0);
+    assert!(sniffed_arp, "no gratuitous ARP seen on the bridge");
+    assert!(sniffed_na, "no unsolicited NA seen on the bridge");
+
+    // Independent check with iproute2: addresses usable at once, routes.
+    let addr = c1.ip(&["addr", "show", "dev", "ethwe"]);
+    assert!(addr.contains("inet 10.2.1.1/24"), "{addr}");
+    assert!(addr.contains("inet6 fd00:2::1/64"), "{addr}");
+    assert!(!addr.contains("tentative"), "{addr}");
+    assert!(addr.contains("mtu 1376"), "{addr}");
+    let routes = c1.ip(&["route", "show", "dev", "ethwe"]);
+    assert!(routes.contains("10.2.1.0/24"), "{routes}");
+    let brlink = host.ip(&["link", "show", "dev", &a.host_veth]);
+    assert!(brlink.contains("master weave"), "{brlink}");
+
+    // And traffic flows: the host gets an address on the bridge, pings c1.
+    host.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        assert!(nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap());
+    });
+    let out = Command::new("ip")
+        .args(["netns", "exec", &host.name, "ping", "-c", "1", "-W", "2", "10.2.1.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ping: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn attach_is_idempotent_and_same_netns_same_veth() {
+    let host = Netns::new("host");
+    let c1 = Netns::new("c1");
+    // A process inside c1, to name the same netns as pid:N.
+    let child = Command::new("ip")
+        .args(["netns", "exec", &c1.name, "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let child = Proc(child);
+    let by_pid = NetnsTarget::Pid(child.0.id());
+    // `ip netns exec` execs sleep after setns; wait until it has.
+    let want = c1.target().short_id();
+    let end = Instant::now() + Duration::from_secs(5);
+    while by_pid.short_id() != want && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(by_pid.short_id(), want);
+
+    let target = c1.target();
+    host.run(move || async move {
+        let nl = Netlink::connect().unwrap();
+        nl.ensure_bridge("weave", MTU).await.unwrap();
+        let cidrs = [cidr("10.2.1.1/24")];
+        let a1 = nl.attach("weave", &target, &cidrs, MTU).await.unwrap();
+        let a2 = nl.attach("weave", &target, &cidrs, MTU).await.unwrap();
+        assert_eq!(a1, a2);
+        let a3 = nl.attach("weave", &by_pid, &cidrs, MTU).await.unwrap();
+        assert_eq!(a1, a3);
+        // A further address is added to the same ethwe.
+        let a4 = nl
+            .attach("weave", &by_pid, &[cidr("10.2.1.1/24"), cidr("10.2.1.7/24")], MTU)
+            .await
+            .unwrap();
+        assert_eq!(a4.host_veth, a1.host_veth);
+        assert_eq!(a4.mac, a1.mac);
+        assert!(a4.addrs.contains(&cidr("10.2.1.7/24")));
+        assert_eq!(a4.addrs.len(), 2, "{:?}", a4.addrs);
+        assert_eq!(nl.attached("weave").await.unwrap(), vec![a1.host_veth]);
+    });
+    drop(child);
+}
+
+#[test]
+fn detach_removes_addresses_then_veth() {
+    let host = Netns::new("host");
+    let c1 = Netns::new("c1");
+    let target = c1.target();
+    let c1_file = c1.file();
+    host.run(move || async move {
+        let nl = Netlink::connect().unwrap();
+        nl.ensure_bridge("weave", MTU).await.unwrap();
+        let a = nl
+            .attach(
+                "weave",
+                &target,
+                &[cidr("10.2.1.1/24"), cidr("10.2.1.2/24"), cidr("fd00:2::1/64")],
+                MTU,
+            )
+            .await
+            .unwrap();
+        let ctr = Netlink::connect_in(&c1_file).unwrap();
+
+        // Removing the primary keeps the secondary of the same subnet.
+        let left = nl.detach(&target, &[cidr("10.2.1.1/24")]).await.unwrap();
+        let mut left_sorted = left.clone();
+        left_sorted.sort();
+        assert_eq!(left_sorted, vec![cidr("10.2.1.2/24"), cidr("fd00:2::1/64")]);
+        let now = ctr.link_addrs("ethwe").await.unwrap();
+        assert!(now.contains(&cidr("10.2.1.2/24")) && !now.contains(&cidr("10.2.1.1/24")));
+
+        // Absent addresses are ignored.
+        let left = nl.detach(&target, &[cidr("10.9.9.9/24")]).await.unwrap();
+        assert_eq!(left.len(), 2);
+
+        // Removing the last addresses removes the veth pair.
+        let left = nl
+            .detach(&target, &[cidr("10.2.1.2/24"), cidr("fd00:2::1/64")])
+            .await
+            .unwrap();
+        assert!(left.is_empty());
+        assert_eq!(ctr.link_index("ethwe").await.unwrap(), None);
+        assert_eq!(nl.link_index(&a.host_veth).await.unwrap(), None);
+
+        // Attach again, then detach with no list: the veth goes at once.
+        let a = nl.attach("weave", &target, &[cidr("10.2.1.1/24")], MTU).await.unwrap();
+        assert!(nl.detach(&target, &[]).await.unwrap().is_empty());
+        assert_eq!(ctr.link_index("ethwe").await.unwrap(), None);
+        assert_eq!(nl.link_index(&a.host_veth).await.unwrap(), None);
+        assert!(nl.attached("weave").await.unwrap().is_empty());
+
+        // Nothing left to detach.
+        let e = nl.detach(&target, &[]).await.unwrap_err();
+        assert!(matches!(e, NetError::NotAttached { .. }), "{e}");
+        assert!(e.to_string().ends_with(": not attached (no ethwe)"), "{e}");
+    });
+}
+
+#[test]
+fn bad_targets_give_specific_errors() {
+    assert_eq!(
+        "pid:abc".parse::<NetnsTarget>().unwrap_err().to_string(),
+        "pid:abc: not a process id"
+    );
+    assert_eq!(
+        "foo".parse::<NetnsTarget>().unwrap_err().to_string(),
+        "foo: not a network namespace path or pid:N"
+    );
+    let missing = format!("/var/run/netns/wrpl-{}-missing", std::process::id());
+    let t: NetnsTarget = missing.parse().unwrap();
+    assert_eq!(
+        t.open().unwrap_err().to_string(),
+        format!("no such network namespace {missing}")
+    );
+    let t: NetnsTarget = "pid:2147483646".parse().unwrap();
+    assert_eq!(t.open().unwrap_err().to_string(), "no process 2147483646");
+    // A regular file is not a namespace.
+    let t = NetnsTarget::Path("/proc/self/status".into());
+    assert_eq!(
+        t.open().unwrap_err().to_string(),
+        "/proc/self/status: not a network namespace"
+    );
+    // Another namespace type is not a network namespace either.
+    let t = NetnsTarget::Path("/proc/self/ns/uts".into());
+    assert!(matches!(t.open().unwrap_err(), NetError::NotNetns(_)));
+    // A deleted namespace.
+    let gone = Netns::new("gone");
+    let gone_target = gone.target();
+    drop(gone);
+    assert!(matches!(gone_target.open().unwrap_err(), NetError::NoSuchNetns(_)));
+
+    let host = Netns::new("host");
+    let c1 = Netns::new("c1");
+    let (target, host_target) = (c1.target(), host.target());
+    host.run(move || async move {
+        let nl = Netlink::connect().unwrap();
+        // No bridge yet.
+        let e = nl
+            .attach("weave", &target, &[cidr("10.2.1.1/24")], MTU)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "bridge weave: does not exist");
+        nl.ensure_bridge("weave", MTU).await.unwrap();
+        // The router's own namespace.
+        let e = nl
+            .attach("weave", &host_target, &[cidr("10.2.1.1/24")], MTU)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("own network namespace"), "{e}");
+        // A missing namespace.
+        let e = nl
+            .attach("weave", &gone_target, &[cidr("10.2.1.1/24")], MTU)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("no such network namespace"), "{e}");
+        // A bad interface name.
+        let e = nl.ensure_bridge("a-name-far-too-long", MTU).await.unwrap_err();
+        assert!(e.to_string().starts_with("bridge a-name-far-too-long: name:"), "{e}");
+        // A link that is not a bridge.
+        let tap = open_tap("notabridge", 1500).unwrap();
+        let e = nl.ensure_bridge("notabridge", MTU).await.unwrap_err();
+        assert!(e.to_string().contains("not a bridge (kind tun)"), "{e}");
+        drop(tap);
+    });
+}
+
+#[test]
+fn expose_and_hide() {
+    let host = Netns::new("host");
+    host.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        let e = nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap_err();
+        assert_eq!(e.to_string(), "bridge weave: does not exist");
+        nl.ensure_bridge("weave", MTU).await.unwrap();
+        assert!(nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap());
+        assert!(!nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap());
+        assert!(nl.expose("weave", cidr("10.3.0.254/16")).await.unwrap());
+        assert!(nl.expose("weave", cidr("fd00:2::fe/64")).await.unwrap());
+        let mut addrs = nl.bridge_addrs("weave").await.unwrap();
+        addrs.sort();
+        assert_eq!(
+            addrs,
+            vec![cidr("10.2.1.254/24"), cidr("10.3.0.254/16"), cidr("fd00:2::fe/64")]
+        );
+        let removed = nl.hide("weave", &[cidr("10.3.0.254/16")]).await.unwrap();
+        assert_eq!(removed, vec![cidr("10.3.0.254/16")]);
+        let mut removed = nl.hide("weave", &[]).await.unwrap();
+        removed.sort();
+        assert_eq!(removed, vec![cidr("10.2.1.254/24"), cidr("fd00:2::fe/64")]);
+        assert!(nl.bridge_addrs("weave").await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn tap_on_bridge_sees_container_frames_and_reset_removes_all() {
+    let host = Netns::new("host");
+    let c1 = Netns::new("c1");
+    let c2 = Netns::new("c2");
+    let (t1, t2) = (c1.target(), c2.target());
+    let (f1, f2) = (c1.file(), c2.file());
+    host.run(move || async move {
+        let nl = Netlink::connect().unwrap();
+        nl.ensure_bridge("weave", MTU).await.unwrap();
+        let tap = open_tap("weave-tap", MTU as u16).unwrap();
+        nl.enslave("weave-tap", "weave", MTU).await.unwrap();
+        let t = nl.link("weave-tap").await.unwrap().unwrap();
+        assert!(t.up && t.master.is_some() && t.mtu == MTU, "{t:?}");
+        assert_eq!(t.kind.as_deref(), Some("tun"));
+
+        let a1 = nl.attach("weave", &t1, &[cidr("10.2.1.1/24")], MTU).await.unwrap();
+        nl.attach("weave", &t2, &[cidr("10.2.1.2/24")], MTU).await.unwrap();
+        assert_eq!(nl.attached("weave").await.unwrap().len(), 2);
+
+        // The container's gratuitous ARP reaches the router's TAP as a bare
+        // Ethernet frame (no packet-information prefix).
+        let mut buf = vec![0u8; 2048];
+        let found = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                let n = tap.recv(&mut buf).await.unwrap();
+                if is_garp(&buf[..n], a1.mac, [10, 2, 1, 1]) {
+                    return true;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        assert!(found, "GARP from c1 not read on the TAP");
+
+        nl.reset("weave", "weave-tap").await.unwrap();
+        assert_eq!(nl.link_index("weave").await.unwrap(), None);
+        assert_eq!(nl.link_index("weave-tap").await.unwrap(), None);
+        assert!(nl.attached("weave").await.unwrap().is_empty());
+        for f in [&f1, &f2] {
+            let ctr = Netlink::connect_in(f).unwrap();
+            assert_eq!(ctr.link_index("ethwe").await.unwrap(), None);
+        }
+        // Nothing left: reset again is fine.
+        nl.reset("weave", "weave-tap").await.unwrap();
+        drop(tap);
+    });
+    let links = host.ip(&["-o", "link", "show"]);
+    assert!(!links.contains("vethwr") && !links.contains("weave"), "{links}");
+}
+
+#[test]
+fn reset_removes_orphan_veths() {
+    // A vethwr* link left on no bridge (e.g. a crashed router) goes too.
+    let host = Netns::new("host");
+    host.ip(&["link", "add", "vethwr00000000", "type", "veth", "peer", "name", "wrpl-peer"]);
+    host.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        nl.reset("weave", "weave-tap").await.unwrap();
+        assert_eq!(nl.link_index("vethwr00000000").await.unwrap(), None);
+        assert_eq!(nl.link_index("wrpl-peer").await.unwrap(), None);
+    });
+}
+
+#[test]
+fn iptables_rule_is_added_once_and_removed() {
+    // The real binary: either it works (inside a test netns) or it is
+    // reported as missing.
+    let host = Netns::new("host");
+    host.run(|| async {
+        match weave_rs::net::iptables::ensure_forward_accept("weave") {
+            Ok(_) => {
+                assert!(!weave_rs::net::iptables::ensure_forward_accept("weave").unwrap());
+                assert!(weave_rs::net::iptables::remove_forward_accept("weave").unwrap());
+                assert!(!weave_rs::net::iptables::remove_forward_accept("weave").unwrap());
+            }
+            Err(e @ NetError::IptablesMissing { .. }) => {
+                assert!(e.to_string().starts_with("iptables is not installed"), "{e}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    });
+    let missing = Iptables::with_program("/nonexistent/iptables");
+    assert!(matches!(
+        missing.ensure_forward_accept("weave"),
+        Err(NetError::IptablesMissing { .. })
+    ));
+
+    // A stand-in that keeps its rules in a file, to check the calls.
+    let dir = std::env::temp_dir().join(format!("wrpl-{}-iptables", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules");
+    let calls = dir.join("calls");
+    let script = dir.join("iptables");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+echo "$*" >> {calls}
+[ "$1" = -w ] || exit 2
+op=$2; shift 2; rule="$*"
+touch {rules}
+case $op in
+  -C) grep -qxF -- "$rule" {rules} ;;
+  -I) echo "$rule" >> {rules} ;;
+  -D) grep -qxF -- "$rule" {rules} || {{ echo "Bad rule" >&2; exit 1; }}
+      grep -vxF -- "$rule" {rules} > {rules}.new; mv {rules}.new {rules} ;;
+  *) echo "unknown $op" >&2; exit 2 ;;
+esac
+"#,
+            calls = calls.display(),
+            rules = rules.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", script.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let ipt = Iptables::with_program(&script);
+    assert!(ipt.ensure_forward_accept("weave").unwrap());
+    assert!(!ipt.ensure_forward_accept("weave").unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&rules).unwrap(),
+        "FORWARD -i weave -o weave -j ACCEPT\n"
+    );
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        vec![
+            "-w -C FORWARD -i weave -o weave -j ACCEPT",
+            "-w -I FORWARD -i weave -o weave -j ACCEPT",
+            "-w -C FORWARD -i weave -o weave -j ACCEPT",
+        ]
+    );
+    assert!(ipt.remove_forward_accept("weave").unwrap());
+    assert!(!ipt.remove_forward_accept("weave").unwrap());
+    assert_eq!(std::fs::read_to_string(&rules).unwrap(), "");
+    // A failing iptables reports its stderr.
+    std::fs::write(&script, "#!/bin/sh\necho 'Permission denied (you must be root)' >&2\nexit 4\n").unwrap();
+    let e = ipt.ensure_forward_accept("weave").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "iptables -C FORWARD -i weave -o weave -j ACCEPT: Permission denied (you must be root)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_in_netns_enters_and_propagates_panics() {
+    let ns = Netns::new("x");
+    let f = ns.file();
+    let inode = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    };
+    let want = {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().unwrap().ino()
+    };
+    let got = run_in_netns(&f, move || inode("/proc/thread-self/ns/net")).unwrap();
+    assert_eq!(got, want);
+    assert_ne!(inode("/proc/thread-self/ns/net"), want, "caller must not move");
+    let r = std::panic::catch_unwind(|| run_in_netns(&f, || -> u32 { panic!("boom") }));
+    assert!(r.is_err());
+}
