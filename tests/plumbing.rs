@@ -121,7 +121,11 @@ impl Sniffer {
                 i32::from((libc::ETH_P_ALL as u16).to_be()),
             )
         };
-        assert!(raw >= 0, "packet socket: {}", std::io::Error::last_os_error());
+        assert!(
+            raw >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: fresh fd.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: zeroed sockaddr_ll is valid; we fill the fields we need.
@@ -161,7 +165,8 @@ impl Sniffer {
         let mut buf = [0u8; 2048];
         while Instant::now() < end {
             // SAFETY: buf is valid for its length.
-            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n > 0 && pred(&buf[..n as usize]) {
                 return true;
             }
@@ -202,11 +207,19 @@ fn bridge_and_attach() {
         let br = nl.ensure_bridge("weave", MTU).await.unwrap();
         assert_eq!(nl.ensure_bridge("weave", MTU).await.unwrap(), br);
         let s = nl.link("weave").await.unwrap().unwrap();
-        assert_eq!((s.mtu, s.up, s.kind.as_deref()), (MTU, true, Some("bridge")));
+        assert_eq!(
+            (s.mtu, s.up, s.kind.as_deref()),
+            (MTU, true, Some("bridge"))
+        );
 
         let sniffer = Sniffer::open("weave");
         let a = nl
-            .attach("weave", &target, &[cidr("10.2.1.1/24"), cidr("fd00:2::1/64")], MTU)
+            .attach(
+                "weave",
+                &target,
+                &[cidr("10.2.1.1/24"), cidr("fd00:2::1/64")],
+                MTU,
+            )
             .await
             .unwrap();
         let arp = sniffer.find(Duration::from_secs(2), |f| is_garp(f, a.mac, [10, 2, 1, 1]));
@@ -218,7 +231,10 @@ fn bridge_and_attach() {
         assert_eq!(hv.master, Some(br));
         assert!(hv.up);
         assert_eq!(hv.mtu, MTU);
-        assert_eq!(nl.attached("weave").await.unwrap(), vec![a.host_veth.clone()]);
+        assert_eq!(
+            nl.attached("weave").await.unwrap(),
+            vec![a.host_veth.clone()]
+        );
 
         // The container side, seen through a connection inside c1.
         let ctr = Netlink::connect_in(&c1_file).unwrap();
@@ -240,8 +256,20 @@ fn bridge_and_attach() {
     let addr = c1.ip(&["addr", "show", "dev", "ethwe"]);
     assert!(addr.contains("inet 10.2.1.1/24"), "{addr}");
     assert!(addr.contains("inet6 fd00:2::1/64"), "{addr}");
-    assert!(!addr.contains("tentative"), "{addr}");
+    let v6 = addr.lines().find(|l| l.contains("fd00:2::1/64")).unwrap();
+    assert!(!v6.contains("tentative"), "{addr}");
     assert!(addr.contains("mtu 1376"), "{addr}");
+    let promote = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c1.name,
+            "cat",
+            "/proc/sys/net/ipv4/conf/ethwe/promote_secondaries",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&promote.stdout).trim(), "1");
     let routes = c1.ip(&["route", "show", "dev", "ethwe"]);
     assert!(routes.contains("10.2.1.0/24"), "{routes}");
     let brlink = host.ip(&["link", "show", "dev", &a.host_veth]);
@@ -253,10 +281,16 @@ fn bridge_and_attach() {
         assert!(nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap());
     });
     let out = Command::new("ip")
-        .args(["netns", "exec", &host.name, "ping", "-c", "1", "-W", "2", "10.2.1.1"])
+        .args([
+            "netns", "exec", &host.name, "ping", "-c", "1", "-W", "2", "10.2.1.1",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "ping: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -290,7 +324,12 @@ fn attach_is_idempotent_and_same_netns_same_veth() {
         assert_eq!(a1, a3);
         // A further address is added to the same ethwe.
         let a4 = nl
-            .attach("weave", &by_pid, &[cidr("10.2.1.1/24"), cidr("10.2.1.7/24")], MTU)
+            .attach(
+                "weave",
+                &by_pid,
+                &[cidr("10.2.1.1/24"), cidr("10.2.1.7/24")],
+                MTU,
+            )
             .await
             .unwrap();
         assert_eq!(a4.host_veth, a1.host_veth);
@@ -315,7 +354,11 @@ fn detach_removes_addresses_then_veth() {
             .attach(
                 "weave",
                 &target,
-                &[cidr("10.2.1.1/24"), cidr("10.2.1.2/24"), cidr("fd00:2::1/64")],
+                &[
+                    cidr("10.2.1.1/24"),
+                    cidr("10.2.1.2/24"),
+                    cidr("fd00:2::1/64"),
+                ],
                 MTU,
             )
             .await
@@ -344,7 +387,10 @@ fn detach_removes_addresses_then_veth() {
         assert_eq!(nl.link_index(&a.host_veth).await.unwrap(), None);
 
         // Attach again, then detach with no list: the veth goes at once.
-        let a = nl.attach("weave", &target, &[cidr("10.2.1.1/24")], MTU).await.unwrap();
+        let a = nl
+            .attach("weave", &target, &[cidr("10.2.1.1/24")], MTU)
+            .await
+            .unwrap();
         assert!(nl.detach(&target, &[]).await.unwrap().is_empty());
         assert_eq!(ctr.link_index("ethwe").await.unwrap(), None);
         assert_eq!(nl.link_index(&a.host_veth).await.unwrap(), None);
@@ -388,7 +434,10 @@ fn bad_targets_give_specific_errors() {
     let gone = Netns::new("gone");
     let gone_target = gone.target();
     drop(gone);
-    assert!(matches!(gone_target.open().unwrap_err(), NetError::NoSuchNetns(_)));
+    assert!(matches!(
+        gone_target.open().unwrap_err(),
+        NetError::NoSuchNetns(_)
+    ));
 
     let host = Netns::new("host");
     let c1 = Netns::new("c1");
@@ -402,6 +451,21 @@ fn bad_targets_give_specific_errors() {
             .unwrap_err();
         assert_eq!(e.to_string(), "bridge weave: does not exist");
         nl.ensure_bridge("weave", MTU).await.unwrap();
+        // Not an address an interface can have; nothing is created.
+        let e = nl
+            .attach(
+                "weave",
+                &target,
+                &[cidr("10.2.1.1/24"), cidr("224.0.0.5/24")],
+                MTU,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("ethwe in {target}: 224.0.0.5/24: not a unicast address")
+        );
+        assert!(nl.attached("weave").await.unwrap().is_empty());
         // The router's own namespace.
         let e = nl
             .attach("weave", &host_target, &[cidr("10.2.1.1/24")], MTU)
@@ -413,10 +477,20 @@ fn bad_targets_give_specific_errors() {
             .attach("weave", &gone_target, &[cidr("10.2.1.1/24")], MTU)
             .await
             .unwrap_err();
-        assert!(e.to_string().starts_with("no such network namespace"), "{e}");
+        assert!(
+            e.to_string().starts_with("no such network namespace"),
+            "{e}"
+        );
         // A bad interface name.
-        let e = nl.ensure_bridge("a-name-far-too-long", MTU).await.unwrap_err();
-        assert!(e.to_string().starts_with("bridge a-name-far-too-long: name:"), "{e}");
+        let e = nl
+            .ensure_bridge("a-name-far-too-long", MTU)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("bridge a-name-far-too-long: name:"),
+            "{e}"
+        );
         // A link that is not a bridge.
         let tap = open_tap("notabridge", 1500).unwrap();
         let e = nl.ensure_bridge("notabridge", MTU).await.unwrap_err();
@@ -441,7 +515,11 @@ fn expose_and_hide() {
         addrs.sort();
         assert_eq!(
             addrs,
-            vec![cidr("10.2.1.254/24"), cidr("10.3.0.254/16"), cidr("fd00:2::fe/64")]
+            vec![
+                cidr("10.2.1.254/24"),
+                cidr("10.3.0.254/16"),
+                cidr("fd00:2::fe/64")
+            ]
         );
         let removed = nl.hide("weave", &[cidr("10.3.0.254/16")]).await.unwrap();
         assert_eq!(removed, vec![cidr("10.3.0.254/16")]);
@@ -468,8 +546,13 @@ fn tap_on_bridge_sees_container_frames_and_reset_removes_all() {
         assert!(t.up && t.master.is_some() && t.mtu == MTU, "{t:?}");
         assert_eq!(t.kind.as_deref(), Some("tun"));
 
-        let a1 = nl.attach("weave", &t1, &[cidr("10.2.1.1/24")], MTU).await.unwrap();
-        nl.attach("weave", &t2, &[cidr("10.2.1.2/24")], MTU).await.unwrap();
+        let a1 = nl
+            .attach("weave", &t1, &[cidr("10.2.1.1/24")], MTU)
+            .await
+            .unwrap();
+        nl.attach("weave", &t2, &[cidr("10.2.1.2/24")], MTU)
+            .await
+            .unwrap();
         assert_eq!(nl.attached("weave").await.unwrap().len(), 2);
 
         // The container's gratuitous ARP reaches the router's TAP as a bare
@@ -500,14 +583,26 @@ fn tap_on_bridge_sees_container_frames_and_reset_removes_all() {
         drop(tap);
     });
     let links = host.ip(&["-o", "link", "show"]);
-    assert!(!links.contains("vethwr") && !links.contains("weave"), "{links}");
+    assert!(
+        !links.contains("vethwr") && !links.contains("weave"),
+        "{links}"
+    );
 }
 
 #[test]
 fn reset_removes_orphan_veths() {
     // A vethwr* link left on no bridge (e.g. a crashed router) goes too.
     let host = Netns::new("host");
-    host.ip(&["link", "add", "vethwr00000000", "type", "veth", "peer", "name", "wrpl-peer"]);
+    host.ip(&[
+        "link",
+        "add",
+        "vethwr00000000",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "wrpl-peer",
+    ]);
     host.run(|| async {
         let nl = Netlink::connect().unwrap();
         nl.reset("weave", "weave-tap").await.unwrap();
@@ -529,7 +624,10 @@ fn iptables_rule_is_added_once_and_removed() {
                 assert!(!weave_rs::net::iptables::remove_forward_accept("weave").unwrap());
             }
             Err(e @ NetError::IptablesMissing { .. }) => {
-                assert!(e.to_string().starts_with("iptables is not installed"), "{e}");
+                assert!(
+                    e.to_string().starts_with("iptables is not installed"),
+                    "{e}"
+                );
             }
             Err(e) => panic!("{e}"),
         }
@@ -591,7 +689,11 @@ esac
     assert!(!ipt.remove_forward_accept("weave").unwrap());
     assert_eq!(std::fs::read_to_string(&rules).unwrap(), "");
     // A failing iptables reports its stderr.
-    std::fs::write(&script, "#!/bin/sh\necho 'Permission denied (you must be root)' >&2\nexit 4\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'Permission denied (you must be root)' >&2\nexit 4\n",
+    )
+    .unwrap();
     let e = ipt.ensure_forward_accept("weave").unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -614,7 +716,32 @@ fn run_in_netns_enters_and_propagates_panics() {
     };
     let got = run_in_netns(&f, move || inode("/proc/thread-self/ns/net")).unwrap();
     assert_eq!(got, want);
-    assert_ne!(inode("/proc/thread-self/ns/net"), want, "caller must not move");
+    assert_ne!(
+        inode("/proc/thread-self/ns/net"),
+        want,
+        "caller must not move"
+    );
     let r = std::panic::catch_unwind(|| run_in_netns(&f, || -> u32 { panic!("boom") }));
     assert!(r.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_in_works_from_a_multi_thread_runtime() {
+    // The test's own threads stay in the root netns; every request goes
+    // through a socket opened inside the test's "host" netns.
+    let host = Netns::new("host");
+    let c1 = Netns::new("c1");
+    let nl = Netlink::connect_in(&host.file()).unwrap();
+    nl.ensure_bridge("weave", MTU).await.unwrap();
+    assert!(nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap());
+    let a = nl
+        .attach("weave", &c1.target(), &[cidr("10.2.1.1/24")], MTU)
+        .await
+        .unwrap();
+    let links = host.ip(&["-o", "link", "show"]);
+    assert!(links.contains(&a.host_veth), "{links}");
+    assert!(!ip(&["-o", "link", "show"]).contains(&a.host_veth));
+    assert!(nl.detach(&c1.target(), &[]).await.unwrap().is_empty());
+    nl.reset("weave", "weave-tap").await.unwrap();
+    assert_eq!(nl.link_index("weave").await.unwrap(), None);
 }

@@ -21,6 +21,7 @@ static STALE: Once = Once::new();
 /// What hosts and containers share with their lab (kept alive by them).
 pub(crate) struct Ctx {
     pub prefix: String,
+    pub started: std::time::Instant,
     /// Scratch directory (router state dirs live below it).
     pub dir: PathBuf,
     counter: AtomicU32,
@@ -73,6 +74,7 @@ impl Lab {
         Lab {
             ctx: Arc::new(Ctx {
                 prefix,
+                started: std::time::Instant::now(),
                 dir,
                 counter: AtomicU32::new(0),
             }),
@@ -89,6 +91,16 @@ impl Lab {
     /// Scratch directory of this lab (removed at the end).
     pub fn dir(&self) -> &Path {
         &self.ctx.dir
+    }
+
+    /// Logs a step of the test with the time since the lab was made (shown
+    /// by the test runner when the test fails, or with --nocapture).
+    pub fn step(&self, what: &str) {
+        eprintln!(
+            "[{:7.2}s {}] {what}",
+            self.ctx.started.elapsed().as_secs_f64(),
+            self.ctx.prefix
+        );
     }
 
     /// A full namespace name for a short one: `<prefix><short>`.

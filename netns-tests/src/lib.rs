@@ -29,11 +29,10 @@ pub use cmd::{run, sh, Output};
 pub use container::Container;
 pub use host::{weave_bin, Host, NO_ARGS};
 pub use lab::{launch_mesh, wait_full_mesh, Lab};
-pub use std::time::Duration;
 pub use netns::{in_netns, spawn_in_netns, AsNetns, Netns};
 pub use report::{Conn, Report};
+pub use std::time::Duration;
 pub use tools::{
     assert_pings, icmp_echo_reply_sniffer, iperf3_client, ping, ping_count, secs, try_wait_until,
-    wait_ping, wait_until,
-    Iperf3Server, IperfResult,
+    wait_ping, wait_until, Iperf3Server, IperfResult,
 };

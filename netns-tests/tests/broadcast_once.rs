@@ -26,7 +26,9 @@ fn broadcast_once() {
 
     for round in 1..=2 {
         let sniffer = icmp_echo_reply_sniffer(c1, secs(5));
-        let out = c1.netns().run(&["ping", "-n", "-b", "-c", "1", "-W", "3", "10.2.1.255"]);
+        let out = c1
+            .netns()
+            .run(&["ping", "-n", "-b", "-c", "1", "-W", "3", "10.2.1.255"]);
         let replies = sniffer.join().expect("sniffer thread");
 
         let mut per_source: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();

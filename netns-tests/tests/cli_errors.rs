@@ -8,10 +8,17 @@ use netns_tests::*;
 #[track_caller]
 fn one_line_error(out: Output, needles: &[&str]) -> String {
     let out = out.err();
-    let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert_eq!(lines.len(), 1, "want exactly one line on stderr:\n{out}");
     let line = lines[0];
-    assert!(line.starts_with("weave-rs:"), "want \"weave-rs: <what>: <why>\":\n{out}");
+    assert!(
+        line.starts_with("weave-rs:"),
+        "want \"weave-rs: <what>: <why>\":\n{out}"
+    );
     let lower = line.to_ascii_lowercase();
     for n in needles {
         assert!(
@@ -64,8 +71,14 @@ fn bad_arguments_with_router_running() {
         .into_iter()
         .filter(|l| l.starts_with("vethwr"))
         .collect();
-    assert!(veths.is_empty(), "failed attaches left links behind: {veths:?}");
-    assert!(!c.ns().has_link("ethwe"), "a failed attach left ethwe in the container");
+    assert!(
+        veths.is_empty(),
+        "failed attaches left links behind: {veths:?}"
+    );
+    assert!(
+        !c.ns().has_link("ethwe"),
+        "a failed attach left ethwe in the container"
+    );
 
     // A second launch on a running host.
     let out = h1.try_launch(NO_ARGS).err();
@@ -77,5 +90,8 @@ fn bad_arguments_with_router_running() {
     // The first router is unharmed and attach still works.
     h1.status_json();
     h1.attach(&c, "10.2.1.1/24");
-    assert!(c.ns().has_link("ethwe"), "attach succeeded but no ethwe in the container");
+    assert!(
+        c.ns().has_link("ethwe"),
+        "attach succeeded but no ethwe in the container"
+    );
 }

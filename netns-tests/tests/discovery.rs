@@ -19,9 +19,11 @@ fn discovery() {
 
     h3.launch(&[h2.addr_for(h3).to_string()]);
     let t = Instant::now();
-    wait_until(secs(15), "h1 and h3 both report a direct established connection", || {
-        h1.status_json().established_to(h3) && h3.status_json().established_to(h1)
-    });
+    wait_until(
+        secs(15),
+        "h1 and h3 both report a direct established connection",
+        || h1.status_json().established_to(h3) && h3.status_json().established_to(h1),
+    );
     eprintln!("h1 <-> h3 established {:?} after h3's launch", t.elapsed());
 
     // h3 still has its configured peer too.

@@ -10,10 +10,19 @@ fn relay_chain() {
     let (h1, h2, h3) = (&hosts[0], &hosts[1], &hosts[2]);
 
     // The underlay really is a chain.
-    assert!(ping(h1, &h2.addr_for(h1).to_string(), 1), "h1 cannot reach h2");
-    assert!(ping(h3, &h2.addr_for(h3).to_string(), 1), "h3 cannot reach h2");
+    assert!(
+        ping(h1, &h2.addr_for(h1).to_string(), 1),
+        "h1 cannot reach h2"
+    );
+    assert!(
+        ping(h3, &h2.addr_for(h3).to_string(), 1),
+        "h3 cannot reach h2"
+    );
     let h3_addr = h3.ip().to_string();
-    assert!(!ping(h1, &h3_addr, 1), "testbed broken: h1 reaches h3 on the underlay");
+    assert!(
+        !ping(h1, &h3_addr, 1),
+        "testbed broken: h1 reaches h3 on the underlay"
+    );
 
     h1.launch(NO_ARGS);
     h2.launch(&[h1.addr_for(h2).to_string()]);
@@ -24,10 +33,14 @@ fn relay_chain() {
     h1.attach(&c1, "10.2.1.1/24");
     h3.attach(&c3, "10.2.1.3/24");
 
-    wait_until(secs(30), "h2 has established connections to h1 and h3", || {
-        let r = h2.status_json();
-        r.established_to(h1) && r.established_to(h3)
-    });
+    wait_until(
+        secs(30),
+        "h2 has established connections to h1 and h3",
+        || {
+            let r = h2.status_json();
+            r.established_to(h1) && r.established_to(h3)
+        },
+    );
 
     wait_ping(&c1, "10.2.1.3", secs(30));
     assert_pings(&c1, "10.2.1.3", 5);

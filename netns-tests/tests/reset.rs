@@ -35,8 +35,14 @@ fn reset() {
     assert_pings(&c1, "10.2.1.2", 3);
 
     let before = weave_links(&h1);
-    assert!(before.iter().any(|l| l == "weave"), "no bridge `weave`: {before:?}");
-    assert!(before.iter().any(|l| l == "weave-tap"), "no `weave-tap`: {before:?}");
+    assert!(
+        before.iter().any(|l| l == "weave"),
+        "no bridge `weave`: {before:?}"
+    );
+    assert!(
+        before.iter().any(|l| l == "weave-tap"),
+        "no `weave-tap`: {before:?}"
+    );
     assert_eq!(
         before.iter().filter(|l| l.starts_with("vethwr")).count(),
         2,
@@ -46,7 +52,9 @@ fn reset() {
 
     h1.weave_ok(&["reset"]);
 
-    wait_until(secs(10), "no weave-rs process left in h1", || !h1.router_running());
+    wait_until(secs(10), "no weave-rs process left in h1", || {
+        !h1.router_running()
+    });
     let after = weave_links(&h1);
     assert!(after.is_empty(), "links left after reset: {after:?}");
     assert!(!c1.ns().has_link("ethwe"), "c1 still has ethwe after reset");
@@ -61,5 +69,9 @@ fn reset() {
     // A reset host can be launched again from scratch.
     h1.launch(NO_ARGS);
     let r = h1.status_json();
-    assert!(r.connections.is_empty(), "fresh router has connections:\n{}", r.summary());
+    assert!(
+        r.connections.is_empty(),
+        "fresh router has connections:\n{}",
+        r.summary()
+    );
 }

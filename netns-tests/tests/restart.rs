@@ -32,7 +32,10 @@ fn restart() {
     for other in [h2, h3] {
         wait_until(
             secs(15),
-            &format!("{} shows h1 as not established (an entry, retrying)", other.name()),
+            &format!(
+                "{} shows h1 as not established (an entry, retrying)",
+                other.name()
+            ),
             || {
                 let r = other.status_json();
                 let with_h1: Vec<&Conn> = r.connections_with(h1).collect();
@@ -40,13 +43,18 @@ fn restart() {
             },
         );
     }
-    assert!(!ping(c2, "10.2.1.1", 2), "c2 still reaches c1 with h1's router dead");
+    assert!(
+        !ping(c2, "10.2.1.1", 2),
+        "c2 still reaches c1 with h1's router dead"
+    );
 
     h1.relaunch();
     let t = Instant::now();
-    wait_until(secs(15), "c2 and c3 reach c1 again after the relaunch", || {
-        ping(c2, "10.2.1.1", 1) && ping(c3, "10.2.1.1", 1)
-    });
+    wait_until(
+        secs(15),
+        "c2 and c3 reach c1 again after the relaunch",
+        || ping(c2, "10.2.1.1", 1) && ping(c3, "10.2.1.1", 1),
+    );
     eprintln!("traffic back {:?} after relaunch", t.elapsed());
     assert_pings(c1, "10.2.1.2", 5);
     assert_pings(c1, "10.2.1.3", 5);

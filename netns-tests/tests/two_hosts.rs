@@ -9,6 +9,7 @@ fn two_hosts() {
     let hosts = lab.switched_hosts(2);
     let (h1, h2) = (&hosts[0], &hosts[1]);
 
+    lab.step("launch h1, h2");
     h1.launch(NO_ARGS);
     h2.launch(&[h1.addr_for(h2).to_string()]);
 
@@ -17,16 +18,20 @@ fn two_hosts() {
     h1.attach(&c1, "10.2.1.1/24");
     h2.attach(&c2, "10.2.1.2/24");
 
-    wait_until(secs(30), "h1 and h2 both report an established connection", || {
-        h1.status_json().established_to(h2) && h2.status_json().established_to(h1)
-    });
+    lab.step("wait for the connection");
+    wait_until(
+        secs(30),
+        "h1 and h2 both report an established connection",
+        || h1.status_json().established_to(h2) && h2.status_json().established_to(h1),
+    );
 
-    // IPv4, both ways.
+    lab.step("IPv4 ping");
     wait_ping(&c1, "10.2.1.2", secs(20));
+    lab.step("c1 reached c2; 5 pings each way");
     assert_pings(&c1, "10.2.1.2", 5);
     assert_pings(&c2, "10.2.1.1", 5);
 
-    // TCP for 3 s.
+    lab.step("iperf3 TCP for 3 s");
     let server = Iperf3Server::start(&c2, "10.2.1.2");
     let r = iperf3_client(&c1, &server, 3, &[]);
     eprintln!(
@@ -42,13 +47,14 @@ fn two_hosts() {
     );
     drop(server);
 
-    // IPv6 on ethwe.
+    lab.step("IPv6 ping");
     c1.add_addr("fd00:77::1/64");
     c2.add_addr("fd00:77::2/64");
     wait_ping(&c1, "fd00:77::2", secs(20));
     assert_pings(&c1, "fd00:77::2", 5);
     assert_pings(&c2, "fd00:77::1", 5);
 
+    lab.step("reports");
     // Still established after the traffic, on both sides.
     let (r1, r2) = (h1.status_json(), h2.status_json());
     assert!(r1.established_to(h2), "h1 report:\n{}", r1.summary());

@@ -298,7 +298,7 @@ fn decide_datagram<'r>(
         }
     };
     let relay = match relay {
-        Relay::Many(hops) if hops.is_empty() => Relay::None,
+        Relay::Many([]) => Relay::None,
         r => r,
     };
     if relay != Relay::None && !sleeve::bump_hops(datagram) {

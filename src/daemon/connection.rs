@@ -145,9 +145,9 @@ fn register(
         if !new_wins {
             return Err(ConnError::Duplicate(hello.name));
         }
-        let _ = existing.tx.try_send(ConnCmd::Close(format!(
-            "replaced by a connection from the other side"
-        )));
+        let _ = existing.tx.try_send(ConnCmd::Close(
+            "replaced by a connection from the other side".into(),
+        ));
     } else if st.conns.len() >= shared.config.conn_limit {
         return Err(ConnError::Limit(shared.config.conn_limit));
     }

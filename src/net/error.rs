@@ -63,6 +63,16 @@ pub enum NetError {
         addr: String,
     },
 
+    /// An address that cannot be given to an interface (multicast,
+    /// unspecified, broadcast).
+    #[error("{object}: {addr}: not a unicast address")]
+    BadAddress {
+        /// E.g. `ethwe in /var/run/netns/c1`.
+        object: String,
+        /// The CIDR.
+        addr: String,
+    },
+
     /// A netlink request failed.
     #[error("{object}: {op}: {cause}")]
     Netlink {

@@ -181,18 +181,27 @@ fn sockaddr_ll(ifindex: i32, proto: u16, addr: [u8; 6]) -> libc::sockaddr_ll {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etherparse::{Icmpv6Type, SlicedPacket};
+    use etherparse::{
+        ArpHardwareId, ArpOperation, ArpPacketSlice, EtherType, Ethernet2Header, Icmpv6Type,
+        SlicedPacket,
+    };
 
     #[test]
     fn garp_is_a_valid_arp_request() {
         let mac = [2, 0, 0, 0, 0, 1];
         let f = garp_frame(mac, Ipv4Addr::new(10, 2, 1, 1));
         assert_eq!(f.len(), 60);
-        let p = SlicedPacket::from_ethernet(&f).unwrap();
-        let eth = p.link.unwrap().to_header().unwrap();
+        let (eth, rest) = Ethernet2Header::from_slice(&f).unwrap();
         assert_eq!(eth.destination, BROADCAST);
-        assert_eq!(&f[28..32], &[10, 2, 1, 1]);
-        assert_eq!(&f[38..42], &[10, 2, 1, 1]);
+        assert_eq!(eth.source, mac);
+        assert_eq!(eth.ether_type, EtherType::ARP);
+        let arp = ArpPacketSlice::from_slice(rest).unwrap();
+        assert_eq!(arp.operation(), ArpOperation::REQUEST);
+        assert_eq!(arp.hw_addr_type(), ArpHardwareId::ETHERNET);
+        assert_eq!(arp.proto_addr_type(), EtherType::IPV4);
+        assert_eq!(arp.sender_hw_addr(), &mac);
+        assert_eq!(arp.sender_protocol_addr(), &[10, 2, 1, 1]);
+        assert_eq!(arp.target_protocol_addr(), &[10, 2, 1, 1]);
     }
 
     #[test]

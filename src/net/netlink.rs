@@ -193,6 +193,22 @@ fn addr_of(m: &AddressMessage) -> Option<IpNetwork> {
     IpNetwork::new(ip, m.header.prefix_len).ok()
 }
 
+fn check_unicast(object: &str, cidrs: &[IpNetwork]) -> Result<(), NetError> {
+    for c in cidrs {
+        let bad = match c.ip() {
+            IpAddr::V4(ip) => ip.is_multicast() || ip.is_unspecified() || ip.is_broadcast(),
+            IpAddr::V6(ip) => ip.is_multicast() || ip.is_unspecified(),
+        };
+        if bad {
+            return Err(NetError::BadAddress {
+                object: object.to_string(),
+                addr: c.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn is_link_local(n: &IpNetwork) -> bool {
     match n.ip() {
         IpAddr::V6(ip) => (ip.segments()[0] & 0xffc0) == 0xfe80,
@@ -483,6 +499,7 @@ impl Netlink {
     /// overlay). Returns false if it was already there.
     pub async fn expose(&self, bridge: &str, cidr: IpNetwork) -> Result<bool, NetError> {
         let object = format!("bridge {bridge}");
+        check_unicast(&object, &[cidr])?;
         let br = self.require(&object, bridge).await?;
         let index = br.header.index;
         if self.addrs_of(&object, index).await?.contains(&cidr) {
@@ -555,6 +572,7 @@ impl Netlink {
         let host_veth = format!("{HOST_VETH_PREFIX}{}", ns_short_id(&ns)?);
         let host_obj = format!("veth {host_veth}");
         let ctr_obj = format!("{CONTAINER_IFNAME} in {target}");
+        check_unicast(&ctr_obj, cidrs)?;
         let br_index = self
             .require(&format!("bridge {bridge}"), bridge)
             .await?
@@ -562,7 +580,9 @@ impl Netlink {
             .index;
         let ctr = Netlink::connect_in(&ns)?;
 
-        let ethwe = match ctr.get_link(CONTAINER_IFNAME).await? {
+        let existing = ctr.get_link(CONTAINER_IFNAME).await?;
+        let created = existing.is_none();
+        let ethwe = match existing {
             Some(l) => {
                 let Some(host) = self.get_link(&host_veth).await? else {
                     return Err(NetError::Netlink {
@@ -617,19 +637,12 @@ impl Netlink {
             });
         };
 
-        let present = ctr.addrs_of(&ctr_obj, ethwe.index).await?;
-        for c in cidrs {
-            if !present.contains(c) {
-                ctr.add_addr(&ctr_obj, ethwe.index, *c).await?;
+        if let Err(e) = ctr.configure_ethwe(&ctr_obj, &ethwe, cidrs, mtu).await {
+            if created {
+                // Leave nothing half-made behind.
+                let _ = ctr.del_index(&ctr_obj, ethwe.index).await;
             }
-        }
-        if !ethwe.up || ethwe.mtu != mtu {
-            let msg = LinkUnspec::new_with_index(ethwe.index)
-                .mtu(mtu)
-                .up()
-                .build();
-            ctr.set_link(&ctr_obj, &format!("set mtu {mtu} and up"), msg)
-                .await?;
+            return Err(e);
         }
 
         // Announce once the host end forwards, or the bridge drops it.
@@ -656,6 +669,31 @@ impl Netlink {
             mac,
             addrs,
         })
+    }
+
+    /// Adds the missing `cidrs` to `ethwe`, sets its MTU and brings it up.
+    async fn configure_ethwe(
+        &self,
+        object: &str,
+        ethwe: &LinkSummary,
+        cidrs: &[IpNetwork],
+        mtu: u32,
+    ) -> Result<(), NetError> {
+        let present = self.addrs_of(object, ethwe.index).await?;
+        for c in cidrs {
+            if !present.contains(c) {
+                self.add_addr(object, ethwe.index, *c).await?;
+            }
+        }
+        if !ethwe.up || ethwe.mtu != mtu {
+            let msg = LinkUnspec::new_with_index(ethwe.index)
+                .mtu(mtu)
+                .up()
+                .build();
+            self.set_link(object, &format!("set mtu {mtu} and up"), msg)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Creates the pair: host end in this netns (on the bridge, up), peer

@@ -77,35 +77,35 @@ pub fn parse(b: &[u8]) -> Result<Vec<PeerEntry>, GossipError> {
 
 fn parse_entry(r: &mut Reader<'_>, i: usize) -> Result<PeerEntry, GossipError> {
     let t = GossipError::Truncated(i);
-    let name = r.peer_name().ok_or(t.clone())?;
-    let uid = r.u64().ok_or(t.clone())?;
-    let version = r.u64().ok_or(t.clone())?;
-    let nick_len = r.u8().ok_or(t.clone())?;
-    let nick = r.bytes(usize::from(nick_len)).ok_or(t.clone())?;
+    let name = r.peer_name().ok_or(t)?;
+    let uid = r.u64().ok_or(t)?;
+    let version = r.u64().ok_or(t)?;
+    let nick_len = r.u8().ok_or(t)?;
+    let nick = r.bytes(usize::from(nick_len)).ok_or(t)?;
     let nickname = std::str::from_utf8(nick)
         .map_err(|_| GossipError::BadNickname(i))?
         .to_string();
-    let n = r.u16().ok_or(t.clone())?;
+    let n = r.u16().ok_or(t)?;
     let mut connections = Vec::with_capacity(usize::from(n).min(r.remaining() / 13));
     for _ in 0..n {
-        let peer = r.peer_name().ok_or(t.clone())?;
-        let flags = r.u8().ok_or(t.clone())?;
+        let peer = r.peer_name().ok_or(t)?;
+        let flags = r.u8().ok_or(t)?;
         let ip = if flags & FLAG_IPV6 != 0 {
             let o: [u8; 16] = r
                 .bytes(16)
-                .ok_or(t.clone())?
+                .ok_or(t)?
                 .try_into()
-                .map_err(|_| t.clone())?;
+                .map_err(|_| t)?;
             IpAddr::V6(Ipv6Addr::from(o))
         } else {
             let o: [u8; 4] = r
                 .bytes(4)
-                .ok_or(t.clone())?
+                .ok_or(t)?
                 .try_into()
-                .map_err(|_| t.clone())?;
+                .map_err(|_| t)?;
             IpAddr::V4(Ipv4Addr::from(o))
         };
-        let port = r.u16().ok_or(t.clone())?;
+        let port = r.u16().ok_or(t)?;
         connections.push(ConnectionInfo {
             peer,
             addr: SocketAddr::new(ip, port),
