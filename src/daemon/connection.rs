@@ -19,6 +19,8 @@ use crate::core::wire::{control, gossip, sleeve};
 use crate::core::PeerName;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Inbound connections allowed beyond the limit while they handshake.
+const MAX_PENDING: usize = 64;
 /// Frames queued for one connection before we stop queueing.
 const QUEUE: usize = 256;
 
@@ -48,6 +50,9 @@ pub enum ConnError {
 }
 
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result<()> {
+    // Connections in any state, handshakes included: a flood of half-open
+    // connections must not grow without bound.
+    let slots = Arc::new(tokio::sync::Semaphore::new(shared.config.conn_limit + MAX_PENDING));
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -58,9 +63,14 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            shared.state().refuse(remote, "too many connections".into(), Instant::now());
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(
             async move {
+                let _slot = slot;
                 if let Err(e) = run(&shared, stream, remote, false, None).await {
                     info!("inbound connection from {remote} ended: {e}");
                     if matches!(

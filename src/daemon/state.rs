@@ -12,6 +12,9 @@ use crate::core::topology::{ConnectionInfo, PeerEntry, Topology};
 use crate::core::wire::{control, gossip};
 use crate::core::PeerName;
 
+/// Discovery dials at most this many addresses per peer, and in all.
+const MAX_ADDRS_PER_DISCOVERED_PEER: usize = 4;
+const MAX_DISCOVERED_TARGETS: usize = 256;
 /// How many refused inbound connections `status` remembers.
 const REFUSED_KEPT: usize = 16;
 
@@ -174,12 +177,20 @@ impl State {
 
     /// Discovered targets whose peer we should dial: peers in the topology
     /// we have no connection to, at the addresses others report for them.
+    /// Bounded: gossip could name any number of addresses.
     pub fn discovery_wanted(&self) -> Vec<(PeerName, SocketAddr)> {
         let me = self.topology.ourself();
+        let mut per_peer: HashMap<PeerName, usize> = HashMap::new();
         self.topology
             .discovery_addresses()
             .into_iter()
             .filter(|(p, _)| *p != me && !self.conns.contains_key(p))
+            .filter(|(p, _)| {
+                let n = per_peer.entry(*p).or_default();
+                *n += 1;
+                *n <= MAX_ADDRS_PER_DISCOVERED_PEER
+            })
+            .take(MAX_DISCOVERED_TARGETS)
             .collect()
     }
 
