@@ -215,7 +215,7 @@ async fn detach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
     }
 }
 
-fn report(shared: &Arc<Shared>) -> Report {
+pub(crate) fn report(shared: &Arc<Shared>) -> Report {
     let now = Instant::now();
     let c = &shared.config;
     let st = shared.state();

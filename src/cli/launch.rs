@@ -44,6 +44,22 @@ pub struct LaunchArgs {
     /// Do not connect to peers learned from other peers.
     #[arg(long)]
     pub no_discovery: bool,
+    /// Serve read-only HTTP status and metrics on ADDR (host:port), or `off`.
+    #[arg(long, value_name = "ADDR", default_value = crate::api::http::DEFAULT_ADDR, value_parser = parse_http_addr)]
+    pub http_addr: HttpAddr,
+}
+
+/// `--http-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpAddr(pub Option<std::net::SocketAddr>);
+
+fn parse_http_addr(s: &str) -> Result<HttpAddr, String> {
+    if s == "off" {
+        return Ok(HttpAddr(None));
+    }
+    s.parse()
+        .map(|a| HttpAddr(Some(a)))
+        .map_err(|_| format!("{s}: expected host:port (e.g. 127.0.0.1:6784) or off"))
 }
 
 /// Where this network namespace's router keeps its files.
@@ -109,6 +125,7 @@ fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
         bridge: BRIDGE.to_string(),
         tap: TAP.to_string(),
         state_dir: dir,
+        http_addr: args.http_addr.0,
     })
 }
 

@@ -1,7 +1,7 @@
 //! The command line: argument definitions and one function per command.
 
 mod launch;
-mod status;
+pub(crate) mod status;
 
 use std::process::ExitCode;
 

@@ -8,6 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use super::PeerName;
 
@@ -57,6 +58,8 @@ pub enum TopologyError {
 pub struct Topology {
     ourself: PeerName,
     peers: BTreeMap<PeerName, PeerEntry>,
+    /// When each currently unreachable peer was first seen unreachable.
+    unreachable_since: BTreeMap<PeerName, Instant>,
 }
 
 impl Topology {
@@ -65,7 +68,7 @@ impl Topology {
         let ourself = ours.name;
         let mut peers = BTreeMap::new();
         peers.insert(ourself, ours);
-        Topology { ourself, peers }
+        Topology { ourself, peers, unreachable_since: BTreeMap::new() }
     }
 
     pub fn ourself(&self) -> PeerName {
@@ -200,6 +203,34 @@ impl Topology {
     /// Removes every peer we cannot reach over symmetric edges; returns the
     /// removed names in order.
     pub fn gc(&mut self) -> Vec<PeerName> {
+        let removed = self.unreachable();
+        for n in &removed {
+            self.peers.remove(n);
+        }
+        removed
+    }
+
+    /// Like `gc`, but a peer is removed only once it has been unreachable
+    /// for `grace`: gossip about a distant peer often arrives before the
+    /// entries that make it reachable, and dropping it at once would lose
+    /// it until the next full gossip.
+    pub fn gc_after(&mut self, now: Instant, grace: Duration) -> Vec<PeerName> {
+        let unreachable = self.unreachable();
+        self.unreachable_since.retain(|n, _| unreachable.contains(n));
+        let mut removed = Vec::new();
+        for n in unreachable {
+            let since = *self.unreachable_since.entry(n).or_insert(now);
+            if now.saturating_duration_since(since) >= grace {
+                self.peers.remove(&n);
+                self.unreachable_since.remove(&n);
+                removed.push(n);
+            }
+        }
+        removed
+    }
+
+    /// Peers not reachable from ourselves over symmetric edges, in name order.
+    pub fn unreachable(&self) -> Vec<PeerName> {
         let mut reached = BTreeSet::new();
         reached.insert(self.ourself);
         let mut queue = VecDeque::from([self.ourself]);
@@ -214,16 +245,11 @@ impl Topology {
                 }
             }
         }
-        let removed: Vec<PeerName> = self
-            .peers
+        self.peers
             .keys()
             .filter(|n| !reached.contains(n))
             .copied()
-            .collect();
-        for n in &removed {
-            self.peers.remove(n);
-        }
-        removed
+            .collect()
     }
 
     /// Where others report each peer (but ourselves) listens: the `addr` of
@@ -681,5 +707,18 @@ mod tests {
             prop_assert_eq!(table(&t), before);
             prop_assert_eq!(t.our_entry(), &ours);
         }
+    }
+
+    #[test]
+    fn gc_after_waits_for_the_grace_period() {
+        let mut t = Topology::new(entry(1, 1, &[]));
+        t.merge(vec![entry(2, 1, &[3]), entry(3, 1, &[2])]).unwrap();
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(5);
+        assert!(t.gc_after(t0, grace).is_empty());
+        assert!(t.gc_after(t0 + Duration::from_secs(4), grace).is_empty());
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.gc_after(t0 + grace, grace), vec![name(2), name(3)]);
+        assert_eq!(t.len(), 1);
     }
 }

@@ -314,6 +314,17 @@ pub fn udp_heartbeat(shared: &Arc<Shared>, src: PeerName, uid: u64, from: Socket
     shared.data().set_neighbour(src, from);
     if became_ok {
         info!(peer = %src, "connection established (UDP heartbeats both ways)");
+        // Now that the edge is usable, the peer can place everything we know:
+        // send it all again (what it got at connect time may have been about
+        // peers it could not yet reach).
+        {
+            let st = shared.state();
+            if let Some(c) = st.conns.get(&src) {
+                for f in st.full_gossip() {
+                    let _ = c.tx.try_send(ConnCmd::Send(f));
+                }
+            }
+        }
         shared.topology_changed(false);
     }
 }

@@ -39,6 +39,8 @@ pub const TAP: &str = "weave-tap";
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Silence after which a connection, or its UDP path, is considered dead.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer may stay unreachable before it is forgotten.
+pub const GC_GRACE: Duration = Duration::from_secs(5);
 /// Full topology gossip to every neighbour, to repair anything lost.
 pub const FULL_GOSSIP_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -54,6 +56,8 @@ pub struct Config {
     pub bridge: String,
     pub tap: String,
     pub state_dir: PathBuf,
+    /// Read-only HTTP status and metrics (`crate::api::http`); None: off.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// What every task shares.
@@ -94,7 +98,7 @@ impl Shared {
     /// After any change to connections or topology: republish our entry,
     /// recompute routes, drop unreachable peers, dial discovered ones.
     pub fn topology_changed(self: &Arc<Self>, our_entry_changed: bool) {
-        let (routes, removed, wanted) = {
+        let (routes, wanted) = {
             let mut st = self.state();
             let changed = st.sync_our_entry() || our_entry_changed;
             if changed {
@@ -102,14 +106,31 @@ impl Shared {
                     st.send_all(&f, None);
                 }
             }
-            let removed = st.topology.gc();
-            let wanted = if self.config.discovery {
-                st.discovery_wanted()
-            } else {
-                Vec::new()
-            };
-            (st.routes(), removed, wanted)
+            (st.routes(), self.wanted(&st))
         };
+        self.install_routes(routes, &[]);
+        targets::discovered(self, wanted);
+    }
+
+    fn wanted(&self, st: &State) -> Vec<(PeerName, SocketAddr)> {
+        if self.config.discovery {
+            st.discovery_wanted()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Drop peers that stayed unreachable for `GC_GRACE`.
+    fn collect_garbage(self: &Arc<Self>, now: Instant) {
+        let (routes, removed, wanted) = {
+            let mut st = self.state();
+            let removed = st.topology.gc_after(now, GC_GRACE);
+            if removed.is_empty() {
+                return;
+            }
+            (st.routes(), removed, self.wanted(&st))
+        };
+        info!("peers gone from the mesh: {removed:?}");
         self.install_routes(routes, &removed);
         targets::discovered(self, wanted);
     }
@@ -213,6 +234,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(dataplane::tap_loop(shared.clone()));
     tasks.spawn(tick_loop(shared.clone()));
     tasks.spawn(crate::api::server::serve(shared.clone(), api));
+    if let Some(http) = crate::api::http::bind(shared.config.http_addr).await {
+        tasks.spawn(crate::api::http::serve(shared.clone(), http));
+    }
 
     let mut stop = shared.shutdown_signal();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -250,6 +274,7 @@ async fn tick_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         tick.tick().await;
         let now = Instant::now();
         shared.data().router.expire(now);
+        shared.collect_garbage(now);
         if now.duration_since(last_full) >= FULL_GOSSIP_INTERVAL {
             last_full = now;
             let st = shared.state();

@@ -1,0 +1,351 @@
+//! Read-only HTTP status and Prometheus metrics, as Weave Net served on
+//! 127.0.0.1:6784.
+//!
+//! - `GET /status`: the text of `weave-rs status`
+//! - `GET /report`: the JSON of `weave-rs report`
+//! - `GET /metrics`: OpenMetrics text for Prometheus
+//!
+//! Any other path is 404; these paths answer other methods with 405.
+//! Nothing here changes the router. Loopback belongs to the network
+//! namespace, so routers in separate namespaces never clash on the port.
+//! The handlers only need something that yields a [`Report`]
+//! ([`ReportSource`]), so they can be served without a router.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::protocol::Report;
+use crate::daemon::Shared;
+
+/// Where the router serves HTTP unless told otherwise (`--http-addr`).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:6784";
+
+/// Content type of the OpenMetrics text exposition.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every prefix the metrics carry.
+const PREFIX: &str = "weave_rs";
+
+/// Connection states always exported (as 0 when none), so that series do
+/// not vanish; see `ConnectionReport::state`.
+const CONNECTION_STATES: [&str; 5] = ["established", "pending", "connecting", "retrying", "failed"];
+
+/// Whatever yields the router's report: the running router, or a test.
+pub trait ReportSource: Send + Sync + 'static {
+    fn report(&self) -> impl Future<Output = Report> + Send;
+}
+
+impl<F, Fut> ReportSource for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Report> + Send,
+{
+    fn report(&self) -> impl Future<Output = Report> + Send {
+        self()
+    }
+}
+
+/// The HTTP service over any source of reports.
+pub fn router<S: ReportSource>(source: S) -> axum::Router {
+    axum::Router::new()
+        .route("/status", get(status::<S>))
+        .route("/report", get(report::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .fallback(not_found)
+        .with_state(Arc::new(source))
+}
+
+async fn status<S: ReportSource>(State(source): State<Arc<S>>) -> Response {
+    let r = source.report().await;
+    text("text/plain; charset=utf-8", crate::cli::status::summary(&r))
+}
+
+async fn report<S: ReportSource>(State(source): State<Arc<S>>) -> Response {
+    let r = source.report().await;
+    // Exactly what `weave-rs report` prints.
+    match serde_json::to_string_pretty(&r) {
+        Ok(mut s) => {
+            s.push('\n');
+            text("application/json", s)
+        }
+        Err(e) => internal_error(e),
+    }
+}
+
+async fn metrics<S: ReportSource>(State(source): State<Arc<S>>) -> Response {
+    let r = source.report().await;
+    match render_metrics(&r) {
+        Ok(s) => text(METRICS_CONTENT_TYPE, s),
+        Err(e) => internal_error(e),
+    }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "not found (try /status, /report or /metrics)\n",
+    )
+        .into_response()
+}
+
+fn text(content_type: &'static str, body: String) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+fn internal_error(e: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+}
+
+/// The report as OpenMetrics text: connections by state, peers, MAC table
+/// size, and every router counter as `weave_rs_<name>_total`.
+pub fn render_metrics(r: &Report) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::with_prefix(PREFIX);
+
+    let mut by_state: BTreeMap<&str, i64> = CONNECTION_STATES.iter().map(|s| (*s, 0)).collect();
+    for c in &r.connections {
+        *by_state.entry(c.state.as_str()).or_default() += 1;
+    }
+    let conns = Family::<[(&'static str, String); 1], Gauge>::default();
+    for (state, n) in by_state {
+        conns.get_or_create(&[("state", state.to_string())]).set(n);
+    }
+    reg.register(
+        "connections",
+        "Connections and connection attempts of this router, by state",
+        conns,
+    );
+    reg.register(
+        "peers",
+        "Peers in the topology, this router included",
+        ConstGauge::new(gauge_value(r.peers.len())),
+    );
+    reg.register(
+        "mac_table_entries",
+        "MAC addresses the router has learned",
+        ConstGauge::new(gauge_value(r.mac_table_entries)),
+    );
+
+    // The counters travel as a JSON object (`StatsReport`), so every field of
+    // `core::router::Stats` is exported without being listed here.
+    if let Some(stats) = r.stats.0.as_object() {
+        for (name, v) in stats {
+            let Some(v) = v.as_u64() else { continue };
+            // The encoder appends `_total` to counters.
+            let help = format!("Router counter: {}", name.replace('_', " "));
+            reg.register(name.as_str(), help, ConstCounter::new(v));
+        }
+    }
+
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Bind the HTTP listener, if one is configured. Failing to bind (port
+/// taken, or no loopback address in a fresh network namespace) is only
+/// worth a warning: the router works without it.
+pub async fn bind(addr: Option<SocketAddr>) -> Option<TcpListener> {
+    let addr = addr?;
+    match TcpListener::bind(addr).await {
+        Ok(l) => {
+            info!(
+                "HTTP status and metrics on http://{}",
+                l.local_addr().unwrap_or(addr)
+            );
+            Some(l)
+        }
+        Err(e) => {
+            warn!("HTTP status and metrics not served: bind {addr}: {e}");
+            None
+        }
+    }
+}
+
+/// Serve the running router's status. Never returns: a failure of the HTTP
+/// server is logged and must not stop the router.
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result<()> {
+    let app = router(move || full_report(shared.clone()));
+    if let Err(e) = axum::serve(listener, app).await {
+        warn!("HTTP status server stopped: {e}");
+    }
+    std::future::pending().await
+}
+
+/// The report as `weave-rs report` gets it over the control socket.
+async fn full_report(shared: Arc<Shared>) -> Report {
+    let mut r = super::server::report(&shared);
+    r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {
+        Ok(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
+        Err(e) => vec![format!("unknown: {e}")],
+    };
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::protocol::*;
+    use crate::core::router::Stats;
+    use crate::core::PeerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn sample() -> Report {
+        let a = PeerName([0x02, 0, 0, 0, 0, 1]);
+        let b = PeerName([0x02, 0, 0, 0, 0, 2]);
+        let conn = |addr: &str, state: &str| ConnectionReport {
+            addr: addr.into(),
+            peer: None,
+            nickname: None,
+            outbound: true,
+            state: state.into(),
+            last_error: None,
+            encrypted: false,
+        };
+        let peer = |name, nickname: &str| PeerReport {
+            name,
+            nickname: nickname.into(),
+            uid: 1,
+            version: 1,
+            connections: Vec::new(),
+        };
+        let stats = Stats {
+            frames_from_tap: 7,
+            dropped_no_route: 3,
+            ..Stats::default()
+        };
+        Report {
+            version: "0.1.0".into(),
+            protocol: "1..1".into(),
+            router: RouterInfo {
+                name: a,
+                nickname: "alpha".into(),
+                uid: 42,
+                pid: 1234,
+                port: 6783,
+                mtu: 1376,
+                bridge: "weave".into(),
+                discovery: true,
+                conn_limit: 200,
+                encryption: false,
+                uptime_secs: 5,
+            },
+            connections: vec![
+                conn("10.0.0.2:6783", "established"),
+                conn("10.0.0.3:6783", "established"),
+                conn("10.0.0.4:6783", "retrying"),
+            ],
+            peers: vec![peer(a, "alpha"), peer(b, "beta")],
+            targets: vec!["10.0.0.4:6783".into()],
+            refused: Vec::new(),
+            attached: Vec::new(),
+            exposed: Vec::new(),
+            mac_table_entries: 9,
+            stats: (&stats).into(),
+        }
+    }
+
+    #[test]
+    fn metrics_rendering() {
+        let m = render_metrics(&sample()).unwrap();
+        for line in [
+            "# TYPE weave_rs_connections gauge",
+            "weave_rs_connections{state=\"established\"} 2",
+            "weave_rs_connections{state=\"retrying\"} 1",
+            "weave_rs_connections{state=\"failed\"} 0",
+            "weave_rs_connections{state=\"pending\"} 0",
+            "weave_rs_peers 2",
+            "weave_rs_mac_table_entries 9",
+            "# TYPE weave_rs_frames_from_tap counter",
+            "weave_rs_frames_from_tap_total 7",
+            "weave_rs_dropped_no_route_total 3",
+            "weave_rs_mac_moves_total 0",
+        ] {
+            assert!(m.lines().any(|l| l == line), "{line:?} missing in:\n{m}");
+        }
+        // Every counter of the router is there, whatever its name.
+        let all = serde_json::to_value(Stats::default()).unwrap();
+        let names = all.as_object().unwrap();
+        assert!(names.len() >= 13);
+        for name in names.keys() {
+            let sample = format!("weave_rs_{name}_total ");
+            assert!(m.contains(&sample), "{sample:?} missing in:\n{m}");
+        }
+        assert!(m.ends_with("# EOF\n"));
+    }
+
+    /// One HTTP/1.1 request; the status code, headers and body of the reply.
+    async fn get(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        let (head, body) = buf.split_once("\r\n\r\n").unwrap();
+        let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (code, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    #[tokio::test]
+    async fn serves_status_report_and_metrics() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(|| async { sample() });
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let (code, head, body) = get(addr, "GET", "/status").await;
+        assert_eq!(code, 200);
+        assert!(head.contains("content-type: text/plain"));
+        assert_eq!(body, crate::cli::status::summary(&sample()));
+        assert!(body.contains("Connections: 3 (2 established, 1 other)"));
+
+        let (code, head, body) = get(addr, "GET", "/report").await;
+        assert_eq!(code, 200);
+        assert!(head.contains("content-type: application/json"));
+        let got: Report = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            serde_json::to_value(&got).unwrap(),
+            serde_json::to_value(sample()).unwrap()
+        );
+
+        let (code, head, body) = get(addr, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(head.contains("content-type: application/openmetrics-text"));
+        assert_eq!(body, render_metrics(&sample()).unwrap());
+
+        let (code, _, _) = get(addr, "GET", "/").await;
+        assert_eq!(code, 404);
+        let (code, _, _) = get(addr, "GET", "/status/nope").await;
+        assert_eq!(code, 404);
+        let (code, _, _) = get(addr, "POST", "/status").await;
+        assert_eq!(code, 405);
+
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn bind_failure_is_not_fatal() {
+        assert!(bind(None).await.is_none());
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        assert!(bind(Some(taken.local_addr().unwrap())).await.is_none());
+    }
+}
