@@ -51,13 +51,7 @@ impl DataPlane {
         }
     }
 
-    fn addr_of(&self, peer: PeerName) -> Option<SocketAddr> {
-        self.peer_addrs.get(&peer).copied()
-    }
 
-    fn addrs_into(&self, peers: &[PeerName], out: &mut Vec<SocketAddr>) {
-        out.extend(peers.iter().filter_map(|p| self.addr_of(*p)));
-    }
 }
 
 pub fn tune_udp_socket(udp: &tokio::net::UdpSocket) {
@@ -83,21 +77,20 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         dests.clear();
         datagram.clear();
         {
-            let mut data = shared.data();
+            let mut guard = shared.data();
+            let DataPlane { router, peer_addrs, .. } = &mut *guard;
             let now = Instant::now();
-            let dst = match data.router.frame_from_tap(frame, now) {
+            let dst = match router.frame_from_tap(frame, now) {
                 TapDecision::Drop(reason) => {
                     debug!("frame from TAP dropped: {reason:?}");
                     continue;
                 }
                 TapDecision::Unicast { dst, next_hop } => {
-                    let d = data.addr_of(next_hop);
-                    dests.extend(d);
+                    dests.extend(peer_addrs.get(&next_hop));
                     dst
                 }
                 TapDecision::Broadcast { next_hops } => {
-                    let hops = next_hops.to_vec();
-                    data.addrs_into(&hops, &mut dests);
+                    dests.extend(next_hops.iter().filter_map(|p| peer_addrs.get(p)));
                     PeerName::NONE
                 }
             };
@@ -141,15 +134,16 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         };
         relay_to.clear();
         let (heartbeat, inject) = {
-            let mut data = shared.data();
-            let known = data.addr_peers.contains_key(&from);
+            let mut guard = shared.data();
+            let DataPlane { router, peer_addrs, addr_peers } = &mut *guard;
+            let known = addr_peers.contains_key(&from);
             let is_heartbeat =
                 matches!(Header::parse(datagram), Ok((h, _)) if h.kind == Kind::Heartbeat);
             if !known && !is_heartbeat {
-                data.router.stats.dropped_unknown_sender += 1;
+                router.stats.dropped_unknown_sender += 1;
                 continue;
             }
-            match data.router.datagram(datagram, Instant::now()) {
+            match router.datagram(datagram, Instant::now()) {
                 DatagramDecision::Drop(reason) => {
                     debug!("datagram from {from} dropped: {reason:?}");
                     continue;
@@ -158,10 +152,9 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                 DatagramDecision::Frames { inject, relay, .. } => {
                     match relay {
                         Relay::None => {}
-                        Relay::To(p) => relay_to.extend(data.addr_of(p)),
+                        Relay::To(p) => relay_to.extend(peer_addrs.get(&p)),
                         Relay::Many(ps) => {
-                            let ps = ps.to_vec();
-                            data.addrs_into(&ps, &mut relay_to);
+                            relay_to.extend(ps.iter().filter_map(|p| peer_addrs.get(p)))
                         }
                     }
                     (None, inject)
