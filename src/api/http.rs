@@ -21,9 +21,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -120,10 +121,12 @@ pub fn render_metrics(r: &Report) -> Result<String, std::fmt::Error> {
     for c in &r.connections {
         *by_state.entry(c.state.as_str()).or_default() += 1;
     }
-    let conns = Family::<[(&'static str, String); 1], Gauge>::default();
-    for (state, n) in by_state {
-        conns.get_or_create(&[("state", state.to_string())]).set(n);
-    }
+    let conns = ByState(
+        by_state
+            .into_iter()
+            .map(|(s, n)| (s.to_string(), n))
+            .collect(),
+    );
     reg.register(
         "connections",
         "Connections and connection attempts of this router, by state",
@@ -154,6 +157,25 @@ pub fn render_metrics(r: &Report) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
+}
+
+/// Gauges by connection state, in a stable order (a `Family` would list
+/// them in hash order, differently on every scrape).
+#[derive(Debug)]
+struct ByState(Vec<(String, i64)>);
+
+impl EncodeMetric for ByState {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (state, n) in &self.0 {
+            let labels = [("state", state.as_str())];
+            encoder.encode_family(&labels)?.encode_gauge(n)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
 }
 
 fn gauge_value(n: usize) -> i64 {
@@ -290,6 +312,8 @@ mod tests {
             assert!(m.contains(&sample), "{sample:?} missing in:\n{m}");
         }
         assert!(m.ends_with("# EOF\n"));
+        // Stable from one scrape to the next.
+        assert_eq!(m, render_metrics(&sample()).unwrap());
     }
 
     /// One HTTP/1.1 request; the status code, headers and body of the reply.
