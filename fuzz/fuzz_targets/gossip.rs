@@ -6,7 +6,9 @@ use weave_rs::core::wire::gossip;
 use weave_rs::core::PeerName;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(entries) = gossip::parse(data) else { return };
+    let Ok(entries) = gossip::parse(data) else {
+        return;
+    };
     let bytes = gossip::emit(&entries).unwrap();
     assert_eq!(gossip::parse(&bytes).as_ref(), Ok(&entries));
     let mut t = Topology::new(PeerEntry {

@@ -102,7 +102,10 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
                 Ok(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
                 Err(e) => vec![format!("unknown: {e}")],
             };
-            Reply::Ok { message: String::new(), report: Some(Box::new(r)) }
+            Reply::Ok {
+                message: String::new(),
+                report: Some(Box::new(r)),
+            }
         }
         Request::Connect { peers } => {
             let mut keys = Vec::new();
@@ -172,7 +175,11 @@ async fn attach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
         Err(e) => return Reply::error(e),
     };
     let c = &shared.config;
-    match shared.netlink.attach(&c.bridge, &t, &nets, u32::from(c.mtu)).await {
+    match shared
+        .netlink
+        .attach(&c.bridge, &t, &nets, u32::from(c.mtu))
+        .await
+    {
         Ok(a) => {
             let mac = crate::core::PeerName(a.mac).to_string();
             let rep = AttachedReport {

@@ -171,7 +171,10 @@ fn spawn_background(cfg: &Config) -> anyhow::Result<()> {
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
     argv.push("--foreground".into());
     // The name chosen now is the one the router must use.
-    if !argv.iter().any(|a| a == "--name" || a.starts_with("--name=")) {
+    if !argv
+        .iter()
+        .any(|a| a == "--name" || a.starts_with("--name="))
+    {
         argv.push("--name".into());
         argv.push(cfg.name.to_string());
     }

@@ -5,7 +5,8 @@
 pub mod backoff;
 pub mod cidr;
 pub mod mac_table;
-#[cfg(test)] mod mesh_sim;
+#[cfg(test)]
+mod mesh_sim;
 pub mod peer_name;
 pub mod router;
 pub mod routes;

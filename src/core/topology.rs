@@ -68,7 +68,11 @@ impl Topology {
         let ourself = ours.name;
         let mut peers = BTreeMap::new();
         peers.insert(ourself, ours);
-        Topology { ourself, peers, unreachable_since: BTreeMap::new() }
+        Topology {
+            ourself,
+            peers,
+            unreachable_since: BTreeMap::new(),
+        }
     }
 
     pub fn ourself(&self) -> PeerName {
@@ -216,7 +220,8 @@ impl Topology {
     /// it until the next full gossip.
     pub fn gc_after(&mut self, now: Instant, grace: Duration) -> Vec<PeerName> {
         let unreachable = self.unreachable();
-        self.unreachable_since.retain(|n, _| unreachable.contains(n));
+        self.unreachable_since
+            .retain(|n, _| unreachable.contains(n));
         let mut removed = Vec::new();
         for n in unreachable {
             let since = *self.unreachable_since.entry(n).or_insert(now);

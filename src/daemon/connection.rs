@@ -52,7 +52,9 @@ pub enum ConnError {
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result<()> {
     // Connections in any state, handshakes included: a flood of half-open
     // connections must not grow without bound.
-    let slots = Arc::new(tokio::sync::Semaphore::new(shared.config.conn_limit + MAX_PENDING));
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        shared.config.conn_limit + MAX_PENDING,
+    ));
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -64,7 +66,9 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            shared.state().refuse(remote, "too many connections".into(), Instant::now());
+            shared
+                .state()
+                .refuse(remote, "too many connections".into(), Instant::now());
             continue;
         };
         let shared = shared.clone();

@@ -50,8 +50,6 @@ impl DataPlane {
             self.addr_peers.remove(&addr);
         }
     }
-
-
 }
 
 pub fn tune_udp_socket(udp: &tokio::net::UdpSocket) {
@@ -78,7 +76,9 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         datagram.clear();
         {
             let mut guard = shared.data();
-            let DataPlane { router, peer_addrs, .. } = &mut *guard;
+            let DataPlane {
+                router, peer_addrs, ..
+            } = &mut *guard;
             let now = Instant::now();
             let dst = match router.frame_from_tap(frame, now) {
                 TapDecision::Drop(reason) => {
@@ -135,7 +135,11 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         relay_to.clear();
         let (heartbeat, inject) = {
             let mut guard = shared.data();
-            let DataPlane { router, peer_addrs, addr_peers } = &mut *guard;
+            let DataPlane {
+                router,
+                peer_addrs,
+                addr_peers,
+            } = &mut *guard;
             let known = addr_peers.contains_key(&from);
             let is_heartbeat =
                 matches!(Header::parse(datagram), Ok((h, _)) if h.kind == Kind::Heartbeat);

@@ -91,18 +91,10 @@ fn parse_entry(r: &mut Reader<'_>, i: usize) -> Result<PeerEntry, GossipError> {
         let peer = r.peer_name().ok_or(t)?;
         let flags = r.u8().ok_or(t)?;
         let ip = if flags & FLAG_IPV6 != 0 {
-            let o: [u8; 16] = r
-                .bytes(16)
-                .ok_or(t)?
-                .try_into()
-                .map_err(|_| t)?;
+            let o: [u8; 16] = r.bytes(16).ok_or(t)?.try_into().map_err(|_| t)?;
             IpAddr::V6(Ipv6Addr::from(o))
         } else {
-            let o: [u8; 4] = r
-                .bytes(4)
-                .ok_or(t)?
-                .try_into()
-                .map_err(|_| t)?;
+            let o: [u8; 4] = r.bytes(4).ok_or(t)?.try_into().map_err(|_| t)?;
             IpAddr::V4(Ipv4Addr::from(o))
         };
         let port = r.u16().ok_or(t)?;
