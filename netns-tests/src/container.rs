@@ -11,7 +11,7 @@ use crate::netns::{AsNetns, Netns};
 /// /var/run/netns/<name>`); the router gives it an interface `ethwe`.
 pub struct Container {
     host: String,
-    _ctx: Arc<Ctx>,
+    ctx: Arc<Ctx>,
     ns: Netns,
 }
 
@@ -27,6 +27,14 @@ impl std::fmt::Debug for Container {
     }
 }
 
+impl Drop for Container {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.ctx.dump_all_once();
+        }
+    }
+}
+
 impl Container {
     /// A new, empty container namespace meant for `host` (nothing is
     /// attached yet).
@@ -36,7 +44,7 @@ impl Container {
         let ns = Netns::create(&format!("{}c{}", ctx.prefix, ctx.next()));
         Container {
             host: host.name().to_string(),
-            _ctx: ctx,
+            ctx,
             ns,
         }
     }

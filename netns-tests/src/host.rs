@@ -97,6 +97,7 @@ impl Host {
         let state_dir = ctx.dir.join(short);
         std::fs::create_dir_all(&state_dir)
             .unwrap_or_else(|e| panic!("create {}: {e}", state_dir.display()));
+        ctx.register_host(short, ns.name(), &state_dir);
         Host {
             short: short.into(),
             ctx,
@@ -177,14 +178,7 @@ impl Host {
     }
 
     fn weave_command<S: AsRef<str>>(&self, args: &[S]) -> Command {
-        let bin = weave_bin();
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.ns.name()]);
-        c.arg(bin);
-        c.args(args.iter().map(|s| s.as_ref()));
-        c.env("WEAVE_RS_STATE_DIR", &self.state_dir);
-        c.env("RUST_BACKTRACE", "1");
-        c
+        weave_command_in(self.ns.name(), &self.state_dir, &weave_bin(), args)
     }
 
     /// Runs `weave-rs ARGS...` in this host's namespace (30 s timeout).
@@ -300,28 +294,84 @@ impl Host {
 
     /// The last `n` lines of every log file in the state dir.
     pub fn log_tail(&self, n: usize) -> String {
-        let mut s = String::new();
-        let mut files: Vec<PathBuf> = walk(&self.state_dir)
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(n);
-            s.push_str(&format!("    ==> {} <==\n", f.display()));
-            for l in &lines[from..] {
-                s.push_str("    ");
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        if s.is_empty() {
-            s = format!("    (no *.log under {})", self.state_dir.display());
-        }
-        s
+        log_tail_of(&self.state_dir, n)
     }
+}
+
+fn weave_command_in<S: AsRef<str>>(ns: &str, state_dir: &Path, bin: &Path, args: &[S]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]);
+    c.arg(bin);
+    c.args(args.iter().map(|s| s.as_ref()));
+    c.env("WEAVE_RS_STATE_DIR", state_dir);
+    c.env("RUST_BACKTRACE", "1");
+    c
+}
+
+/// Removes terminal colour sequences (ESC [ ... letter).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' && it.peek() == Some(&'[') {
+            it.next();
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The last `n` lines of every `*.log` under `dir`.
+fn log_tail_of(dir: &Path, n: usize) -> String {
+    let mut s = String::new();
+    let mut files: Vec<PathBuf> = walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = strip_ansi(&std::fs::read_to_string(&f).unwrap_or_default());
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(n);
+        s.push_str(&format!("    ==> {} <==\n", f.display()));
+        for l in &lines[from..] {
+            s.push_str("    ");
+            s.push_str(l);
+            s.push('\n');
+        }
+    }
+    if s.is_empty() {
+        s = format!("    (no *.log under {})", dir.display());
+    }
+    s
+}
+
+/// What a failing test prints about one host: its report and router log.
+pub(crate) fn dump_host(short: &str, ns: &str, state_dir: &Path) -> String {
+    let mut msg = format!("\n===== netns-tests: state of {short} ({ns}) at failure =====\n");
+    let running = crate::cmd::run(&["ip", "netns", "pids", ns])
+        .stdout
+        .split_whitespace()
+        .next()
+        .is_some();
+    let bin = weave_bin_path();
+    if running && is_executable(&bin) {
+        let out = run_cmd(
+            weave_command_in(ns, state_dir, &bin, &["report"]),
+            Duration::from_secs(5),
+        );
+        msg.push_str(&format!("weave-rs report:\n{out}\n"));
+    } else {
+        msg.push_str("(no process in the namespace)\n");
+    }
+    msg.push_str(&format!("router log:\n{}\n", log_tail_of(state_dir, 60)));
+    msg
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -342,18 +392,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 impl Drop for Host {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let mut msg = format!(
-                "\n===== netns-tests: state of {} at failure =====\n",
-                self.short
-            );
-            if self.router_running() && is_executable(&weave_bin_path()) {
-                let out = run_cmd(self.weave_command(&["report"]), Duration::from_secs(5));
-                msg.push_str(&format!("weave-rs report:\n{out}\n"));
-            } else {
-                msg.push_str("(no process in the namespace)\n");
-            }
-            msg.push_str(&format!("router log:\n{}\n", self.log_tail(60)));
-            eprintln!("{msg}");
+            // Every host of the lab, before any of them is torn down.
+            self.ctx.dump_all_once();
         }
         // Netns's own Drop kills every process and deletes the namespace.
     }

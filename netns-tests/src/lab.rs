@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
@@ -25,11 +25,35 @@ pub(crate) struct Ctx {
     /// Scratch directory (router state dirs live below it).
     pub dir: PathBuf,
     counter: AtomicU32,
+    /// (short name, netns, state dir) of every host, for failure dumps.
+    hosts: Mutex<Vec<(String, String, PathBuf)>>,
+    dumped: AtomicBool,
 }
 
 impl Ctx {
     pub fn next(&self) -> u32 {
         self.counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn register_host(&self, short: &str, ns: &str, state_dir: &Path) {
+        self.hosts.lock().unwrap_or_else(|e| e.into_inner()).push((
+            short.into(),
+            ns.into(),
+            state_dir.into(),
+        ));
+    }
+
+    /// Prints the report and log of every host, once: called by the first
+    /// guard dropped while the test panics, so the state is the one the
+    /// test failed in (no router has been torn down yet).
+    pub fn dump_all_once(&self) {
+        if self.dumped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (short, ns, dir) in hosts {
+            eprintln!("{}", crate::host::dump_host(&short, &ns, &dir));
+        }
     }
 }
 
@@ -77,6 +101,8 @@ impl Lab {
                 started: std::time::Instant::now(),
                 dir,
                 counter: AtomicU32::new(0),
+                hosts: Mutex::new(Vec::new()),
+                dumped: AtomicBool::new(false),
             }),
             switch: Mutex::new(None),
             links: AtomicU32::new(0),

@@ -146,6 +146,23 @@ impl Report {
             .contains(&needle.to_ascii_lowercase())
     }
 
+    /// Elements of any top-level array of the report (`connections`,
+    /// `peers`, or whatever else the router lists) whose JSON text contains
+    /// every one of `needles` (case-insensitive).
+    pub fn entries_mentioning(&self, needles: &[&str]) -> Vec<&Value> {
+        let Some(obj) = self.raw.as_object() else {
+            return Vec::new();
+        };
+        obj.values()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter(|e| {
+                let t = e.to_string().to_ascii_lowercase();
+                needles.iter().all(|n| t.contains(&n.to_ascii_lowercase()))
+            })
+            .collect()
+    }
+
     /// A compact one-line-per-connection summary for messages.
     pub fn summary(&self) -> String {
         let mut s = format!("router {}:", self.name);
@@ -185,6 +202,8 @@ mod tests {
         );
         assert_eq!(r.established_count(), 1);
         assert!(r.mentions("Connection Refused"));
+        assert_eq!(r.entries_mentioning(&["10.77.0.3", "refused"]).len(), 1);
+        assert!(r.entries_mentioning(&["10.77.0.2", "refused"]).is_empty());
         assert_eq!(r.peers.len(), 1);
     }
 

@@ -11,6 +11,7 @@ use netns_tests::*;
 fn broadcast_once() {
     let lab = Lab::new();
     let hosts = lab.switched_hosts(4);
+    lab.step("launch a full mesh of 4");
     launch_mesh(&hosts);
 
     let containers: Vec<Container> = hosts.iter().map(Container::new).collect();
@@ -19,13 +20,18 @@ fn broadcast_once() {
         c.ns().sysctl("net.ipv4.icmp_echo_ignore_broadcasts", "0");
     }
     let c1 = &containers[0];
+    lab.step("unicast first");
     // Unicast works first, so a failure below is about broadcast.
     for i in 2..=4 {
         wait_ping(c1, &format!("10.2.1.{i}"), secs(20));
     }
 
     for round in 1..=2 {
-        let sniffer = icmp_echo_reply_sniffer(c1, secs(5));
+        lab.step(&format!("broadcast ping, round {round}"));
+        // ping itself exits at the first reply (c1's own, on lo), so the
+        // replies are counted on a raw ICMP socket in c1 for the whole -W 3
+        // window (and a little more).
+        let sniffer = icmp_echo_reply_sniffer(c1, secs(4));
         let out = c1
             .netns()
             .run(&["ping", "-n", "-b", "-c", "1", "-W", "3", "10.2.1.255"]);

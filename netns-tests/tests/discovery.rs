@@ -17,6 +17,7 @@ fn discovery() {
         h1.status_json().established_to(h2) && h2.status_json().established_to(h1)
     });
 
+    lab.step("launch h3 with h2");
     h3.launch(&[h2.addr_for(h3).to_string()]);
     let t = Instant::now();
     wait_until(

@@ -244,17 +244,19 @@ fn name_bytes(name: &str) -> [u8; 6] {
     b
 }
 
-/// Is the version refusal visible in `status connections`, the report, or
-/// (with `log`) the router log?
-fn reason_visible(h: &Host, log: bool) -> bool {
+/// Does h's `status connections` (a line) or report (an entry) give the
+/// reason "protocol version" for a connection with `addr` (an IP, or
+/// "ip:port")?
+fn reason_visible(h: &Host, addr: &str) -> bool {
     let status = h.weave_ok(&["status", "connections"]).to_ascii_lowercase();
-    if status.contains("protocol version") || h.status_json().mentions("protocol version") {
-        return true;
-    }
-    log && h
-        .log_tail(2000)
-        .to_ascii_lowercase()
-        .contains("protocol version")
+    let in_status = status
+        .lines()
+        .any(|l| l.contains(addr) && l.contains("protocol version"));
+    in_status
+        || !h
+            .status_json()
+            .entries_mentioning(&[addr, "protocol version"])
+            .is_empty()
 }
 
 #[test]
@@ -263,6 +265,7 @@ fn hostile_input() {
     let hosts = lab.switched_hosts(2);
     let (h1, h2) = (&hosts[0], &hosts[1]);
     let x = lab.switched_host("x"); // the attacker: no router
+    let v = lab.switched_host("v"); // the version-99 fake peer: no router
 
     let h1_name = h1.launch(NO_ARGS);
     h2.launch(&[h1.addr_for(h2).to_string()]);
@@ -303,10 +306,11 @@ fn hostile_input() {
     drop(held);
 
     lab.step("a version-99 peer dials h1");
+    let v_target = SocketAddr::from((h1.addr_for(&v), wire::PORT));
     let hello99 = wire::handshake(99, 99, &Hello::fake(0x99));
     let h = hello99.clone();
-    let (got, closed) = x.ns().in_netns(move || {
-        let mut s = connect(target);
+    let (got, closed) = v.ns().in_netns(move || {
+        let mut s = connect(v_target);
         send(&mut s, &h);
         read_until_closed(&mut s, CLOSE_WAIT)
     });
@@ -315,20 +319,21 @@ fn hostile_input() {
         "router kept a version-99 peer's connection open (read {} bytes)",
         got.len()
     );
+    let v_ip: Ipv4Addr = v.ip();
     wait_until(
         secs(10),
-        "h1 shows the inbound refusal reason (\"protocol version\")",
-        || reason_visible(h1, true),
+        "h1's `status connections` or report gives the reason (\"protocol version\") for the \
+         version-99 peer that dialled it",
+        || reason_visible(h1, &v_ip.to_string()),
     );
 
     lab.step("h1 dials a version-99 peer");
-    let x_ip: Ipv4Addr = x.ip();
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
     let (conn_tx, conn_rx) = mpsc::channel::<(SocketAddr, Vec<u8>, bool)>();
     let stop2 = stop.clone();
-    let listener = x.ns().spawn(move || {
-        let l = TcpListener::bind((x_ip, wire::PORT)).expect("fake peer bind");
+    let listener = v.ns().spawn(move || {
+        let l = TcpListener::bind((v_ip, wire::PORT)).expect("fake peer bind");
         l.set_nonblocking(true).unwrap();
         ready_tx.send(()).unwrap();
         while !stop2.load(Ordering::Relaxed) {
@@ -350,7 +355,7 @@ fn hostile_input() {
     ready_rx
         .recv_timeout(secs(10))
         .expect("fake peer listening");
-    h1.weave_ok(&["connect", &x_ip.to_string()]);
+    h1.weave_ok(&["connect", &v_ip.to_string()]);
 
     let h1_ips = h1.ips();
     let deadline = Instant::now() + secs(20);
@@ -361,7 +366,7 @@ fn hostile_input() {
                 std::net::IpAddr::V4(ip) if h1_ips.contains(&ip) => break (got, closed),
                 _ => continue, // another router found the fake peer by gossip
             },
-            Err(_) => panic!("h1 did not dial the fake peer at {x_ip} within 20 s"),
+            Err(_) => panic!("h1 did not dial the fake peer at {v_ip} within 20 s"),
         }
     };
     assert!(
@@ -372,14 +377,15 @@ fn hostile_input() {
     assert!(closed, "h1 kept its connection to a version-99 peer open");
     wait_until(
         secs(15),
-        "h1's `status connections` or report gives the reason (\"protocol version\")",
-        || reason_visible(h1, false),
+        "h1's `status connections` or report gives the reason (\"protocol version\") for its \
+         connection to the version-99 peer",
+        || reason_visible(h1, &format!("{v_ip}:{}", wire::PORT)),
     );
     let r = h1.status_json();
     assert!(
         !r.connections
             .iter()
-            .any(|c| c.is_established() && c.ip() == Some(x_ip.into())),
+            .any(|c| c.is_established() && c.ip() == Some(v_ip.into())),
         "h1 reports an established connection to the version-99 peer:\n{}",
         r.summary()
     );

@@ -24,6 +24,7 @@ fn relay_chain() {
         "testbed broken: h1 reaches h3 on the underlay"
     );
 
+    lab.step("launch h1; h2 with h1; h3 with h2");
     h1.launch(NO_ARGS);
     h2.launch(&[h1.addr_for(h2).to_string()]);
     h3.launch(&[h2.addr_for(h3).to_string()]);
@@ -33,6 +34,7 @@ fn relay_chain() {
     h1.attach(&c1, "10.2.1.1/24");
     h3.attach(&c3, "10.2.1.3/24");
 
+    lab.step("wait until h2 is connected to both");
     wait_until(
         secs(30),
         "h2 has established connections to h1 and h3",
@@ -42,7 +44,9 @@ fn relay_chain() {
         },
     );
 
+    lab.step("wait until c1 reaches c3 (relayed)");
     wait_ping(&c1, "10.2.1.3", secs(30));
+    lab.step("c1 reached c3");
     assert_pings(&c1, "10.2.1.3", 5);
     assert_pings(&c3, "10.2.1.1", 5);
 

@@ -26,6 +26,7 @@ fn restart() {
     wait_ping(c2, "10.2.1.1", secs(20));
     wait_ping(c3, "10.2.1.1", secs(20));
 
+    lab.step("kill -9 the router on h1");
     let killed = h1.kill_router();
     eprintln!("killed router on h1: pids {killed:?}");
 
@@ -48,6 +49,7 @@ fn restart() {
         "c2 still reaches c1 with h1's router dead"
     );
 
+    lab.step("relaunch h1");
     h1.relaunch();
     let t = Instant::now();
     wait_until(

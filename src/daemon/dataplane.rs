@@ -25,6 +25,7 @@ pub struct DataPlane {
     pub router: Router,
     peer_addrs: HashMap<PeerName, SocketAddr>,
     addr_peers: HashMap<SocketAddr, PeerName>,
+    routes_epoch: u64,
 }
 
 impl DataPlane {
@@ -33,6 +34,15 @@ impl DataPlane {
             router,
             peer_addrs: HashMap::new(),
             addr_peers: HashMap::new(),
+            routes_epoch: 0,
+        }
+    }
+
+    /// Install routes unless newer ones are already in place.
+    pub fn set_routes(&mut self, epoch: u64, routes: crate::core::routes::Routes) {
+        if epoch > self.routes_epoch {
+            self.routes_epoch = epoch;
+            self.router.set_routes(routes);
         }
     }
 
@@ -87,6 +97,10 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                 }
                 TapDecision::Unicast { dst, next_hop } => {
                     dests.extend(peer_addrs.get(&next_hop));
+                    if dests.is_empty() {
+                        // Routed to a neighbour whose UDP address we lack.
+                        router.stats.dropped_no_route += 1;
+                    }
                     dst
                 }
                 TapDecision::Broadcast { next_hops } => {
@@ -139,6 +153,7 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                 router,
                 peer_addrs,
                 addr_peers,
+                ..
             } = &mut *guard;
             let known = addr_peers.contains_key(&from);
             let is_heartbeat =

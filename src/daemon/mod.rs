@@ -106,7 +106,7 @@ impl Shared {
                     st.send_all(&f, None);
                 }
             }
-            (st.routes(), self.wanted(&st))
+            (st.routes_now(), self.wanted(&st))
         };
         self.install_routes(routes, &[]);
         targets::discovered(self, wanted);
@@ -128,19 +128,22 @@ impl Shared {
             if removed.is_empty() {
                 return;
             }
-            (st.routes(), removed, self.wanted(&st))
+            (st.routes_now(), removed, self.wanted(&st))
         };
         info!("peers gone from the mesh: {removed:?}");
         self.install_routes(routes, &removed);
         targets::discovered(self, wanted);
     }
 
-    fn install_routes(&self, routes: Routes, removed: &[PeerName]) {
+    /// Install routes computed under the state lock. Two tasks may race
+    /// between computing and installing: the epoch keeps an older
+    /// computation from overwriting a newer one.
+    fn install_routes(&self, (epoch, routes): (u64, Routes), removed: &[PeerName]) {
         let mut data = self.data();
         for p in removed {
             data.router.forget_peer(*p);
         }
-        data.router.set_routes(routes);
+        data.set_routes(epoch, routes);
     }
 }
 

@@ -95,6 +95,7 @@ pub struct State {
     /// What `attach` put where, by target as given.
     pub attached: BTreeMap<String, crate::api::protocol::AttachedReport>,
     next_conn_id: u64,
+    routes_epoch: u64,
 }
 
 impl State {
@@ -106,6 +107,7 @@ impl State {
             refused: VecDeque::new(),
             attached: BTreeMap::new(),
             next_conn_id: 1,
+            routes_epoch: 0,
         }
     }
 
@@ -143,8 +145,11 @@ impl State {
         self.topology.set_our_connections(conns)
     }
 
-    pub fn routes(&self) -> Routes {
-        Routes::compute(&self.topology)
+    /// Routes for the topology as it is now, with an epoch that orders
+    /// computations (see `Shared::install_routes`).
+    pub fn routes_now(&mut self) -> (u64, Routes) {
+        self.routes_epoch += 1;
+        (self.routes_epoch, Routes::compute(&self.topology))
     }
 
     /// Send a control frame to every connection except `except`.

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# A three-host weave-rs demo in network namespaces (needs root).
+#
+#   h1 ---- h2 ---- h3        underlay: two point-to-point links, h2 does
+#   |       |       |         not forward IP, so h1 and h3 cannot reach
+#   c1      c2      c3        each other on the underlay
+#
+# h2 is launched with h1's address, h3 with h2's. c1 (10.2.1.1) then pings c3
+# (10.2.1.3): the overlay relays through h2. Everything is removed at the
+# end, also on failure or Ctrl-C.
+#
+# Uses $WEAVE_RS_BIN if set, else builds target/debug/weave-rs.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+P=wrd$$ # prefix of every namespace this run makes
+HOSTS=(h1 h2 h3)
+CONTAINERS=(c1 c2 c3)
+STATE=$(mktemp -d /tmp/weave-rs-demo.XXXXXX)
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf 'demo.sh: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+    local rc=$?
+    say "cleaning up (namespaces ${P}*)"
+    local n p
+    for n in "${HOSTS[@]}" "${CONTAINERS[@]}"; do
+        [[ -e /run/netns/$P$n ]] || continue
+        for p in $(ip netns pids "$P$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+        ip netns del "$P$n" 2>/dev/null || true
+    done
+    rm -rf "$STATE"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[[ $(id -u) -eq 0 ]] || die "run as root (it makes network namespaces)"
+
+if [[ -n ${WEAVE_RS_BIN:-} ]]; then
+    BIN=$WEAVE_RS_BIN
+else
+    say "building weave-rs (cargo build)"
+    (cd "$ROOT" && cargo build --quiet)
+    BIN=$ROOT/target/debug/weave-rs
+fi
+[[ -x $BIN ]] || die "no weave-rs binary at $BIN"
+
+# inns NS CMD...: run CMD inside namespace $P$NS, showing it.
+inns() {
+    local ns=$1
+    shift
+    printf '[%s] $ %s\n' "$ns" "$*"
+    ip netns exec "$P$ns" "$@"
+}
+# weave HOST ARGS...: weave-rs on HOST (its own state directory).
+weave() {
+    local h=$1
+    shift
+    printf '[%s] $ weave-rs %s\n' "$h" "$*"
+    WEAVE_RS_STATE_DIR=$STATE/$h ip netns exec "$P$h" "$BIN" "$@"
+}
+
+say "making hosts h1 h2 h3 and containers c1 c2 c3 (namespaces ${P}*)"
+for n in "${HOSTS[@]}" "${CONTAINERS[@]}"; do
+    ip netns add "$P$n"
+    ip -n "$P$n" link set lo up
+done
+for h in "${HOSTS[@]}"; do
+    mkdir -p "$STATE/$h"
+    ip netns exec "$P$h" sysctl -q -w net.ipv4.ip_forward=0
+done
+
+# link A B IF_A IF_B NET: a veth between two hosts, NET.1 on A and NET.2 on B
+link() {
+    ip -n "$P$1" link add "$3" type veth peer name "$4" netns "$P$2"
+    ip -n "$P$1" addr add "$5.1/24" dev "$3"
+    ip -n "$P$2" addr add "$5.2/24" dev "$4"
+    ip -n "$P$1" link set "$3" up
+    ip -n "$P$2" link set "$4" up
+}
+say "underlay: h1 (10.77.1.1) -- (10.77.1.2) h2 (10.77.2.1) -- (10.77.2.2) h3"
+link h1 h2 ul0 ul0 10.77.1
+link h2 h3 ul1 ul0 10.77.2
+if ip netns exec "${P}h1" ping -c 1 -W 1 10.77.2.2 >/dev/null 2>&1; then
+    die "h1 reaches h3 on the underlay: the chain is broken"
+fi
+echo "h1 cannot reach h3 (10.77.2.2) on the underlay, as intended"
+
+say "launching routers: h1 alone, h2 with h1, h3 with h2"
+weave h1 launch
+weave h2 launch 10.77.1.1
+weave h3 launch 10.77.2.1
+
+say "attaching containers"
+weave h1 attach 10.2.1.1/24 "/var/run/netns/${P}c1"
+weave h2 attach 10.2.1.2/24 "/var/run/netns/${P}c2"
+weave h3 attach 10.2.1.3/24 "/var/run/netns/${P}c3"
+
+say "waiting for c1 to reach c3 through h2 (up to 60 s)"
+deadline=$((SECONDS + 60))
+until ip netns exec "${P}c1" ping -c 1 -W 1 10.2.1.3 >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "c1 never reached c3 within 60 s"
+done
+echo "reachable after $((SECONDS - deadline + 60)) s"
+
+say "c1 -> c2 (h1 -> h2, direct)"
+inns c1 ping -c 3 -i 0.3 10.2.1.2
+say "c2 -> c3 (h2 -> h3, direct)"
+inns c2 ping -c 3 -i 0.3 10.2.1.3
+say "c1 -> c3 (h1 -> h3, relayed by h2)"
+inns c1 ping -c 3 -i 0.3 10.2.1.3
+say "c3 -> c1 (h3 -> h1, relayed by h2)"
+inns c3 ping -c 3 -i 0.3 10.2.1.1
+
+for h in "${HOSTS[@]}"; do
+    say "status on $h"
+    weave "$h" status
+done
+say "connections on h1 (h3 is known by gossip but unreachable directly)"
+weave h1 status connections
+
+say "demo done"
