@@ -405,14 +405,7 @@ fn detach_removes_addresses_then_veth() {
 
 #[test]
 fn bad_targets_give_specific_errors() {
-    assert_eq!(
-        "pid:abc".parse::<NetnsTarget>().unwrap_err().to_string(),
-        "pid:abc: not a process id"
-    );
-    assert_eq!(
-        "foo".parse::<NetnsTarget>().unwrap_err().to_string(),
-        "foo: not a network namespace path or pid:N"
-    );
+    // Parse errors are covered by net::netns's unit tests; these need a system.
     let missing = format!("/var/run/netns/wrpl-{}-missing", std::process::id());
     let t: NetnsTarget = missing.parse().unwrap();
     assert_eq!(

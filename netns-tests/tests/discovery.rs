@@ -13,9 +13,7 @@ fn discovery() {
 
     h1.launch(NO_ARGS);
     h2.launch(&[h1.addr_for(h2).to_string()]);
-    wait_until(secs(30), "h1 - h2 established", || {
-        h1.status_json().established_to(h2) && h2.status_json().established_to(h1)
-    });
+    wait_full_mesh(&hosts[..2], secs(30));
 
     lab.step("launch h3 with h2");
     h3.launch(&[h2.addr_for(h3).to_string()]);

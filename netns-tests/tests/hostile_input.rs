@@ -273,9 +273,7 @@ fn hostile_input() {
     let c2 = Container::new(h2);
     h1.attach(&c1, "10.2.1.1/24");
     h2.attach(&c2, "10.2.1.2/24");
-    wait_until(secs(30), "h1 - h2 established", || {
-        h1.status_json().established_to(h2) && h2.status_json().established_to(h1)
-    });
+    wait_full_mesh(&hosts, secs(30));
     wait_ping(&c1, "10.2.1.2", secs(20));
     let pids = h1.router_pids();
 

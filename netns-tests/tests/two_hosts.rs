@@ -19,11 +19,7 @@ fn two_hosts() {
     h2.attach(&c2, "10.2.1.2/24");
 
     lab.step("wait for the connection");
-    wait_until(
-        secs(30),
-        "h1 and h2 both report an established connection",
-        || h1.status_json().established_to(h2) && h2.status_json().established_to(h1),
-    );
+    wait_full_mesh(&hosts, secs(30));
 
     lab.step("IPv4 ping");
     wait_ping(&c1, "10.2.1.2", secs(20));

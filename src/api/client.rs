@@ -60,8 +60,3 @@ pub fn report() -> Result<Report, ClientError> {
         _ => Err(ClientError::BadReply("no report in reply".into())),
     }
 }
-
-/// Is a router answering here?
-pub fn running() -> bool {
-    report().is_ok()
-}

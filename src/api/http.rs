@@ -205,21 +205,14 @@ pub async fn bind(addr: Option<SocketAddr>) -> Option<TcpListener> {
 /// Serve the running router's status. Never returns: a failure of the HTTP
 /// server is logged and must not stop the router.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result<()> {
-    let app = router(move || full_report(shared.clone()));
+    let app = router(move || {
+        let shared = shared.clone();
+        async move { super::server::full_report(&shared).await }
+    });
     if let Err(e) = axum::serve(listener, app).await {
         warn!("HTTP status server stopped: {e}");
     }
     std::future::pending().await
-}
-
-/// The report as `weave-rs report` gets it over the control socket.
-async fn full_report(shared: Arc<Shared>) -> Report {
-    let mut r = super::server::report(&shared);
-    r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {
-        Ok(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
-        Err(e) => vec![format!("unknown: {e}")],
-    };
-    r
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
@@ -92,21 +92,12 @@ async fn client(shared: &Arc<Shared>, stream: UnixStream) -> std::io::Result<()>
     write.write_all(&out).await
 }
 
-use tokio::io::AsyncReadExt;
-
 async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
     match req {
-        Request::Report => {
-            let mut r = report(shared);
-            r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {
-                Ok(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
-                Err(e) => vec![format!("unknown: {e}")],
-            };
-            Reply::Ok {
-                message: String::new(),
-                report: Some(Box::new(r)),
-            }
-        }
+        Request::Report => Reply::Ok {
+            message: String::new(),
+            report: Some(Box::new(full_report(shared).await)),
+        },
         Request::Connect { peers } => {
             let mut keys = Vec::new();
             for p in &peers {
@@ -222,7 +213,17 @@ async fn detach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
     }
 }
 
-pub(crate) fn report(shared: &Arc<Shared>) -> Report {
+/// Everything `report` shows, the bridge's addresses included.
+pub(crate) async fn full_report(shared: &Arc<Shared>) -> Report {
+    let mut r = report(shared);
+    r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {
+        Ok(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
+        Err(e) => vec![format!("unknown: {e}")],
+    };
+    r
+}
+
+fn report(shared: &Arc<Shared>) -> Report {
     let now = Instant::now();
     let c = &shared.config;
     let st = shared.state();

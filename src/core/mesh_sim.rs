@@ -10,14 +10,14 @@
 //! or does I/O: time is an `Instant` the test moves on.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
 use super::router::{DatagramDecision, DropReason, Relay, Router, TapDecision, MAC_TTL};
 use super::routes::Routes;
-use super::topology::{ConnectionInfo, PeerEntry, Topology};
+use super::test_fixtures::{entry, name};
+use super::topology::{PeerEntry, Topology};
 use super::wire::sleeve::{self, Header, Kind};
 use super::PeerName;
 
@@ -29,42 +29,9 @@ const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 /// Datagrams delivered by one `run` before it declares a loop.
 const MAX_STEPS: usize = 100_000;
 
-fn name(i: u8) -> PeerName {
-    PeerName([0x02, 0, 0, 0, 0, i])
-}
-
 /// Host `k` initially attached to peer `p`.
 fn host(p: u8, k: u8) -> Mac {
     [0x0a, 0x58, 0, 0, p, k]
-}
-
-/// Peer `i`'s entry: it lists every peer it shares an edge with, so every
-/// connection is symmetric.
-fn entry(i: u8, edges: &[(u8, u8)]) -> PeerEntry {
-    let mut conns: Vec<u8> = edges
-        .iter()
-        .filter_map(|&(a, b)| match (a == i, b == i) {
-            (true, false) => Some(b),
-            (false, true) => Some(a),
-            _ => None,
-        })
-        .collect();
-    conns.sort_unstable();
-    conns.dedup();
-    PeerEntry {
-        name: name(i),
-        nickname: format!("host{i}"),
-        uid: u64::from(i),
-        version: 1,
-        connections: conns
-            .into_iter()
-            .map(|c| ConnectionInfo {
-                peer: name(c),
-                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, c)), 6783),
-                outbound: c > i,
-            })
-            .collect(),
-    }
 }
 
 /// A frame from `src` to `dst` carrying the simulation's frame `id`.

@@ -10,6 +10,8 @@ mod mesh_sim;
 pub mod peer_name;
 pub mod router;
 pub mod routes;
+#[cfg(test)]
+mod test_fixtures;
 pub mod topology;
 pub mod wire;
 

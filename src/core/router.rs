@@ -327,43 +327,17 @@ fn decide_datagram<'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::topology::{ConnectionInfo, PeerEntry, Topology};
+    use crate::core::test_fixtures::{entry, name};
+    use crate::core::topology::Topology;
     use crate::core::wire::sleeve::{HEADER_LEN, MAX_HOPS, MIN_FRAME_LEN};
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     const BROADCAST: [u8; 6] = [0xff; 6];
     const IPV4_MULTICAST: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
     const IPV6_MULTICAST: [u8; 6] = [0x33, 0x33, 0x00, 0x00, 0x00, 0x01];
 
-    fn name(i: u8) -> PeerName {
-        PeerName([0x02, 0, 0, 0, 0, i])
-    }
-
     /// A container's MAC (unicast, locally administered).
     fn host(i: u8) -> [u8; 6] {
         [0x0a, 0x58, 0, 0, 0, i]
-    }
-
-    /// Peer `i`'s own entry: it lists every peer it shares an edge with.
-    fn entry(i: u8, edges: &[(u8, u8)]) -> PeerEntry {
-        let conns = edges.iter().filter_map(|&(a, b)| match (a == i, b == i) {
-            (true, false) => Some(b),
-            (false, true) => Some(a),
-            _ => None,
-        });
-        PeerEntry {
-            name: name(i),
-            nickname: format!("host{i}"),
-            uid: u64::from(i),
-            version: 1,
-            connections: conns
-                .map(|c| ConnectionInfo {
-                    peer: name(c),
-                    addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, c)), 6783),
-                    outbound: c > i,
-                })
-                .collect(),
-        }
     }
 
     /// `me`'s routes in the mesh of `peers` joined by symmetric `edges`.

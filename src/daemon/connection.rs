@@ -135,7 +135,7 @@ pub async fn run(
         f(id);
     }
     info!(peer = %hello.name, nickname = %hello.nickname, outbound, "connection up, awaiting UDP heartbeats");
-    let result = serve(shared, stream, &hello, listen_addr, rx)
+    let result = serve(shared, stream, &hello, rx)
         .instrument(info_span!("peer", name = %hello.name))
         .await;
     unregister(shared, hello.name, id);
@@ -207,7 +207,6 @@ async fn serve(
     shared: &Arc<Shared>,
     stream: TcpStream,
     hello: &Hello,
-    listen_addr: SocketAddr,
     mut rx: mpsc::Receiver<ConnCmd>,
 ) -> ConnError {
     let (read, mut write) = stream.into_split();
@@ -225,7 +224,6 @@ async fn serve(
     let heartbeat = control::emit(control::Kind::Heartbeat, &[]);
     let udp_heartbeat = sleeve::heartbeat(shared.config.name, hello.name, shared.uid);
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
-    let _ = listen_addr;
     loop {
         tokio::select! {
             r = &mut reader => {

@@ -155,10 +155,11 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                 addr_peers,
                 ..
             } = &mut *guard;
-            let known = addr_peers.contains_key(&from);
-            let is_heartbeat =
-                matches!(Header::parse(datagram), Ok((h, _)) if h.kind == Kind::Heartbeat);
-            if !known && !is_heartbeat {
+            // Only a heartbeat may come from an address we do not know yet
+            // (that is how we learn it); the header is parsed here only then.
+            let acceptable = addr_peers.contains_key(&from)
+                || matches!(Header::parse(datagram), Ok((h, _)) if h.kind == Kind::Heartbeat);
+            if !acceptable {
                 router.stats.dropped_unknown_sender += 1;
                 continue;
             }

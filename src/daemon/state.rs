@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -198,14 +198,4 @@ impl State {
             .take(MAX_DISCOVERED_TARGETS)
             .collect()
     }
-
-    /// Seconds since `at`, for reports.
-    pub fn secs_since(at: Instant, now: Instant) -> u64 {
-        now.saturating_duration_since(at).as_secs()
-    }
-}
-
-/// How long until `at`, for "next attempt in ...".
-pub fn until(at: Instant, now: Instant) -> Duration {
-    at.saturating_duration_since(now)
 }
