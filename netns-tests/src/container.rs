@@ -66,15 +66,4 @@ impl Container {
     pub fn host_name(&self) -> &str {
         &self.host
     }
-
-    /// `ip addr add ADDR dev ethwe` (IPv6 without duplicate address
-    /// detection, so the address is usable at once).
-    #[track_caller]
-    pub fn add_addr(&self, cidr: &str) {
-        if cidr.contains(':') {
-            self.ns.ip(&["addr", "add", cidr, "dev", "ethwe", "nodad"]);
-        } else {
-            self.ns.ip(&["addr", "add", cidr, "dev", "ethwe"]);
-        }
-    }
 }

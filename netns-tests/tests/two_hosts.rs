@@ -43,9 +43,9 @@ fn two_hosts() {
     );
     drop(server);
 
-    lab.step("IPv6 ping");
-    c1.add_addr("fd00:77::1/64");
-    c2.add_addr("fd00:77::2/64");
+    lab.step("IPv6 ping (IPv6 CIDRs added by `weave-rs attach`)");
+    h1.attach(&c1, "fd00:77::1/64");
+    h2.attach(&c2, "fd00:77::2/64");
     wait_ping(&c1, "fd00:77::2", secs(20));
     assert_pings(&c1, "fd00:77::2", 5);
     assert_pings(&c2, "fd00:77::1", 5);
