@@ -20,6 +20,9 @@ declare -A PROVIDES=(
     [netcat-openbsd]=nc.openbsd
     [ethtool]=ethtool
     [busybox-static]=busybox
+    [docker.io]=dockerd
+    [redis-server]=redis-server
+    [redis-tools]=redis-cli
 )
 
 missing=()
@@ -33,6 +36,15 @@ done
 if ((${#missing[@]})); then
     log "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages with services (docker.io, redis-server) must not start them:
+    # scripts/docker-up.sh starts dockerd, and the tests start their own
+    # redis in containers. Docker-built machines already ship a policy-rc.d
+    # that refuses; elsewhere, put one in place for the install only.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else

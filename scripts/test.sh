@@ -40,6 +40,12 @@ trap cleanup EXIT
 step "dependencies (scripts/install-deps.sh)"
 bash scripts/install-deps.sh
 
+step "docker engine (scripts/docker-up.sh)"
+bash scripts/docker-up.sh
+
+step "test images (scripts/build-images.sh)"
+bash scripts/build-images.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check || die "formatting differs: run 'cargo fmt --all'"
 

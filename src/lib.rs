@@ -10,4 +10,5 @@ pub mod api;
 pub mod cli;
 pub mod core;
 pub mod daemon;
+pub mod docker;
 pub mod net;

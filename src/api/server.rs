@@ -151,8 +151,16 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
     }
 }
 
-fn parse_target(target: &str) -> Result<NetnsTarget, String> {
-    target.parse::<NetnsTarget>().map_err(|e| e.to_string())
+/// A network-namespace path, `pid:N`, or a Docker container's name or ID.
+async fn parse_target(target: &str) -> Result<NetnsTarget, String> {
+    match target.parse::<NetnsTarget>() {
+        Ok(t) => Ok(t),
+        Err(_) if crate::docker::looks_like_container(target) => crate::docker::container(target)
+            .await
+            .map(|c| NetnsTarget::Pid(c.pid))
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 async fn attach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
@@ -161,7 +169,7 @@ async fn attach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
         Ok(_) => return Reply::error("attach needs at least one CIDR"),
         Err(e) => return Reply::error(e),
     };
-    let t = match parse_target(target) {
+    let t = match parse_target(target).await {
         Ok(t) => t,
         Err(e) => return Reply::error(e),
     };
@@ -191,7 +199,7 @@ async fn detach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
         Ok(n) => n,
         Err(e) => return Reply::error(e),
     };
-    let t = match parse_target(target) {
+    let t = match parse_target(target).await {
         Ok(t) => t,
         Err(e) => return Reply::error(e),
     };
@@ -213,8 +221,25 @@ async fn detach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
     }
 }
 
+/// Attachments whose host veth is gone (the namespace died, e.g. its
+/// container was removed) are dropped from the registry.
+async fn forget_vanished_attachments(shared: &Arc<Shared>) {
+    let veths: Vec<(String, String)> = shared
+        .state()
+        .attached
+        .iter()
+        .map(|(k, a)| (k.clone(), a.host_veth.clone()))
+        .collect();
+    for (target, veth) in veths {
+        if let Ok(None) = shared.netlink.link_index(&veth).await {
+            shared.state().attached.remove(&target);
+        }
+    }
+}
+
 /// Everything `report` shows, the bridge's addresses included.
 pub(crate) async fn full_report(shared: &Arc<Shared>) -> Report {
+    forget_vanished_attachments(shared).await;
     let mut r = report(shared);
     r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {
         Ok(addrs) => addrs.iter().map(|a| a.to_string()).collect(),

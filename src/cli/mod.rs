@@ -63,6 +63,8 @@ pub enum Command {
     },
     /// Everything the router knows, as JSON.
     Report,
+    /// Attached namespaces and containers: target, ethwe MAC, addresses.
+    Ps,
     /// Stop the router (the bridge and attached namespaces stay).
     Stop,
     /// Stop the router and remove everything weave-rs made on this host.
@@ -97,9 +99,11 @@ fn cidrs_and_target(args: &[String]) -> anyhow::Result<(Vec<String>, String)> {
     let (target, cidrs) = args.split_last().context("missing TARGET")?;
     cidr::parse_all(cidrs)?;
     if cidr::looks_like_cidr(target) {
-        bail!("{target}: expected a TARGET (/var/run/netns/NAME or pid:N) after the CIDRs");
+        bail!("{target}: expected a TARGET (/var/run/netns/NAME, pid:N or a container) after the CIDRs");
     }
-    target.parse::<crate::net::netns::NetnsTarget>()?;
+    if !crate::docker::looks_like_container(target) {
+        target.parse::<crate::net::netns::NetnsTarget>()?;
+    }
     Ok((cidrs.to_vec(), target.clone()))
 }
 
@@ -139,6 +143,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report => {
             let r = client::report()?;
             println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Command::Ps => {
+            let r = client::report()?;
+            print!("{}", status::ps(&r));
             Ok(())
         }
         Command::Stop => launch::stop(),

@@ -148,3 +148,20 @@ pub fn peers(r: &Report) -> String {
     }
     s
 }
+
+/// `ps`: one line per attached target, then the host's own (exposed) addresses.
+pub fn ps(r: &Report) -> String {
+    let mut s = String::new();
+    if !r.exposed.is_empty() {
+        let _ = writeln!(
+            s,
+            "weave:expose {} {}",
+            r.router.bridge,
+            r.exposed.join(" ")
+        );
+    }
+    for a in &r.attached {
+        let _ = writeln!(s, "{} {} {}", a.target, a.mac, a.addrs.join(" "));
+    }
+    s
+}
