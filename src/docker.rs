@@ -1,7 +1,10 @@
 //! The Docker Engine API side: finding a container's network namespace by
 //! its name or ID (over /var/run/docker.sock, with bollard).
 
-use bollard::query_parameters::InspectContainerOptions;
+use std::collections::HashMap;
+
+use bollard::query_parameters::{EventsOptions, InspectContainerOptions};
+use futures::{Stream, StreamExt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -71,6 +74,102 @@ pub async fn container(name_or_id: &str) -> Result<Container, DockerError> {
         }),
         _ => Err(DockerError::NotRunning(name_or_id.to_string())),
     }
+}
+
+/// Container events the router acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Start(String),
+    Destroy { id: String, run_dir: Option<String> },
+}
+
+/// A stream of container start and destroy events.
+pub async fn events() -> Result<impl Stream<Item = Result<Event, DockerError>> + Unpin, DockerError>
+{
+    let docker = connect().await?;
+    let filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        (
+            "event".to_string(),
+            vec!["start".to_string(), "destroy".to_string()],
+        ),
+    ]);
+    let opts = EventsOptions {
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let stream = docker.events(Some(opts)).filter_map(|m| async move {
+        match m {
+            Err(e) => Some(Err(DockerError::Api(e.to_string()))),
+            Ok(m) => {
+                let actor = m.actor?;
+                let id = actor.id?;
+                match m.action.as_deref() {
+                    Some("start") => Some(Ok(Event::Start(id))),
+                    Some("destroy") => {
+                        let run_dir = actor.attributes.and_then(|a| {
+                            a.get(crate::daemon::attachments::RUN_DIR_LABEL).cloned()
+                        });
+                        Some(Ok(Event::Destroy { id, run_dir }))
+                    }
+                    _ => None,
+                }
+            }
+        }
+    });
+    Ok(Box::pin(stream))
+}
+
+/// The command a container runs: its image's entrypoint, then its own
+/// command if it has one, else the image's. (Used when weave-rs replaced
+/// the entrypoint with its waiter, which clears the image's command.)
+pub async fn original_command(container_id: &str) -> Result<Vec<String>, DockerError> {
+    let docker = connect().await?;
+    let c = docker
+        .inspect_container(container_id, None::<InspectContainerOptions>)
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))?;
+    let config = c.config.unwrap_or_default();
+    let image = config.image.unwrap_or_default();
+    let img = docker
+        .inspect_image(&image)
+        .await
+        .map_err(|e| DockerError::Api(format!("image {image}: {e}")))?;
+    let img_config = img.config.unwrap_or_default();
+    let mut argv = img_config.entrypoint.unwrap_or_default();
+    match config.cmd.filter(|c| !c.is_empty()) {
+        Some(cmd) => argv.extend(cmd),
+        None => argv.extend(img_config.cmd.unwrap_or_default()),
+    }
+    Ok(argv)
+}
+
+/// The running container carrying `label=value`, if any.
+pub async fn find_by_label(label: &str, value: &str) -> Result<Option<Container>, DockerError> {
+    let docker = connect().await?;
+    let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
+    let opts = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))?;
+    match list.into_iter().next().and_then(|c| c.id) {
+        Some(id) => match container(&id).await {
+            Ok(c) => Ok(Some(c)),
+            Err(DockerError::NotRunning(_)) => Ok(None),
+            Err(e) => Err(e),
+        },
+        None => Ok(None),
+    }
+}
+
+/// Is the engine there?
+pub async fn ping() -> Result<(), DockerError> {
+    connect().await.map(drop)
 }
 
 #[cfg(test)]

@@ -12,3 +12,4 @@ pub mod core;
 pub mod daemon;
 pub mod docker;
 pub mod net;
+pub mod waiter;

@@ -132,7 +132,11 @@ pub struct RefusedReport {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttachedReport {
+    /// The container's name, or the namespace target as given.
     pub target: String,
+    /// The container's ID, for a container.
+    #[serde(default)]
+    pub container: Option<String>,
     pub host_veth: String,
     pub mac: String,
     pub addrs: Vec<String>,

@@ -15,8 +15,7 @@ use tracing::{info, warn};
 use super::protocol::*;
 use crate::core::cidr;
 use crate::daemon::state::{TargetSource, TargetStatus};
-use crate::daemon::{targets, Shared};
-use crate::net::netns::NetnsTarget;
+use crate::daemon::{attachments, targets, Shared};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 << 10;
@@ -151,96 +150,40 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
     }
 }
 
-/// A network-namespace path, `pid:N`, or a Docker container's name or ID.
-async fn parse_target(target: &str) -> Result<NetnsTarget, String> {
-    match target.parse::<NetnsTarget>() {
-        Ok(t) => Ok(t),
-        Err(_) if crate::docker::looks_like_container(target) => crate::docker::container(target)
-            .await
-            .map(|c| NetnsTarget::Pid(c.pid))
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 async fn attach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
-    let nets = match cidr::parse_all(cidrs) {
-        Ok(n) if !n.is_empty() => n,
-        Ok(_) => return Reply::error("attach needs at least one CIDR"),
-        Err(e) => return Reply::error(e),
-    };
-    let t = match parse_target(target).await {
-        Ok(t) => t,
-        Err(e) => return Reply::error(e),
-    };
-    let c = &shared.config;
-    match shared
-        .netlink
-        .attach(&c.bridge, &t, &nets, u32::from(c.mtu))
-        .await
-    {
-        Ok(a) => {
-            let mac = crate::core::PeerName(a.mac).to_string();
-            let rep = AttachedReport {
-                target: target.to_string(),
-                host_veth: a.host_veth,
-                mac: mac.clone(),
-                addrs: a.addrs.iter().map(|n| n.to_string()).collect(),
-            };
-            shared.state().attached.insert(target.to_string(), rep);
-            Reply::ok(mac)
-        }
+    match cidr::parse_all(cidrs) {
+        Ok(nets) => match attachments::attach(shared, target, &nets).await {
+            Ok(mac) => Reply::ok(mac),
+            Err(e) => Reply::error(e),
+        },
         Err(e) => Reply::error(e),
     }
 }
 
 async fn detach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
-    let nets = match cidr::parse_all(cidrs) {
-        Ok(n) => n,
-        Err(e) => return Reply::error(e),
-    };
-    let t = match parse_target(target).await {
-        Ok(t) => t,
-        Err(e) => return Reply::error(e),
-    };
-    match shared.netlink.detach(&t, &nets).await {
-        Ok(_) => {
-            let mut st = shared.state();
-            if nets.is_empty() {
-                st.attached.remove(target);
-            } else if let Some(a) = st.attached.get_mut(target) {
-                a.addrs
-                    .retain(|s| !nets.iter().any(|n| n.to_string() == *s));
-                if a.addrs.is_empty() {
-                    st.attached.remove(target);
-                }
-            }
-            Reply::ok("")
-        }
+    match cidr::parse_all(cidrs) {
+        Ok(nets) => match attachments::detach(shared, target, &nets).await {
+            Ok(()) => Reply::ok(""),
+            Err(e) => Reply::error(e),
+        },
         Err(e) => Reply::error(e),
-    }
-}
-
-/// Attachments whose host veth is gone (the namespace died, e.g. its
-/// container was removed) are dropped from the registry.
-async fn forget_vanished_attachments(shared: &Arc<Shared>) {
-    let veths: Vec<(String, String)> = shared
-        .state()
-        .attached
-        .iter()
-        .map(|(k, a)| (k.clone(), a.host_veth.clone()))
-        .collect();
-    for (target, veth) in veths {
-        if let Ok(None) = shared.netlink.link_index(&veth).await {
-            shared.state().attached.remove(&target);
-        }
     }
 }
 
 /// Everything `report` shows, the bridge's addresses included.
 pub(crate) async fn full_report(shared: &Arc<Shared>) -> Report {
-    forget_vanished_attachments(shared).await;
     let mut r = report(shared);
+    r.attached = attachments::present(shared)
+        .await
+        .into_iter()
+        .map(|a| AttachedReport {
+            target: a.label,
+            container: a.container_id,
+            host_veth: a.host_veth,
+            mac: a.mac,
+            addrs: a.cidrs,
+        })
+        .collect();
     r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {
         Ok(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
         Err(e) => vec![format!("unknown: {e}")],
@@ -334,7 +277,6 @@ fn report(shared: &Arc<Shared>) -> Report {
             secs_ago: now.saturating_duration_since(r.at).as_secs(),
         })
         .collect();
-    let attached = st.attached.values().cloned().collect();
     drop(st);
     let data = shared.data();
     Report {
@@ -361,7 +303,7 @@ fn report(shared: &Arc<Shared>) -> Report {
         peers,
         targets,
         refused,
-        attached,
+        attached: Vec::new(),
         exposed: Vec::new(),
         mac_table_entries: data.router.macs().len(),
         stats: (&data.router.stats).into(),

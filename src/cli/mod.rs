@@ -1,6 +1,7 @@
 //! The command line: argument definitions and one function per command.
 
 mod launch;
+mod run;
 pub(crate) mod status;
 
 use std::process::ExitCode;
@@ -27,6 +28,13 @@ pub struct Cli {
 pub enum Command {
     /// Start the router on this host and connect to the given peers.
     Launch(launch::LaunchArgs),
+    /// docker run a container with ethwe up before its own process starts:
+    /// run CIDR... <docker run arguments>.
+    #[command(disable_help_flag = true)]
+    Run {
+        #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CIDR... DOCKER-RUN-ARGS")]
+        args: Vec<String>,
+    },
     /// Connect to more peers (address or address:port).
     Connect {
         #[arg(required = true)]
@@ -110,6 +118,7 @@ fn cidrs_and_target(args: &[String]) -> anyhow::Result<(Vec<String>, String)> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Launch(args) => launch::launch(args),
+        Command::Run { args } => run::run(args),
         Command::Connect { peers } => call(Request::Connect { peers }).map(drop),
         Command::Forget { peers } => call(Request::Forget { peers }).map(drop),
         Command::Attach { args } => {

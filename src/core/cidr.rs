@@ -37,12 +37,21 @@ pub fn parse_all<S: AsRef<str>>(items: &[S]) -> Result<Vec<IpNetwork>, CidrError
     items.iter().map(|s| parse(s.as_ref())).collect()
 }
 
-/// Does `s` look like a CIDR (for telling CIDRs from the arguments after them)?
+/// Is `s` meant as a CIDR, valid or not (for telling the CIDRs of `run` from
+/// the docker arguments after them)? Address characters, a slash, digits:
+/// "10.2.1.300/24" is a (bad) CIDR, "example/redis" is not.
 pub fn looks_like_cidr(s: &str) -> bool {
-    s.contains('/')
-        && s.split('/')
-            .next()
-            .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+    match s.split_once('/') {
+        Some((addr, prefix)) => {
+            !addr.is_empty()
+                && !prefix.is_empty()
+                && addr
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == '.' || c == ':')
+                && prefix.chars().all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -83,6 +92,9 @@ mod tests {
     #[test]
     fn recognises_cidrs_among_docker_arguments() {
         assert!(looks_like_cidr("10.2.1.1/24"));
+        assert!(looks_like_cidr("10.2.1.300/24"));
+        assert!(looks_like_cidr("fd00::1/64"));
+        assert!(!looks_like_cidr("dead/beef"));
         assert!(!looks_like_cidr("-d"));
         assert!(!looks_like_cidr("example/redis"));
     }

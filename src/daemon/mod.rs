@@ -6,6 +6,7 @@
 //! tick. Control state lives in one mutex (`state::State`), the forwarding
 //! state in another (`dataplane::DataPlane`); neither is held across an await.
 
+pub mod attachments;
 pub mod connection;
 pub mod dataplane;
 pub mod state;
@@ -157,6 +158,10 @@ fn now_millis() -> u64 {
 /// Run a router until it is told to stop or gets SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let uid: u64 = rand::random();
+    let released = net::netns::release_inherited_netns_mounts();
+    if released > 0 {
+        info!("released {released} inherited network-namespace mounts");
+    }
     let netlink = net::netlink::Netlink::connect().context("netlink")?;
     netlink
         .ensure_bridge(&config.bridge, u32::from(config.mtu))
@@ -237,6 +242,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(dataplane::tap_loop(shared.clone()));
     tasks.spawn(tick_loop(shared.clone()));
     tasks.spawn(crate::api::server::serve(shared.clone(), api));
+    {
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            attachments::restore(&shared).await;
+            attachments::watch_docker(shared).await
+        });
+    }
     if let Some(http) = crate::api::http::bind(shared.config.http_addr).await {
         tasks.spawn(crate::api::http::serve(shared.clone(), http));
     }

@@ -93,7 +93,7 @@ pub struct State {
     pub targets: BTreeMap<String, Target>,
     pub refused: VecDeque<Refused>,
     /// What `attach` put where, by target as given.
-    pub attached: BTreeMap<String, crate::api::protocol::AttachedReport>,
+    pub attached: BTreeMap<String, super::attachments::Attachment>,
     next_conn_id: u64,
     routes_epoch: u64,
 }

@@ -579,6 +579,7 @@ impl Netlink {
             .header
             .index;
         let ctr = Netlink::connect_in(&ns)?;
+        ctr.check_no_clash(&ctr_obj, cidrs).await?;
 
         let existing = ctr.get_link(CONTAINER_IFNAME).await?;
         let created = existing.is_none();
@@ -669,6 +670,38 @@ impl Netlink {
             mac,
             addrs,
         })
+    }
+
+    /// Refuses `cidrs` whose address is already on another interface of
+    /// this namespace, or whose subnet overlaps one there (e.g. Docker's
+    /// eth0): the overlay's routes would fight with it.
+    async fn check_no_clash(&self, object: &str, cidrs: &[IpNetwork]) -> Result<(), NetError> {
+        for link in self.all_links().await? {
+            let s = summarize(&link);
+            if s.name == CONTAINER_IFNAME || s.name == "lo" {
+                continue;
+            }
+            for have in self.addrs_of(&format!("link {}", s.name), s.index).await? {
+                for want in cidrs {
+                    let clash = if have.ip() == want.ip() {
+                        Some(format!("address {} is already on {}", want.ip(), s.name))
+                    } else if have.contains(want.ip()) || want.contains(have.ip()) {
+                        Some(format!("{want} overlaps {have} on {}", s.name))
+                    } else {
+                        None
+                    };
+                    if let Some(cause) = clash {
+                        return Err(NetError::Netlink {
+                            object: object.to_string(),
+                            op: "attach".into(),
+                            cause,
+                            errno: Some(libc::EEXIST),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Adds the missing `cidrs` to `ethwe`, sets its MTU and brings it up.

@@ -237,6 +237,82 @@ fn fd_path(f: &File) -> String {
         .unwrap_or_else(|_| format!("fd {}", f.as_raw_fd()))
 }
 
+/// Mounts of network namespaces a router inherited and must not keep.
+///
+/// A router started in a mount namespace of its own (as `ip netns exec`
+/// gives it) holds a copy of every mount that existed then, Docker's
+/// private bind mounts of its containers' network namespaces included
+/// (/run/docker/netns/...). Docker later unmounts its own copy, but ours
+/// would keep a removed container's namespace, and so its veth on our
+/// bridge, alive for as long as the router runs. When our mount namespace is
+/// not Docker's (nor, without Docker, init's), detach every such private
+/// nsfs mount: private means nothing propagates back, so the real ones are
+/// untouched. Returns how many.
+pub fn release_inherited_netns_mounts() -> usize {
+    let ours = match std::fs::metadata("/proc/self/ns/mnt") {
+        Ok(m) => (m.dev(), m.ino()),
+        Err(_) => return 0,
+    };
+    let dockerd = std::fs::read_to_string("/var/run/docker.pid")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .map(|p| format!("/proc/{p}/ns/mnt"));
+    let reference = dockerd
+        .into_iter()
+        .chain(["/proc/1/ns/mnt".to_string()])
+        .find_map(|path| std::fs::metadata(path).ok());
+    match reference {
+        Some(m) if (m.dev(), m.ino()) != ours => {}
+        // Same namespace, or none to compare with: leave mounts alone.
+        _ => return 0,
+    }
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return 0;
+    };
+    private_nsfs_mounts(&info)
+        .into_iter()
+        .filter(|path| nix::mount::umount2(path.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok())
+        .count()
+}
+
+/// Mount points of private nsfs mounts of network namespaces, from
+/// /proc/self/mountinfo text.
+fn private_nsfs_mounts(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fields: Vec<&str> = before.split(' ').collect();
+            let (root, mount_point) = (fields.get(3)?, fields.get(4)?);
+            // Optional fields (shared:N, master:N) follow the sixth field.
+            let private = fields.len() == 6;
+            let nsfs = after.split(' ').next() == Some("nsfs");
+            (nsfs && private && root.starts_with("net:[")).then(|| unescape(mount_point))
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(char::from(v));
+            i += 4;
+        } else {
+            out.push(char::from(b[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +345,24 @@ mod tests {
         assert_ne!(
             hash_id(&4026531840u64.to_le_bytes()),
             hash_id(&4026531841u64.to_le_bytes())
+        );
+    }
+
+    #[test]
+    fn finds_only_private_network_namespace_mounts() {
+        let info = "\
+83 46 0:4 net:[4026532256] /run/docker/netns/160e301105b8 rw - nsfs nsfs rw
+84 46 0:4 net:[4026532257] /run/netns/c1 rw shared:5 - nsfs nsfs rw
+85 46 0:4 mnt:[4026532258] /run/x rw - nsfs nsfs rw
+86 46 0:4 net:[4026532259] /run/docker/netns/a\\040b rw - nsfs nsfs rw
+22 1 0:21 / /proc rw,nosuid - proc proc rw
+";
+        assert_eq!(
+            private_nsfs_mounts(info),
+            vec![
+                "/run/docker/netns/160e301105b8".to_string(),
+                "/run/docker/netns/a b".to_string()
+            ]
         );
     }
 }

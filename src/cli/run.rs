@@ -1,0 +1,120 @@
+//! `weave-rs run CIDR... <docker run arguments>`: a container that has its
+//! overlay interface before its own process starts.
+//!
+//! The container's entrypoint is replaced by weave-rs's waiter (a static
+//! binary, bind-mounted read-only at /.weave-rs). Once the container runs,
+//! its original command is read from Docker (the image's entrypoint, then
+//! the user's command or the image's), the router attaches ethwe, and the
+//! command is written to /.weave-rs/argv: the waiter sees ethwe up and the
+//! command, and execs it. On a restart the waiter waits again until the
+//! router has re-attached ethwe (the router follows Docker's events).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::api::client;
+use crate::api::protocol::{Reply, Request};
+use crate::core::cidr;
+use crate::daemon::attachments::{remove_run_dir, RUN_DIR, RUN_DIR_LABEL};
+use crate::docker;
+use crate::waiter;
+
+/// Where the waiter and the command appear inside the container.
+const MOUNT: &str = "/.weave-rs";
+
+pub fn run(args: Vec<String>) -> anyhow::Result<()> {
+    let split = args
+        .iter()
+        .position(|a| !cidr::looks_like_cidr(a))
+        .unwrap_or(args.len());
+    let (cidrs, docker_args) = args.split_at(split);
+    if cidrs.is_empty() {
+        bail!("run: give the container's overlay address(es) first, e.g. weave-rs run 10.2.1.1/24 -d IMAGE");
+    }
+    cidr::parse_all(cidrs)?;
+    if docker_args.is_empty() {
+        bail!("run: missing docker run arguments (at least an image)");
+    }
+    if docker_args
+        .iter()
+        .any(|a| a == "--entrypoint" || a.starts_with("--entrypoint="))
+    {
+        bail!("run: --entrypoint cannot be used with weave-rs run (weave-rs sets the entrypoint to wait for ethwe)");
+    }
+    client::report()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(docker::ping())?;
+
+    let dir = PathBuf::from(RUN_DIR).join(format!("{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let dir_s = dir.display().to_string();
+    let result = start(&rt, &dir, &dir_s, cidrs, docker_args);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            remove_run_dir(&dir_s);
+            Err(e)
+        }
+    }
+}
+
+/// Start the container, attach it, release the waiter; the docker run exit code.
+fn start(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    dir_s: &str,
+    cidrs: &[String],
+    docker_args: &[String],
+) -> anyhow::Result<i32> {
+    waiter::install(dir).context("install the waiter")?;
+    let mut child = Command::new("docker")
+        .arg("run")
+        .args(["--entrypoint", &format!("{MOUNT}/wait")])
+        .args(["-v", &format!("{dir_s}:{MOUNT}:ro")])
+        .args(["--label", &format!("{RUN_DIR_LABEL}={dir_s}")])
+        .args(docker_args)
+        .stdin(Stdio::inherit())
+        .spawn()
+        .context("start `docker run` (is the docker CLI installed?)")?;
+    // Find the container docker run made.
+    let container = loop {
+        if let Some(c) = rt.block_on(docker::find_by_label(RUN_DIR_LABEL, dir_s))? {
+            break c;
+        }
+        if let Some(status) = child.try_wait()? {
+            // docker run failed before the container ran (it said why).
+            return Ok(status.code().unwrap_or(125));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let attached = (|| -> anyhow::Result<()> {
+        let argv = rt.block_on(docker::original_command(&container.id))?;
+        if argv.is_empty() {
+            bail!("container {} has no command to run", container.name);
+        }
+        match client::call(&Request::Attach {
+            target: container.id.clone(),
+            cidrs: cidrs.to_vec(),
+        })? {
+            Reply::Ok { .. } => {}
+            Reply::Error { error } => bail!(error),
+        }
+        waiter::write_argv(dir, &argv)?;
+        Ok(())
+    })();
+    if let Err(e) = attached {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &container.id])
+            .stdout(Stdio::null())
+            .status();
+        let _ = child.wait();
+        return Err(e.context(format!("run: attach container {}", container.name)));
+    }
+    let status = child.wait()?;
+    Ok(status.code().unwrap_or(1))
+}

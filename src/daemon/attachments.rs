@@ -1,0 +1,278 @@
+//! What `attach` put where: the registry of attachments, kept in the state
+//! dir so a restarted router knows them, and the Docker side of their life:
+//! a container that restarts gets its ethwe back, a removed one is forgotten.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use crate::core::cidr;
+use crate::docker;
+use crate::net::netns::NetnsTarget;
+
+/// Where `weave-rs run` keeps each container's waiter and command.
+pub const RUN_DIR: &str = "/var/lib/weave-rs/run";
+/// Label `weave-rs run` puts on its containers: their run dir.
+pub const RUN_DIR_LABEL: &str = "weave-rs.run-dir";
+
+/// One attached namespace or container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attachment {
+    /// As shown: the container's name, or the target as given.
+    pub label: String,
+    /// For a container: its full ID (the registry key then).
+    pub container_id: Option<String>,
+    /// For a namespace path or pid: the target as given.
+    pub target: Option<String>,
+    pub cidrs: Vec<String>,
+    pub host_veth: String,
+    pub mac: String,
+}
+
+impl Attachment {
+    pub fn key(&self) -> String {
+        self.container_id
+            .clone()
+            .or_else(|| self.target.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A target resolved to a namespace, and how to record it.
+struct Resolved {
+    ns: NetnsTarget,
+    label: String,
+    container_id: Option<String>,
+    target: Option<String>,
+}
+
+/// A network-namespace path, `pid:N`, or a Docker container's name or ID.
+async fn resolve(target: &str) -> Result<Resolved, String> {
+    match target.parse::<NetnsTarget>() {
+        Ok(ns) => Ok(Resolved {
+            ns,
+            label: target.to_string(),
+            container_id: None,
+            target: Some(target.to_string()),
+        }),
+        Err(_) if docker::looks_like_container(target) => {
+            let c = docker::container(target).await.map_err(|e| e.to_string())?;
+            Ok(Resolved {
+                ns: NetnsTarget::Pid(c.pid),
+                label: c.name,
+                container_id: Some(c.id),
+                target: None,
+            })
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn file(shared: &Shared) -> PathBuf {
+    shared.config.state_dir.join("attached.json")
+}
+
+/// Write the registry to the state dir (atomically).
+fn save(shared: &Shared) {
+    let list: Vec<Attachment> = shared.state().attached.values().cloned().collect();
+    let path = file(shared);
+    let tmp = path.with_extension("json.tmp");
+    let r = serde_json::to_vec_pretty(&list)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = r {
+        warn!("saving attachments to {}: {e}", path.display());
+    }
+}
+
+/// Attach `target` with `nets`; returns the ethwe MAC.
+pub async fn attach(
+    shared: &Arc<Shared>,
+    target: &str,
+    nets: &[IpNetwork],
+) -> Result<String, String> {
+    if nets.is_empty() {
+        return Err("attach needs at least one CIDR".into());
+    }
+    let r = resolve(target).await?;
+    let c = &shared.config;
+    let a = shared
+        .netlink
+        .attach(&c.bridge, &r.ns, nets, u32::from(c.mtu))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mac = crate::core::PeerName(a.mac).to_string();
+    let entry = Attachment {
+        label: r.label,
+        container_id: r.container_id,
+        target: r.target,
+        cidrs: a.addrs.iter().map(|n| n.to_string()).collect(),
+        host_veth: a.host_veth,
+        mac: mac.clone(),
+    };
+    shared.state().attached.insert(entry.key(), entry);
+    save(shared);
+    Ok(mac)
+}
+
+/// Remove `nets` (all, if empty) from `target`.
+pub async fn detach(shared: &Arc<Shared>, target: &str, nets: &[IpNetwork]) -> Result<(), String> {
+    let r = resolve(target).await?;
+    let left = shared
+        .netlink
+        .detach(&r.ns, nets)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = r.container_id.or(r.target).unwrap_or_default();
+    {
+        let mut st = shared.state();
+        if left.is_empty() {
+            st.attached.remove(&key);
+        } else if let Some(a) = st.attached.get_mut(&key) {
+            a.cidrs = left.iter().map(|n| n.to_string()).collect();
+        }
+    }
+    save(shared);
+    Ok(())
+}
+
+/// Attachments as `ps` shows them: those whose host veth exists now. A
+/// namespace path or pid whose veth vanished is gone for good and is
+/// forgotten; a container's entry stays until Docker removes it (it may be
+/// restarting).
+pub async fn present(shared: &Arc<Shared>) -> Vec<Attachment> {
+    let all: Vec<Attachment> = shared.state().attached.values().cloned().collect();
+    let mut out = Vec::new();
+    let mut changed = false;
+    for a in all {
+        match shared.netlink.link_index(&a.host_veth).await {
+            Ok(Some(_)) => out.push(a),
+            Ok(None) if a.container_id.is_none() => {
+                shared.state().attached.remove(&a.key());
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    if changed {
+        save(shared);
+    }
+    out
+}
+
+/// At start: load the registry and attach the namespaces again (attach is
+/// idempotent; entries whose namespace is gone are dropped). Containers are
+/// `watch_docker`'s: it re-attaches them once it follows the engine.
+pub async fn restore(shared: &Arc<Shared>) {
+    let path = file(shared);
+    let list: Vec<Attachment> = match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("ignoring {}: {e}", path.display());
+                return;
+            }
+        },
+        Err(_) => return,
+    };
+    for a in list {
+        shared.state().attached.insert(a.key(), a.clone());
+        if a.container_id.is_none() {
+            reattach(shared, &a).await;
+        }
+    }
+    save(shared);
+}
+
+async fn reattach(shared: &Arc<Shared>, a: &Attachment) {
+    let nets = match cidr::parse_all(&a.cidrs) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("attachment {}: {e}", a.label);
+            shared.state().attached.remove(&a.key());
+            return;
+        }
+    };
+    match attach(shared, &a.key(), &nets).await {
+        Ok(_) => info!("re-attached {} ({})", a.label, a.cidrs.join(" ")),
+        Err(e) => {
+            let gone = match &a.container_id {
+                Some(id) => matches!(
+                    docker::container(id).await,
+                    Err(docker::DockerError::NoSuchContainer(_))
+                ),
+                None => true,
+            };
+            if gone {
+                info!("forgetting attachment {}: {e}", a.label);
+                shared.state().attached.remove(&a.key());
+                save(shared);
+            } else {
+                debug!("attachment {} not restored now: {e}", a.label);
+            }
+        }
+    }
+}
+
+/// Follow Docker's events: re-attach a registered container when it
+/// (re)starts, forget it and its run dir when it is removed. Reconnects
+/// when the engine goes away; silent where there is no Docker at all.
+pub async fn watch_docker(shared: Arc<Shared>) -> anyhow::Result<()> {
+    loop {
+        match docker::events().await {
+            Ok(mut events) => {
+                // Anything that started while we were not listening.
+                let registered: Vec<Attachment> = shared
+                    .state()
+                    .attached
+                    .values()
+                    .filter(|a| a.container_id.is_some())
+                    .cloned()
+                    .collect();
+                for a in &registered {
+                    reattach(&shared, a).await;
+                }
+                while let Some(ev) = events.next().await {
+                    match ev {
+                        Ok(docker::Event::Start(id)) => {
+                            let a = shared.state().attached.get(&id).cloned();
+                            if let Some(a) = a {
+                                reattach(&shared, &a).await;
+                            }
+                        }
+                        Ok(docker::Event::Destroy { id, run_dir }) => {
+                            let removed = shared.state().attached.remove(&id);
+                            if removed.is_some() {
+                                save(&shared);
+                            }
+                            if let Some(dir) = run_dir {
+                                remove_run_dir(&dir);
+                            }
+                        }
+                        Err(e) => {
+                            debug!("Docker events: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => debug!("Docker events unavailable: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Remove a run dir, but only one of ours.
+pub fn remove_run_dir(dir: &str) {
+    let p = Path::new(dir);
+    if p.parent() == Some(Path::new(RUN_DIR)) {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
