@@ -30,6 +30,9 @@ cleanup() {
         for p in $(ip netns pids "$P$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
         ip netns del "$P$n" 2>/dev/null || true
     done
+    for c in $(docker ps -aq --filter "label=weave-rs-demo=$P" 2>/dev/null); do
+        docker rm -f "$c" >/dev/null 2>&1 || true
+    done
     rm -rf "$STATE"
     exit "$rc"
 }
@@ -37,6 +40,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [[ $(id -u) -eq 0 ]] || die "run as root (it makes network namespaces)"
+
+say "setting up: packages, Docker engine, local images (scripts/)"
+INSTALL_DEPS_TEST_TOOLS=0 bash "$ROOT/scripts/install-deps.sh"
+bash "$ROOT/scripts/docker-up.sh"
+bash "$ROOT/scripts/build-images.sh"
 
 if [[ -n ${WEAVE_RS_BIN:-} ]]; then
     BIN=$WEAVE_RS_BIN
@@ -120,5 +128,12 @@ for h in "${HOSTS[@]}"; do
 done
 say "connections on h1 (h3 is known by gossip but unreachable directly)"
 weave h1 status connections
+
+say "redis with Docker: a server on h1, a client on h3 (relayed by h2)"
+REDIS=weave-rs-test/redis:latest
+weave h1 run 10.2.1.11/24 -d --name "${P}-redis" --label "weave-rs-demo=$P" "$REDIS"
+weave h3 run 10.2.1.13/24 --rm --label "weave-rs-demo=$P" "$REDIS" redis-cli -h 10.2.1.11 ping
+say "attached containers on h1"
+weave h1 ps
 
 say "demo done"

@@ -51,6 +51,12 @@ else
     log "system packages already present"
 fi
 
+# The demo needs only the packages above (INSTALL_DEPS_TEST_TOOLS=0).
+if [[ ${INSTALL_DEPS_TEST_TOOLS:-1} == 0 ]]; then
+    log "done (test tools skipped)"
+    exit 0
+fi
+
 # cargo-fuzz (for scripts/test.sh's fuzz step), built from crates.io.
 if ! cargo fuzz --version >/dev/null 2>&1; then
     log "installing cargo-fuzz (cargo install cargo-fuzz --locked)"
