@@ -211,6 +211,28 @@ fn docker_run_errors() {
         "should name the image:\n{out}"
     );
 
+    // No Docker engine where the client looks for one.
+    let bin = weave_bin().display().to_string();
+    let out = cmd::run(&[
+        "ip",
+        "netns",
+        "exec",
+        h1.ns().name(),
+        "env",
+        "DOCKER_HOST=unix:///nonexistent/docker.sock",
+        &bin,
+        "run",
+        "10.2.1.1/24",
+        "--rm",
+        BUSYBOX,
+        "true",
+    ])
+    .err();
+    assert!(
+        out.stderr.contains("Docker engine"),
+        "should say the engine is unreachable:\n{out}"
+    );
+
     // A malformed CIDR is refused before Docker is asked anything.
     let out = h1
         .weave(&["run", "10.2.1.300/24", "--rm", BUSYBOX, "true"])
