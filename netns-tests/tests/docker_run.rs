@@ -263,3 +263,37 @@ fn docker_run_errors() {
         "should name the clash with eth0:\n{out}"
     );
 }
+
+#[test]
+fn docker_run_interactive() {
+    require_images();
+    let lab = Lab::new();
+    let containers = Containers(lab.prefix().to_string());
+    let h1 = lab.switched_host("h1");
+    h1.launch(NO_ARGS);
+    // `script` gives the run a terminal, as a user's shell would; what the
+    // "user" types goes in on stdin.
+    let label = containers.label();
+    let line = format!(
+        "{} run 10.2.1.6/24 -it --rm --label {label} {BUSYBOX} sh",
+        weave_bin().display()
+    );
+    let mut c = std::process::Command::new("sh");
+    c.args([
+        "-c",
+        &format!(
+            "echo 'ip -o addr show ethwe; exit 4' | ip netns exec {} script -qec '{line}' /dev/null",
+            h1.ns().name()
+        ),
+    ]);
+    let out = cmd::run_cmd(c, secs(30));
+    assert!(
+        out.stdout.contains("inet 10.2.1.6/24"),
+        "the interactive shell did not see ethwe:\n{out}"
+    );
+    assert_eq!(
+        out.code(),
+        Some(4),
+        "the interactive run's exit code was not passed through:\n{out}"
+    );
+}
