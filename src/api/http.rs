@@ -234,6 +234,8 @@ mod tests {
             state: state.into(),
             last_error: None,
             encrypted: false,
+            encryption: "none".into(),
+            remote_key: None,
         };
         let peer = |name, nickname: &str| PeerReport {
             name,

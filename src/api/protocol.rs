@@ -103,6 +103,12 @@ pub struct ConnectionReport {
     /// What went wrong last, or what is awaited.
     pub last_error: Option<String>,
     pub encrypted: bool,
+    /// "none", "full" or "control-only" (trusted subnet: data plain).
+    #[serde(default)]
+    pub encryption: String,
+    /// Fingerprint of the peer's long-term key, on encrypted connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

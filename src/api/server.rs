@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::protocol::*;
 use crate::core::cidr;
-use crate::daemon::state::{TargetSource, TargetStatus};
+use crate::daemon::state::{Encryption, TargetSource, TargetStatus};
 use crate::daemon::{attachments, targets, Shared};
 
 /// Longest request line accepted.
@@ -209,7 +209,9 @@ fn report(shared: &Arc<Shared>) -> Report {
             }
             .into(),
             last_error: (!conn.udp_ok).then(|| "waiting for UDP heartbeats".to_string()),
-            encrypted: false,
+            encrypted: conn.encryption == Encryption::Full,
+            encryption: conn.encryption.as_str().into(),
+            remote_key: conn.remote_key.clone(),
         });
     }
     for (key, t) in &st.targets {
@@ -239,6 +241,8 @@ fn report(shared: &Arc<Shared>) -> Report {
             state: state.into(),
             last_error,
             encrypted: false,
+            encryption: String::new(),
+            remote_key: None,
         });
     }
     connections.sort_by(|a, b| a.addr.cmp(&b.addr));
@@ -296,7 +300,7 @@ fn report(shared: &Arc<Shared>) -> Report {
             bridge: c.bridge.clone(),
             discovery: c.discovery,
             conn_limit: c.conn_limit,
-            encryption: false,
+            encryption: c.crypto.is_some(),
             uptime_secs: shared.started.elapsed().as_secs(),
         },
         connections,

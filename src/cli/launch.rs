@@ -1,17 +1,22 @@
 //! `launch`, `stop` and `reset`: the router's life cycle on this host.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::api::client;
+use crate::core::crypto::keys::{Secret, KEY_LEN};
+use crate::core::crypto::noise::StaticKey;
+use crate::core::crypto::psk;
 use crate::core::PeerName;
+use crate::daemon::secure::CryptoConfig;
 use crate::daemon::{self, Config, BRIDGE, DEFAULT_CONN_LIMIT, DEFAULT_MTU, DEFAULT_PORT, TAP};
 
 /// How long `launch` waits for the router to answer.
@@ -47,7 +52,31 @@ pub struct LaunchArgs {
     /// Serve read-only HTTP status and metrics on ADDR (host:port), or `off`.
     #[arg(long, value_name = "ADDR", default_value = crate::api::http::DEFAULT_ADDR, value_parser = parse_http_addr)]
     pub http_addr: HttpAddr,
+    /// Encrypt and authenticate all traffic between peers with this
+    /// password (all peers need the same). The environment variable
+    /// WEAVE_PASSWORD or --password-file keep it out of the process list.
+    #[arg(long, conflicts_with = "password_file")]
+    pub password: Option<String>,
+    /// Read the password from this file (a trailing newline is ignored).
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+    /// Peers in these subnets may exchange data unencrypted if they trust
+    /// us too; control traffic stays encrypted. Needs a password.
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
+    pub trusted_subnets: Vec<String>,
+    /// Replace the encryption keys of every connection this often.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REKEY_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub rekey_interval: u64,
+    /// Internal: read the derived key on stdin (how `launch` hands it to
+    /// the background router without putting the password in its argv).
+    #[arg(long, hide = true)]
+    pub psk_stdin: bool,
 }
+
+const DEFAULT_REKEY_SECS: u64 = crate::daemon::secure::DEFAULT_REKEY_INTERVAL.as_secs();
+/// Launch options that carry the password, removed from the background
+/// router's command line.
+const SECRET_FLAGS: [&str; 2] = ["--password", "--password-file"];
 
 /// `--http-addr`: an address, or `off`.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +143,7 @@ fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
     }
     let dir = state_dir();
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let crypto = crypto_config(args, &dir)?;
     Ok(Config {
         name: peer_name(&dir, args.name)?,
         nickname,
@@ -126,7 +156,141 @@ fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
         tap: TAP.to_string(),
         state_dir: dir,
         http_addr: args.http_addr.0,
+        crypto,
     })
+}
+
+/// The password from --password, --password-file or WEAVE_PASSWORD.
+fn password(args: &LaunchArgs) -> anyhow::Result<Option<Vec<u8>>> {
+    if let Some(p) = &args.password {
+        return Ok(Some(p.clone().into_bytes()));
+    }
+    if let Some(path) = &args.password_file {
+        let bytes =
+            fs::read(path).with_context(|| format!("--password-file {}", path.display()))?;
+        return Ok(Some(psk::trim_newline(&bytes).to_vec()));
+    }
+    Ok(std::env::var_os("WEAVE_PASSWORD")
+        .filter(|v| !v.is_empty())
+        .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()))
+}
+
+fn crypto_config(
+    args: &LaunchArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<Arc<CryptoConfig>>> {
+    let mut trusted = Vec::new();
+    for s in &args.trusted_subnets {
+        let n: ipnetwork::IpNetwork = s.trim().parse().map_err(|_| {
+            anyhow::anyhow!("--trusted-subnets {s}: not a CIDR (e.g. 192.168.0.0/16)")
+        })?;
+        trusted.push(n);
+    }
+    let psk = if args.psk_stdin {
+        read_psk_stdin()?
+    } else {
+        match password(args)? {
+            None => {
+                if !trusted.is_empty() {
+                    bail!("--trusted-subnets needs a password: without one nothing is encrypted");
+                }
+                return Ok(None);
+            }
+            Some(p) => psk::derive_psk(&p).map_err(|e| anyhow::anyhow!("password: {e}"))?,
+        }
+    };
+    Ok(Some(Arc::new(CryptoConfig {
+        psk,
+        key: static_key(dir)?,
+        trusted,
+        rekey_interval: Duration::from_secs(args.rekey_interval),
+    })))
+}
+
+fn read_psk_stdin() -> anyhow::Result<Secret> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("read the key on stdin")?;
+    let mut key = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+    if !hex_decode(line.trim(), &mut key[..]) {
+        bail!("--psk-stdin: expected {} hex digits on stdin", 2 * KEY_LEN);
+    }
+    Ok(key)
+}
+
+/// This router's long-term Noise key, made on first use and kept in the
+/// state dir. Nothing pins it, so an unreadable file is replaced.
+fn static_key(dir: &std::path::Path) -> anyhow::Result<StaticKey> {
+    let file = dir.join("noise-key");
+    if let Ok(s) = fs::read_to_string(&file) {
+        let mut lines = s.lines();
+        let mut private = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+        let mut public = [0u8; KEY_LEN];
+        if let (Some(a), Some(b)) = (lines.next(), lines.next()) {
+            if hex_decode(a, &mut private[..]) && hex_decode(b, &mut public) {
+                return Ok(StaticKey { private, public });
+            }
+        }
+        tracing::warn!("{}: unreadable, making a new key", file.display());
+    }
+    let key = StaticKey::generate().map_err(|e| anyhow::anyhow!("generate a key: {e}"))?;
+    let text = zeroize::Zeroizing::new(format!(
+        "{}\n{}\n",
+        hex_encode(&key.private[..]),
+        hex_encode(&key.public)
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&file)
+        .with_context(|| format!("create {}", file.display()))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+        .with_context(|| format!("write {}", file.display()))?;
+    Ok(key)
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Fill `out` from exactly `2 * out.len()` hex digits.
+fn hex_decode(s: &str, out: &mut [u8]) -> bool {
+    if s.len() != 2 * out.len() || !s.is_ascii() {
+        return false;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        match s
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            Some(v) => *o = v,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The background router's arguments: ours without the password options.
+fn background_argv(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if SECRET_FLAGS.contains(&a.as_str()) {
+            skip_value = true;
+            continue;
+        }
+        if SECRET_FLAGS.iter().any(|f| a.starts_with(&format!("{f}="))) {
+            continue;
+        }
+        out.push(a);
+    }
+    out
 }
 
 pub fn launch(args: LaunchArgs) -> anyhow::Result<()> {
@@ -169,8 +333,11 @@ fn spawn_background(cfg: &Config) -> anyhow::Result<()> {
     let log =
         fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
     let exe = std::env::current_exe().context("locate the weave-rs binary")?;
-    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv = background_argv(std::env::args().skip(1));
     argv.push("--foreground".into());
+    if cfg.crypto.is_some() {
+        argv.push("--psk-stdin".into());
+    }
     // The name chosen now is the one the router must use.
     if !argv
         .iter()
@@ -181,7 +348,12 @@ fn spawn_background(cfg: &Config) -> anyhow::Result<()> {
     }
     let mut cmd = Command::new(exe);
     cmd.args(&argv)
-        .stdin(Stdio::null())
+        .env_remove("WEAVE_PASSWORD")
+        .stdin(if cfg.crypto.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(log.try_clone()?)
         .stderr(log);
     // SAFETY: setsid is async-signal-safe; it detaches the router from our
@@ -194,6 +366,11 @@ fn spawn_background(cfg: &Config) -> anyhow::Result<()> {
         });
     }
     let mut child = cmd.spawn().context("start the router")?;
+    if let (Some(c), Some(mut stdin)) = (&cfg.crypto, child.stdin.take()) {
+        let line = zeroize::Zeroizing::new(format!("{}\n", hex_encode(&c.psk[..])));
+        // A failure shows up below as the router exiting with its reason.
+        let _ = std::io::Write::write_all(&mut stdin, line.as_bytes());
+    }
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(r) = client::report() {
@@ -297,4 +474,40 @@ fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_argv_drops_passwords_only() {
+        let argv = |v: &[&str]| background_argv(v.iter().map(|s| s.to_string()));
+        assert_eq!(
+            argv(&[
+                "launch",
+                "--password",
+                "s3cret",
+                "10.0.0.1",
+                "--password-file=/p",
+                "--mtu",
+                "1400"
+            ]),
+            ["launch", "10.0.0.1", "--mtu", "1400"]
+        );
+        assert_eq!(
+            argv(&["launch", "--password=x", "--password-file", "/p"]),
+            ["launch"]
+        );
+    }
+
+    #[test]
+    fn hex_round_trip_and_rejects() {
+        let mut out = [0u8; 4];
+        assert!(hex_decode(&hex_encode(&[1, 0xab, 0, 255]), &mut out));
+        assert_eq!(out, [1, 0xab, 0, 255]);
+        assert!(!hex_decode("0g000000", &mut out));
+        assert!(!hex_decode("000000", &mut out));
+        assert!(!hex_decode("éé000000", &mut out));
+    }
 }

@@ -49,11 +49,19 @@ pub fn summary(r: &Report) -> String {
         &mut s,
         "Encryption",
         if r.router.encryption {
-            "enabled"
+            let plain = r
+                .connections
+                .iter()
+                .filter(|c| c.encryption == "control-only")
+                .count();
+            if plain > 0 {
+                format!("enabled ({plain} trusted connections with plain data)")
+            } else {
+                "enabled".into()
+            }
         } else {
-            "disabled"
-        }
-        .into(),
+            "disabled".into()
+        },
     );
     row(
         &mut s,
@@ -110,10 +118,17 @@ pub fn connections(r: &Report) -> String {
             (Some(p), None) => p.to_string(),
             _ => String::new(),
         };
-        let info =
-            c.last_error
-                .as_deref()
-                .unwrap_or(if c.encrypted { "encrypted" } else { "sleeve" });
+        let protection = match c.encryption.as_str() {
+            "full" => "encrypted",
+            "control-only" => "encrypted control, plain data (trusted)",
+            "none" => "unencrypted",
+            _ => "",
+        };
+        let info = match (c.last_error.as_deref(), protection) {
+            (Some(e), "") => e.to_string(),
+            (Some(e), p) => format!("{p}; {e}"),
+            (None, p) => p.to_string(),
+        };
         let _ = writeln!(s, "{dir} {:<24} {:<12} {:<28} {info}", c.addr, c.state, who);
     }
     for f in &r.refused {

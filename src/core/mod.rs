@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod cidr;
+pub mod crypto;
 pub mod mac_table;
 #[cfg(test)]
 mod mesh_sim;

@@ -90,6 +90,17 @@ pub struct Stats {
     pub dropped_own_datagram: u64,
     pub dropped_mac_table_full: u64,
     pub dropped_unknown_sender: u64,
+    /// Sealed datagrams whose tag did not verify (tampered, or wrong key).
+    pub dropped_auth_failed: u64,
+    /// Sealed datagrams seen before, or too old for the replay window.
+    pub dropped_replayed: u64,
+    /// Plain datagrams from a peer that must encrypt.
+    pub dropped_unencrypted: u64,
+    /// Sealed datagrams for a session we do not have.
+    pub dropped_unknown_session: u64,
+    /// Datagram keys replaced by us, and followed on the peers' side.
+    pub rekeys_sent: u64,
+    pub rekeys_received: u64,
     pub mac_moves: u64,
 }
 

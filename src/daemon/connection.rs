@@ -12,7 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::state::{Conn, ConnCmd};
+use super::dataplane::LinkCrypto;
+use super::secure::{self, ControlRx, ControlTx, Secured};
+use super::state::{Conn, ConnCmd, Encryption};
 use super::{Shared, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT};
 use crate::core::wire::handshake::{self, Hello, Prefix, PREFIX_LEN};
 use crate::core::wire::{control, gossip, sleeve};
@@ -46,7 +48,30 @@ pub enum ConnError {
     #[error("peer sent a bad control message: {0}")]
     Protocol(String),
     #[error("{0}")]
+    EncryptionMismatch(&'static str),
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    #[error("peer refused the connection: {0}")]
+    Refused(String),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ConnError {
+    /// Ended before the connection was registered: worth remembering as
+    /// a refused inbound connection.
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ConnError::Handshake(_)
+                | ConnError::HandshakeTimeout
+                | ConnError::Ourself
+                | ConnError::Limit(_)
+                | ConnError::EncryptionMismatch(_)
+                | ConnError::AuthFailed(_)
+                | ConnError::Refused(_)
+        )
+    }
 }
 
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result<()> {
@@ -77,13 +102,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
                 let _slot = slot;
                 if let Err(e) = run(&shared, stream, remote, false, None).await {
                     info!("inbound connection from {remote} ended: {e}");
-                    if matches!(
-                        e,
-                        ConnError::Handshake(_)
-                            | ConnError::HandshakeTimeout
-                            | ConnError::Ourself
-                            | ConnError::Limit(_)
-                    ) {
+                    if e.is_refusal() {
                         shared.state().refuse(remote, e.to_string(), Instant::now());
                     }
                 }
@@ -93,22 +112,75 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
     }
 }
 
-async fn handshake(shared: &Shared, stream: &mut TcpStream) -> Result<Hello, ConnError> {
+/// The hellos, then, if both sides have a password, the Noise handshake.
+async fn handshake(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+    outbound: bool,
+    our_session: u32,
+) -> Result<(Hello, Option<Secured>), ConnError> {
+    let crypto = shared.config.crypto.as_deref();
     let ours = Hello {
         name: shared.config.name,
         uid: shared.uid,
         port: shared.config.port,
-        features: 0,
+        features: if crypto.is_some() {
+            handshake::FEATURE_ENCRYPTION
+        } else {
+            0
+        },
         nickname: shared.config.nickname.clone(),
-    };
-    stream.write_all(&ours.emit()).await?;
-    let mut prefix = [0u8; PREFIX_LEN];
-    stream.read_exact(&mut prefix).await?;
-    let prefix = Prefix::parse(&prefix)?;
+    }
+    .emit();
+    stream.write_all(&ours).await?;
+    let mut theirs = vec![0u8; PREFIX_LEN];
+    stream.read_exact(&mut theirs).await?;
+    let prefix = theirs
+        .first_chunk::<PREFIX_LEN>()
+        .map(Prefix::parse)
+        .ok_or(ConnError::Protocol("short hello".into()))??;
     prefix.negotiate()?;
-    let mut body = vec![0u8; usize::from(prefix.body_len)];
-    stream.read_exact(&mut body).await?;
-    Ok(Hello::parse_body(&body)?)
+    theirs.resize(PREFIX_LEN + usize::from(prefix.body_len), 0);
+    stream.read_exact(&mut theirs[PREFIX_LEN..]).await?;
+    let hello = Hello::parse_body(&theirs[PREFIX_LEN..])?;
+    if hello.name == shared.config.name {
+        return Err(ConnError::Ourself);
+    }
+    let peer_encrypts = hello.features & handshake::FEATURE_ENCRYPTION != 0;
+    let secured = match (crypto, peer_encrypts) {
+        (None, false) => None,
+        (Some(_), false) => {
+            return Err(ConnError::EncryptionMismatch(
+                "peer does not use encryption (we have a password, it has none)",
+            ))
+        }
+        (None, true) => {
+            return Err(ConnError::EncryptionMismatch(
+                "peer requires encryption (launch this router with --password)",
+            ))
+        }
+        (Some(c), true) => {
+            let prologue = if outbound {
+                secure::prologue(&ours, &theirs)
+            } else {
+                secure::prologue(&theirs, &ours)
+            };
+            Some(
+                secure::handshake(
+                    c,
+                    stream,
+                    outbound,
+                    &prologue,
+                    remote.ip(),
+                    our_session,
+                    Instant::now(),
+                )
+                .await?,
+            )
+        }
+    };
+    Ok((hello, secured))
 }
 
 /// Handshake, register, then serve the connection until it ends. `Ok` is
@@ -122,26 +194,57 @@ pub async fn run(
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true).ok();
     let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
-    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(shared, &mut stream))
-        .await
-        .map_err(|_| ConnError::HandshakeTimeout)??;
-    if hello.name == shared.config.name {
-        return Err(ConnError::Ourself);
-    }
+    let our_session = shared.data().new_session_id();
+    let (hello, secured) = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(shared, &mut stream, remote, outbound, our_session),
+    )
+    .await
+    .map_err(|_| ConnError::HandshakeTimeout)??;
     let listen_addr = SocketAddr::new(remote.ip().to_canonical(), hello.port);
     let (tx, rx) = mpsc::channel(QUEUE);
-    let id = register(shared, &hello, remote, listen_addr, outbound, tx)?;
+    let encryption = match &secured {
+        None => Encryption::None,
+        Some(s) if s.data_plain => Encryption::ControlOnly,
+        Some(_) => Encryption::Full,
+    };
+    let remote_key = secured
+        .as_ref()
+        .map(|s| crate::core::crypto::noise::StaticKey::fingerprint(&s.remote_key));
+    let id = register(
+        shared,
+        &hello,
+        remote,
+        listen_addr,
+        outbound,
+        tx,
+        encryption,
+        remote_key,
+    )?;
+    let (control_tx, control_rx, link) = match secured {
+        None => (ControlTx::Plain, ControlRx::plain(), LinkCrypto::Plain),
+        Some(s) => {
+            let link = if s.data_plain {
+                LinkCrypto::Plain
+            } else {
+                LinkCrypto::Sealed(Box::new(s.link))
+            };
+            (s.control_tx, s.control_rx, link)
+        }
+    };
+    shared.data().install_link(hello.name, id, link);
     if let Some(f) = on_established {
         f(id);
     }
-    info!(peer = %hello.name, nickname = %hello.nickname, outbound, "connection up, awaiting UDP heartbeats");
-    let result = serve(shared, stream, &hello, rx)
+    info!(peer = %hello.name, nickname = %hello.nickname, outbound, encryption = encryption.as_str(), "connection up, awaiting UDP heartbeats");
+    let result = serve(shared, stream, &hello, rx, control_tx, control_rx)
         .instrument(info_span!("peer", name = %hello.name))
         .await;
     unregister(shared, hello.name, id);
     Err(result)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn register(
     shared: &Arc<Shared>,
     hello: &Hello,
@@ -149,6 +252,8 @@ fn register(
     listen_addr: SocketAddr,
     outbound: bool,
     tx: mpsc::Sender<ConnCmd>,
+    encryption: Encryption,
+    remote_key: Option<String>,
 ) -> Result<u64, ConnError> {
     let mut st = shared.state();
     if let Some(existing) = st.conns.get(&hello.name) {
@@ -179,6 +284,8 @@ fn register(
             outbound,
             udp_ok: false,
             last_udp: None,
+            encryption,
+            remote_key,
             tx: tx.clone(),
         },
     );
@@ -197,6 +304,7 @@ fn unregister(shared: &Arc<Shared>, peer: PeerName, id: u64) {
             _ => None,
         }
     };
+    shared.data().remove_link(peer, id);
     if let Some(c) = removed {
         shared.data().remove_neighbour(c.peer);
         shared.topology_changed(false);
@@ -208,6 +316,8 @@ async fn serve(
     stream: TcpStream,
     hello: &Hello,
     mut rx: mpsc::Receiver<ConnCmd>,
+    mut control_tx: ControlTx,
+    control_rx: ControlRx,
 ) -> ConnError {
     let (read, mut write) = stream.into_split();
     let (alive_tx, mut alive_rx) = tokio::sync::watch::channel(Instant::now());
@@ -215,7 +325,8 @@ async fn serve(
         let shared = shared.clone();
         let peer = hello.name;
         tokio::spawn(
-            async move { read_loop(&shared, read, peer, alive_tx).await }.in_current_span(),
+            async move { read_loop(&shared, read, control_rx, peer, alive_tx).await }
+                .in_current_span(),
         )
     };
     let abort = reader.abort_handle();
@@ -234,12 +345,13 @@ async fn serve(
             }
             cmd = rx.recv() => match cmd {
                 Some(ConnCmd::Send(frame)) => {
-                    if let Err(e) = write.write_all(&frame).await {
+                    if let Err(e) = control_tx.send(&mut write, &frame, Instant::now()).await {
                         return e.into();
                     }
                 }
                 Some(ConnCmd::Close(reason)) => {
-                    let _ = write.write_all(&control::emit(control::Kind::Close, reason.as_bytes())).await;
+                    let bye = control::emit(control::Kind::Close, reason.as_bytes());
+                    let _ = control_tx.send(&mut write, &bye, Instant::now()).await;
                     let _ = write.shutdown().await;
                     return ConnError::ClosedByUs(reason);
                 }
@@ -250,12 +362,13 @@ async fn serve(
                 if now.duration_since(*alive_rx.borrow_and_update()) > HEARTBEAT_TIMEOUT {
                     return ConnError::HeartbeatTimeout;
                 }
-                if let Err(e) = write.write_all(&heartbeat).await {
+                if let Err(e) = control_tx.send(&mut write, &heartbeat, now).await {
                     return e.into();
                 }
                 let udp_addr = udp_check(shared, hello.name, now);
-                if let Some(addr) = udp_addr {
-                    if let Err(e) = shared.udp.send_to(&udp_heartbeat, addr).await {
+                let wrapped = udp_addr.and_then(|a| Some((a, shared.data().wrap_for(hello.name, &udp_heartbeat, now)?)));
+                if let Some((addr, datagram)) = wrapped {
+                    if let Err(e) = shared.udp.send_to(&datagram, addr).await {
                         debug!("UDP heartbeat to {addr}: {e}");
                     }
                 }
@@ -334,29 +447,17 @@ pub fn udp_heartbeat(shared: &Arc<Shared>, src: PeerName, uid: u64, from: Socket
 async fn read_loop(
     shared: &Arc<Shared>,
     mut read: OwnedReadHalf,
+    mut control_rx: ControlRx,
     peer: PeerName,
     alive: tokio::sync::watch::Sender<Instant>,
 ) -> ConnError {
-    let mut buf = Vec::new();
     loop {
-        let mut prefix = [0u8; control::LEN_PREFIX];
-        if let Err(e) = read.read_exact(&mut prefix).await {
-            return if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                ConnError::ClosedByPeer("connection closed".into())
-            } else {
-                e.into()
-            };
-        }
-        let len = match control::frame_len(prefix) {
-            Ok(n) => n,
-            Err(e) => return ConnError::Protocol(e.to_string()),
+        let frame = match control_rx.next_frame(&mut read).await {
+            Ok(f) => f,
+            Err(e) => return e,
         };
-        buf.resize(len, 0);
-        if let Err(e) = read.read_exact(&mut buf).await {
-            return e.into();
-        }
         let _ = alive.send(Instant::now());
-        match control::parse(&buf) {
+        match control::parse(frame) {
             Ok((control::Kind::Heartbeat, _)) => {}
             Ok((control::Kind::Close, reason)) => {
                 return ConnError::ClosedByPeer(String::from_utf8_lossy(reason).into_owned());
@@ -367,9 +468,6 @@ async fn read_loop(
                 }
             }
             Err(e) => return ConnError::Protocol(e.to_string()),
-        }
-        if buf.capacity() > 64 << 10 {
-            buf = Vec::new();
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod attachments;
 pub mod connection;
 pub mod dataplane;
+pub mod secure;
 pub mod state;
 pub mod targets;
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Read-only HTTP status and metrics (`crate::api::http`); None: off.
     pub http_addr: Option<SocketAddr>,
+    /// `--password` and friends; None: nothing is encrypted.
+    pub crypto: Option<Arc<secure::CryptoConfig>>,
 }
 
 /// What every task shares.
@@ -216,7 +219,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         uid,
         started: Instant::now(),
         state: Mutex::new(State::new(ours)),
-        data: Mutex::new(DataPlane::new(Router::new(config.name, routes))),
+        data: Mutex::new(DataPlane::new(
+            Router::new(config.name, routes),
+            config.crypto.is_some(),
+        )),
         udp,
         tap,
         netlink,
@@ -230,6 +236,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         nickname = %shared.config.nickname,
         port = shared.config.port,
         mtu = shared.config.mtu,
+        encryption = shared.config.crypto.is_some(),
         "router started"
     );
     for p in shared.config.peers.clone() {

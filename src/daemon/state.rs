@@ -45,7 +45,32 @@ pub struct Conn {
     /// topology entry and used for traffic.
     pub udp_ok: bool,
     pub last_udp: Option<Instant>,
+    pub encryption: Encryption,
+    /// Fingerprint of the peer's long-term Noise key (encrypted only).
+    pub remote_key: Option<String>,
     pub tx: mpsc::Sender<ConnCmd>,
+}
+
+/// How a connection's traffic is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    /// No password: nothing encrypted.
+    None,
+    /// Control and data encrypted and authenticated.
+    Full,
+    /// Control encrypted; data plain, as both sides trust each other's
+    /// subnet (`--trusted-subnets`).
+    ControlOnly,
+}
+
+impl Encryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::None => "none",
+            Encryption::Full => "full",
+            Encryption::ControlOnly => "control-only",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
