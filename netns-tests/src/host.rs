@@ -60,7 +60,6 @@ pub(crate) struct LinkInfo {
     /// Namespace at the other end of a point-to-point link; None = switch.
     pub peer: Option<String>,
     pub addr: Ipv4Addr,
-    #[allow(dead_code)]
     pub ifname: String,
 }
 
@@ -172,6 +171,20 @@ impl Host {
         panic!("{} and {} share no underlay link", self.short, other.short)
     }
 
+    /// The name of this host's interface that `other` reaches directly
+    /// (see [`Host::addr_for`]): where to capture their underlay traffic.
+    #[track_caller]
+    pub fn ifname_for(&self, other: &Host) -> String {
+        let addr = self.addr_for(other);
+        self.links
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.addr == addr)
+            .map(|l| l.ifname.clone())
+            .expect("link of addr_for")
+    }
+
     /// The peer name the last successful launch printed (or reported).
     pub fn peer_name(&self) -> Option<String> {
         self.peer_name.lock().unwrap().clone()
@@ -196,9 +209,29 @@ impl Host {
     /// Runs `weave-rs launch ARGS...` and returns its output, whatever it is.
     #[track_caller]
     pub fn try_launch<S: AsRef<str>>(&self, args: &[S]) -> Output {
+        self.try_launch_env(&[], args)
+    }
+
+    /// Like [`Host::try_launch`], with extra environment variables for
+    /// `weave-rs launch` (e.g. `WEAVE_PASSWORD`).
+    #[track_caller]
+    pub fn try_launch_env<S: AsRef<str>>(&self, env: &[(&str, &str)], args: &[S]) -> Output {
         let mut argv = vec!["launch".to_string()];
         argv.extend(args.iter().map(|s| s.as_ref().to_string()));
-        run_cmd(self.weave_command(&argv), LAUNCH_TIMEOUT)
+        let mut cmd = self.weave_command(&argv);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run_cmd(cmd, LAUNCH_TIMEOUT)
+    }
+
+    /// Like [`Host::launch`], with extra environment variables for
+    /// `weave-rs launch` (not repeated by [`Host::relaunch`]).
+    #[track_caller]
+    pub fn launch_env<S: AsRef<str>>(&self, env: &[(&str, &str)], args: &[S]) -> String {
+        let args: Vec<String> = args.iter().map(|s| s.as_ref().to_string()).collect();
+        let out = self.try_launch_env(env, &args);
+        self.launched(out, args)
     }
 
     /// `weave-rs launch ARGS...` in this host; returns once launch returned
@@ -208,6 +241,12 @@ impl Host {
     pub fn launch<S: AsRef<str>>(&self, args: &[S]) -> String {
         let args: Vec<String> = args.iter().map(|s| s.as_ref().to_string()).collect();
         let out = self.try_launch(&args);
+        self.launched(out, args)
+    }
+
+    /// Checks a launch's outcome; records its arguments and peer name.
+    #[track_caller]
+    fn launched(&self, out: Output, args: Vec<String>) -> String {
         if !out.success() {
             panic!(
                 "launch on {} failed:\n{out}\n  --- router log ---\n{}",

@@ -13,6 +13,10 @@
 //!   ([`Lab::switched_hosts`], hosts on 10.77.0.0/24), or point-to-point
 //!   links ([`Lab::link`], [`Lab::chain`]) with forwarding off.
 //!
+//! * [`Capture`]: `tcpdump -w` on an underlay interface, read back as a
+//!   [`Pcap`] (UDP/TCP payloads over IPv4); [`tcp_transfer`] and
+//!   [`udp_send`] make known traffic from Rust inside a namespace.
+//!
 //! Only namespaces the test made receive traffic. Every command run through
 //! the harness has a timeout, and a failing one panics with its stderr.
 
@@ -21,8 +25,10 @@ pub mod container;
 pub mod host;
 pub mod lab;
 pub mod netns;
+pub mod pcap;
 pub mod report;
 pub mod tools;
+pub mod traffic;
 pub mod wire;
 
 pub use cmd::{run, sh, Output};
@@ -30,9 +36,11 @@ pub use container::Container;
 pub use host::{weave_bin, Host, NO_ARGS};
 pub use lab::{launch_mesh, wait_full_mesh, Lab};
 pub use netns::{in_netns, spawn_in_netns, AsNetns, Netns};
+pub use pcap::{Capture, Pcap, Segment};
 pub use report::{Conn, Report};
 pub use std::time::Duration;
 pub use tools::{
     assert_pings, icmp_echo_reply_sniffer, iperf3_client, ping, ping_count, secs, try_wait_until,
     wait_ping, wait_until, Iperf3Server, IperfResult,
 };
+pub use traffic::{mac_of, raw_udp_send, repeated, tcp_transfer, udp_send, IptablesRule};

@@ -53,6 +53,16 @@ impl Conn {
             .map(|s| s.ip())
     }
 
+    /// `encrypted`: data and control both encrypted (None when absent).
+    pub fn encrypted(&self) -> Option<bool> {
+        self.raw.get("encrypted").and_then(Value::as_bool)
+    }
+
+    /// `encryption`: "none", "full" or "control-only" (None when absent).
+    pub fn encryption(&self) -> Option<&str> {
+        self.raw.get("encryption").and_then(Value::as_str)
+    }
+
     /// Is this a connection with `host` (by peer name, or by address)?
     pub fn is_with(&self, host: &Host) -> bool {
         if let Some(name) = host.peer_name() {
@@ -138,6 +148,40 @@ impl Report {
             .count()
     }
 
+    /// A counter of `stats` (0 when absent, so "increased" checks fail
+    /// loudly rather than panic here; see [`Report::has_stat`]).
+    pub fn stat(&self, key: &str) -> u64 {
+        self.raw
+            .get("stats")
+            .and_then(|s| s.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+
+    /// Does `stats` have the counter `key`?
+    pub fn has_stat(&self, key: &str) -> bool {
+        self.raw
+            .get("stats")
+            .and_then(|s| s.get(key))
+            .is_some_and(Value::is_u64)
+    }
+
+    /// `router.encryption`: does this router require encryption?
+    pub fn router_encryption(&self) -> Option<bool> {
+        self.raw
+            .pointer("/router/encryption")
+            .and_then(Value::as_bool)
+    }
+
+    /// `refused`: recent inbound connections refused (empty when absent).
+    pub fn refused(&self) -> Vec<&Value> {
+        self.raw
+            .get("refused")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default()
+    }
+
     /// Does any part of the report mention `needle` (case-insensitive)?
     pub fn mentions(&self, needle: &str) -> bool {
         self.raw
@@ -168,9 +212,17 @@ impl Report {
         let mut s = format!("router {}:", self.name);
         for c in &self.connections {
             s.push_str(&format!(
-                "\n  {} {} {} outbound={:?} last_error={:?}",
-                c.peer, c.addr, c.state, c.outbound, c.last_error
+                "\n  {} {} {} outbound={:?} encryption={:?} last_error={:?}",
+                c.peer,
+                c.addr,
+                c.state,
+                c.outbound,
+                c.encryption(),
+                c.last_error
             ));
+        }
+        for r in self.refused() {
+            s.push_str(&format!("\n  refused: {r}"));
         }
         s
     }

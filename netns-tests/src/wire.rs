@@ -84,6 +84,35 @@ pub fn control_frame(kind: u8, body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// First byte of every encrypted UDP datagram.
+pub const SEALED_MAGIC: u8 = 0xE8;
+/// Header of an encrypted datagram: magic, epoch, 2 zero bytes, receiver
+/// session id u32be, counter u64be; then ciphertext, then a 16-byte tag.
+pub const SEALED_HEADER: usize = 16;
+/// Authentication tag at the end of an encrypted datagram.
+pub const SEALED_TAG: usize = 16;
+
+/// The header fields of an encrypted datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedHeader {
+    pub epoch: u8,
+    pub session: u32,
+    pub counter: u64,
+}
+
+/// Reads the header of an encrypted datagram (None unless it starts with
+/// [`SEALED_MAGIC`] and is long enough for header and tag).
+pub fn sealed_header(d: &[u8]) -> Option<SealedHeader> {
+    if d.len() < SEALED_HEADER + SEALED_TAG || d[0] != SEALED_MAGIC {
+        return None;
+    }
+    Some(SealedHeader {
+        epoch: d[1],
+        session: u32::from_be_bytes(d[4..8].try_into().unwrap()),
+        counter: u64::from_be_bytes(d[8..16].try_into().unwrap()),
+    })
+}
+
 /// A sleeve datagram header.
 pub fn sleeve_header(kind: u8, hops: u8, flags: u8, src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
     let mut v = vec![SLEEVE_MAGIC, kind, hops, flags];
@@ -148,6 +177,23 @@ mod tests {
         // name 6 + uid 8 + port 2 + features 4 + nick_len 1 + "fake7"
         assert_eq!(body_len, 6 + 8 + 2 + 4 + 1 + 5);
         assert_eq!(&b[12..18], &h.name);
+    }
+
+    #[test]
+    fn sealed_header_layout() {
+        let mut d = vec![0xE8, 3, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 9];
+        assert_eq!(sealed_header(&d), None); // no room for a tag
+        d.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            sealed_header(&d),
+            Some(SealedHeader {
+                epoch: 3,
+                session: 0x0102,
+                counter: 9
+            })
+        );
+        d[0] = 0xE7;
+        assert_eq!(sealed_header(&d), None);
     }
 
     #[test]

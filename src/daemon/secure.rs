@@ -75,12 +75,25 @@ pub fn prologue(initiator_hello: &[u8], responder_hello: &[u8]) -> Vec<u8> {
     p
 }
 
+/// A failure to read Noise message 3, the only one that depends on the
+/// password.
 fn noise_error(e: NoiseError) -> ConnError {
     match e {
         NoiseError::AuthFailed => {
             ConnError::AuthFailed("the peer's password differs from ours".into())
         }
         NoiseError::Malformed => ConnError::AuthFailed("malformed handshake message".into()),
+        NoiseError::Internal(e) => ConnError::Protocol(e),
+    }
+}
+
+/// A failure to read message 1 or 2: no password involved yet, so the peer
+/// does not speak our Noise protocol at all.
+fn early_noise_error(e: NoiseError) -> ConnError {
+    match e {
+        NoiseError::AuthFailed | NoiseError::Malformed => {
+            ConnError::AuthFailed("bad handshake message (not a weave-rs peer?)".into())
+        }
         NoiseError::Internal(e) => ConnError::Protocol(e),
     }
 }
@@ -107,7 +120,10 @@ fn eof_as_close(e: std::io::Error) -> ConnError {
 
 /// Read the peer's next handshake message; a refusal ends the handshake
 /// with the peer's reason.
-async fn read_noise<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ConnError> {
+async fn read_noise<R: AsyncRead + Unpin>(
+    r: &mut R,
+    initiator: bool,
+) -> Result<Vec<u8>, ConnError> {
     let mut body = Vec::new();
     match read_record(r, &mut body).await {
         Ok((RecordKind::Noise, _)) => Ok(body),
@@ -119,7 +135,7 @@ async fn read_noise<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ConnErro
         )),
         // The responder hangs up on a failed handshake when it cannot say
         // why (an older or foreign peer).
-        Err(ConnError::ClosedByPeer(_)) => Err(ConnError::Refused(
+        Err(ConnError::ClosedByPeer(_)) if initiator => Err(ConnError::Refused(
             "closed during the handshake (wrong password?)".into(),
         )),
         Err(e) => Err(e),
@@ -150,8 +166,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         stream
             .write_all(&sealed::record(RecordKind::Noise, &m1))
             .await?;
-        let m2 = read_noise(stream).await?;
-        hs.read(&m2).map_err(noise_error)?;
+        let m2 = read_noise(stream, true).await?;
+        hs.read(&m2).map_err(early_noise_error)?;
         let m3 = hs.write(&ours.emit()).map_err(noise_error)?;
         stream
             .write_all(&sealed::record(RecordKind::Noise, &m3))
@@ -182,25 +198,26 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         theirs = Confirm::parse(confirm).map_err(|e| ConnError::Protocol(e.to_string()))?;
         finish(cfg, keys, control_tx, control_rx, ours, theirs, now)
     } else {
-        let m1 = read_noise(stream).await?;
-        hs.read(&m1).map_err(noise_error)?;
-        let m2 = hs.write(&[]).map_err(noise_error)?;
-        stream
-            .write_all(&sealed::record(RecordKind::Noise, &m2))
-            .await?;
-        let m3 = read_noise(stream).await?;
-        let payload = match hs.read(&m3) {
+        let responded = async {
+            let m1 = read_noise(stream, false).await?;
+            hs.read(&m1).map_err(early_noise_error)?;
+            let m2 = hs.write(&[]).map_err(noise_error)?;
+            stream
+                .write_all(&sealed::record(RecordKind::Noise, &m2))
+                .await?;
+            let m3 = read_noise(stream, false).await?;
+            hs.read(&m3).map_err(noise_error)
+        }
+        .await;
+        let payload = match responded {
             Ok(p) => p,
-            Err(e) => {
-                let err = noise_error(e);
-                // Tell the dialler why, so both sides show the reason.
-                let _ = stream
-                    .write_all(&sealed::record(
-                        RecordKind::Refusal,
-                        err.to_string().as_bytes(),
-                    ))
-                    .await;
-                let _ = stream.shutdown().await;
+            Err(err) => {
+                if matches!(err, ConnError::AuthFailed(_)) {
+                    // Tell the dialler why, so both sides show the reason.
+                    let refusal = sealed::record(RecordKind::Refusal, err.to_string().as_bytes());
+                    let _ = stream.write_all(&refusal).await;
+                    let _ = stream.shutdown().await;
+                }
                 return Err(err);
             }
         };
