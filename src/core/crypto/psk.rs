@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::keys::{Secret, KEY_LEN};
 
 /// OWASP's first recommended Argon2id setting: 19 MiB, 2 passes, 1 lane
-/// (about 30 ms here, paid once at launch).
+/// (about 15 ms here, paid once at launch).
 const M_COST_KIB: u32 = 19 * 1024;
 const T_COST: u32 = 2;
 const SALT: &[u8] = b"weave-rs mesh password v1";
