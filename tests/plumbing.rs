@@ -548,13 +548,16 @@ fn tap_on_bridge_sees_container_frames_and_reset_removes_all() {
             .unwrap();
         assert_eq!(nl.attached("weave").await.unwrap().len(), 2);
 
-        // The container's gratuitous ARP reaches the router's TAP as a bare
-        // Ethernet frame (no packet-information prefix).
-        let mut buf = vec![0u8; 2048];
+        // The container's gratuitous ARP reaches the router's TAP as an
+        // Ethernet frame behind a virtio-net header (no packet-information
+        // prefix), the header asking nothing of us.
+        let mut buf = vec![0u8; 70_000];
         let found = tokio::time::timeout(Duration::from_secs(3), async {
             loop {
                 let n = tap.recv(&mut buf).await.unwrap();
-                if is_garp(&buf[..n], a1.mac, [10, 2, 1, 1]) {
+                let (hdr, frame) = buf[..n].split_at(weave_rs::core::wire::vnet::LEN);
+                if is_garp(frame, a1.mac, [10, 2, 1, 1]) {
+                    assert_eq!(hdr, weave_rs::core::wire::vnet::PLAIN);
                     return true;
                 }
             }

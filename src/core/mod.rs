@@ -9,6 +9,7 @@ pub mod mac_table;
 #[cfg(test)]
 mod mesh_sim;
 pub mod peer_name;
+pub mod reassembly;
 pub mod router;
 pub mod routes;
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::mac_table::{Learned, MacLocation, MacTable};
 use super::routes::Routes;
 use super::wire::sleeve::{self, Header, Kind, SleeveError};
+use super::wire::vnet;
 use super::PeerName;
 
 pub const MAC_TABLE_CAPACITY: usize = 65_536;
@@ -101,6 +102,10 @@ pub struct Stats {
     /// Datagram keys replaced by us, and followed on the peers' side.
     pub rekeys_sent: u64,
     pub rekeys_received: u64,
+    /// Offloaded frames whose fragments did not all arrive.
+    pub dropped_incomplete: u64,
+    /// Offloaded frames whose virtio-net header we would not pass on.
+    pub dropped_bad_offload: u64,
     pub mac_moves: u64,
 }
 
@@ -276,26 +281,49 @@ fn decide_datagram<'r>(
     let inject = header.is_broadcast() || header.dst == ourself;
     // Validate every frame before acting on any of them: a datagram that is
     // dropped must teach us nothing.
+    let mut sources = [None; 1];
     let mut count = 0u64;
-    for f in sleeve::frames(payload) {
-        if let Err(e) = f {
-            return DatagramDecision::Drop(DropReason::Malformed(e));
+    if header.kind == Kind::Fragment {
+        let (frag, bytes) = match sleeve::parse_fragment(payload) {
+            Ok(x) => x,
+            Err(e) => return DatagramDecision::Drop(DropReason::Malformed(e)),
+        };
+        // The first fragment starts with the virtio-net header and the
+        // Ethernet header: learn the sender's MAC from it, once per frame.
+        if frag.offset == 0 {
+            sources[0] = bytes.get(vnet::LEN..).and_then(macs_of).map(|(_, src)| src);
+            count = 1;
         }
-        count += 1;
-    }
-    if count == 0 {
-        // A header with no frame after it: never sent, only ever truncated.
-        return DatagramDecision::Drop(DropReason::Malformed(SleeveError::TruncatedFrame));
+    } else {
+        for f in sleeve::frames(payload) {
+            if let Err(e) = f {
+                return DatagramDecision::Drop(DropReason::Malformed(e));
+            }
+            count += 1;
+        }
+        if count == 0 {
+            // A header with no frame after it: never sent, only ever truncated.
+            return DatagramDecision::Drop(DropReason::Malformed(SleeveError::TruncatedFrame));
+        }
     }
     if inject {
-        for frame in sleeve::frames(payload).flatten() {
-            if let Some((_, src)) = macs_of(frame) {
-                if !is_multicast(&src) {
-                    if let Learned::Moved { .. } =
-                        macs.learn(src, MacLocation::Peer(header.src), now)
-                    {
-                        stats.mac_moves += 1;
-                    }
+        let frame_sources = if header.kind == Kind::Fragment {
+            None
+        } else {
+            Some(
+                sleeve::frames(payload)
+                    .flatten()
+                    .filter_map(|f| macs_of(f).map(|(_, s)| s)),
+            )
+        };
+        for src in sources
+            .into_iter()
+            .flatten()
+            .chain(frame_sources.into_iter().flatten())
+        {
+            if !is_multicast(&src) {
+                if let Learned::Moved { .. } = macs.learn(src, MacLocation::Peer(header.src), now) {
+                    stats.mac_moves += 1;
                 }
             }
         }
@@ -765,6 +793,59 @@ mod tests {
     }
 
     #[test]
+    fn fragments_are_injected_relayed_and_teach_the_mac_once() {
+        let mut f = vnet::PLAIN.to_vec();
+        f.extend_from_slice(&frame(host(2), host(3), 7));
+        let frag = |offset: u32, index: u8, bytes: &[u8], dst: PeerName| {
+            let mut d = Vec::new();
+            Header {
+                kind: Kind::Fragment,
+                hops: 0,
+                src: name(3),
+                dst,
+            }
+            .emit(&mut d);
+            sleeve::FragHeader {
+                id: 1,
+                total: f.len() as u32,
+                offset,
+                index,
+                count: 2,
+            }
+            .emit(&mut d);
+            d.extend_from_slice(bytes);
+            d
+        };
+        let (a, b) = f.split_at(30);
+        let mut r = chain_router(1);
+        let t0 = Instant::now();
+        for d in [frag(0, 0, a, name(1)), frag(30, 1, b, name(1))] {
+            assert_eq!(
+                r.datagram(&mut d.clone(), t0),
+                DatagramDecision::Frames {
+                    origin: name(3),
+                    inject: true,
+                    relay: Relay::None
+                }
+            );
+        }
+        assert_eq!(learned(&r), vec![(host(3), MacLocation::Peer(name(3)))]);
+        assert_eq!(r.stats.frames_to_tap, 1);
+        // At the middle of the chain it is relayed, fragment by fragment.
+        let mut r2 = chain_router(2);
+        let mut d = frag(30, 1, b, name(1));
+        assert_eq!(
+            r2.datagram(&mut d, t0),
+            DatagramDecision::Frames {
+                origin: name(3),
+                inject: false,
+                relay: Relay::To(name(1))
+            }
+        );
+        assert_eq!(hops_of(&d), 1);
+    }
+
+    #[test]
     fn malformed_datagrams_are_dropped_and_counted() {
         let mut r = chain_router(1);
         let d = valid_for_1();
@@ -773,11 +854,15 @@ mod tests {
         bad[0] = 0x45;
         assert_malformed(&mut r, &bad, SleeveError::BadMagic(0x45));
 
-        for kind in [0u8, 3, 0xff] {
+        for kind in [0u8, 4, 0xff] {
             let mut bad = d.clone();
             bad[1] = kind;
             assert_malformed(&mut r, &bad, SleeveError::UnknownKind(kind));
         }
+        // Frames read as a fragment do not add up.
+        let mut bad = d.clone();
+        bad[1] = Kind::Fragment as u8;
+        assert_malformed(&mut r, &bad, SleeveError::BadFragment);
 
         // Frame length one past the end, and far past it.
         for len in [43u16, 0xffff] {
@@ -804,7 +889,7 @@ mod tests {
         bad.push(0);
         assert_malformed(&mut r, &bad, SleeveError::BadHeartbeat);
 
-        assert_eq!(r.stats.dropped_malformed, 11);
+        assert_eq!(r.stats.dropped_malformed, 12);
         assert_eq!(r.stats.frames_to_tap, 0);
         assert_eq!(r.stats.datagrams_relayed, 0);
     }

@@ -17,15 +17,23 @@ use tracing::debug;
 use super::secure::LinkKeys;
 use super::Shared;
 use crate::core::crypto::keys::OpenError;
+use crate::core::reassembly::Reassembler;
 use crate::core::router::{DatagramDecision, Relay, Router, Stats, TapDecision};
 use crate::core::wire::sealed::{self, DatagramHeader};
 use crate::core::wire::sleeve::{self, Header, Kind};
+use crate::core::wire::vnet::{self, VnetHdr};
 use crate::core::PeerName;
 
 /// Receive buffer wanted on the UDP socket (set with SO_RCVBUFFORCE as root).
 const UDP_BUFFER: usize = 8 << 20;
 /// Largest datagram we accept.
 const MAX_DATAGRAM: usize = 65_535;
+/// A TAP read: a virtio-net header and a frame of up to 64 KiB.
+const TAP_BUFFER: usize = vnet::LEN + 65_550;
+/// Bytes one GSO send may carry.
+const GSO_MAX_BYTES: usize = 64_000;
+/// Datagrams (or GRO runs of them) taken per receive call.
+const RECV_BATCH: usize = 8;
 
 /// How datagrams to and from one neighbour are protected.
 pub enum LinkCrypto {
@@ -53,8 +61,14 @@ pub struct DataPlane {
     sessions: HashMap<u32, PeerName>,
 }
 
-/// Where a datagram goes: the bytes are `out[i]`, or the plain datagram.
-type Sends = Vec<(SocketAddr, Option<usize>)>;
+/// A batch of datagrams for one address: `out[slot]`, or the plain batch
+/// when `slot` is None; all `stride` bytes long but the last.
+struct Send {
+    addr: SocketAddr,
+    slot: Option<usize>,
+    stride: usize,
+}
+type Sends = Vec<Send>;
 
 impl DataPlane {
     pub fn new(router: Router, encrypted: bool) -> DataPlane {
@@ -139,7 +153,7 @@ impl DataPlane {
         }
     }
 
-    /// Seal `inner` for `peer` into `out` when the link is sealed.
+    /// Seal `inner` for `peer`, appended to `out`, when the link is sealed.
     fn seal_for(&mut self, peer: PeerName, inner: &[u8], now: Instant, out: &mut Vec<u8>) -> Wrap {
         let Self {
             links,
@@ -158,12 +172,15 @@ impl DataPlane {
         }
     }
 
-    /// Queue `inner` for each of `peers`: sealed copies go to `out` (reusing
-    /// its buffers), plain ones refer to `inner` itself.
+    /// Queue a batch of plain datagrams (`batch`, each `stride` bytes but
+    /// the last) for each of `peers`: sealed copies go to `out` (reusing its
+    /// buffers), plain ones refer to `batch` itself.
+    #[allow(clippy::too_many_arguments)]
     fn fan_out(
         &mut self,
         peers: impl Iterator<Item = PeerName>,
-        inner: &[u8],
+        batch: &[u8],
+        stride: usize,
         now: Instant,
         skip: Option<SocketAddr>,
         out: &mut Vec<Vec<u8>>,
@@ -176,15 +193,40 @@ impl DataPlane {
             if Some(addr) == skip {
                 continue;
             }
-            let slot = sends.iter().filter(|(_, i)| i.is_some()).count();
+            let slot = sends.iter().filter(|s| s.slot.is_some()).count();
             if out.len() <= slot {
-                out.push(Vec::with_capacity(MAX_DATAGRAM));
+                out.push(Vec::with_capacity(2 * MAX_DATAGRAM));
             }
-            match self.seal_for(peer, inner, now, &mut out[slot]) {
-                Wrap::Sealed => sends.push((addr, Some(slot))),
-                Wrap::Plain => sends.push((addr, None)),
+            let buf = &mut out[slot];
+            buf.clear();
+            let mut wrap = Wrap::Refused;
+            for inner in batch.chunks(stride.max(1)) {
+                wrap = self.seal_for(peer, inner, now, buf);
+                if !matches!(wrap, Wrap::Sealed) {
+                    break;
+                }
+            }
+            match wrap {
+                Wrap::Sealed => sends.push(Send {
+                    addr,
+                    slot: Some(slot),
+                    stride: stride + sealed::OVERHEAD,
+                }),
+                Wrap::Plain => sends.push(Send {
+                    addr,
+                    slot: None,
+                    stride,
+                }),
                 Wrap::Refused => {}
             }
+        }
+    }
+
+    /// Whether datagrams to `peer` are sealed (and so 32 bytes longer).
+    fn seals_for(&self, peer: PeerName) -> bool {
+        match self.links.get(&peer) {
+            Some(l) => matches!(l.crypto, LinkCrypto::Sealed(_)),
+            None => self.encrypted,
         }
     }
 
@@ -274,7 +316,7 @@ enum Wrap {
     Refused,
 }
 
-/// Seal `inner` into `out` (cleared first): header, ciphertext, tag.
+/// Append `inner` sealed to `out`: header, ciphertext, tag.
 fn seal(k: &mut LinkKeys, inner: &[u8], now: Instant, out: &mut Vec<u8>, stats: &mut Stats) {
     let n = k.tx.reserve(now);
     if n.rotated {
@@ -286,10 +328,11 @@ fn seal(k: &mut LinkKeys, inner: &[u8], now: Instant, out: &mut Vec<u8>, stats: 
         counter: n.counter,
     }
     .emit();
-    out.clear();
+    let start = out.len();
     out.extend_from_slice(&header);
     out.extend_from_slice(inner);
-    let tag = k.tx.seal(n, &header, &mut out[sealed::HEADER_LEN..]);
+    let tag =
+        k.tx.seal(n, &header, &mut out[start + sealed::HEADER_LEN..]);
     out.extend_from_slice(&tag);
 }
 
@@ -304,32 +347,93 @@ pub fn tune_udp_socket(udp: &tokio::net::UdpSocket) {
     let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SndBuf, &UDP_BUFFER);
 }
 
+/// The UDP socket's batching state (GSO on send, GRO on receive), and back
+/// to letting the kernel fragment: quinn-udp forbids it, as QUIC probes the
+/// path MTU itself, but a router must still work over a path with a smaller
+/// MTU than it assumed.
+pub fn udp_state(udp: &tokio::net::UdpSocket) -> std::io::Result<quinn_udp::UdpSocketState> {
+    use std::os::fd::AsRawFd;
+    let state = quinn_udp::UdpSocketState::new(udp.into())?;
+    let fd = udp.as_raw_fd();
+    let dont: libc::c_int = libc::IP_PMTUDISC_DONT;
+    for (level, name) in [
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+    ] {
+        // SAFETY: fd is a live socket; the option value is a c_int.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&dont as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    Ok(state)
+}
+
+/// Largest UDP payload that fits a 1500-byte underlay packet.
+fn max_udp_payload(addr: &SocketAddr) -> usize {
+    match addr {
+        SocketAddr::V4(_) => 1472,
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => 1472,
+        SocketAddr::V6(_) => 1452,
+    }
+}
+
+/// Send each batch, with one system call per batch where the kernel can
+/// cut it (UDP GSO).
 async fn send_all(shared: &Shared, sends: &Sends, plain: &[u8], out: &[Vec<u8>]) {
-    for (addr, slot) in sends {
-        let bytes = match slot {
-            Some(i) => out.get(*i).map(Vec::as_slice).unwrap_or_default(),
+    let max_segments = shared.udp_state.max_gso_segments().max(1);
+    for s in sends {
+        let bytes = match s.slot {
+            Some(i) => out.get(i).map(Vec::as_slice).unwrap_or_default(),
             None => plain,
         };
-        if let Err(e) = shared.udp.send_to(bytes, *addr).await {
-            debug!("send to {addr}: {e}");
+        // The kernel takes at most 64 KiB, and `max_segments`, per send.
+        let per_send = (max_segments.min(GSO_MAX_BYTES / s.stride.max(1))).max(1) * s.stride;
+        for chunk in bytes.chunks(per_send.max(1)) {
+            let transmit = quinn_udp::Transmit {
+                destination: s.addr,
+                ecn: None,
+                contents: chunk,
+                segment_size: (chunk.len() > s.stride).then_some(s.stride),
+                src_ip: None,
+            };
+            let sent = shared
+                .udp
+                .async_io(tokio::io::Interest::WRITABLE, || {
+                    shared.udp_state.try_send((&shared.udp).into(), &transmit)
+                })
+                .await;
+            if let Err(e) = sent {
+                debug!("send to {}: {e}", s.addr);
+            }
         }
     }
 }
 
-/// Frames from our bridge to peers.
+/// Frames (with their virtio-net headers) from our bridge to peers.
 pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
     let ourself = shared.ourself();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut datagram = Vec::with_capacity(MAX_DATAGRAM);
+    let mut buf = vec![0u8; TAP_BUFFER];
+    let mut batch = Vec::with_capacity(2 * MAX_DATAGRAM);
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut sends: Sends = Vec::with_capacity(16);
     let mut hops: Vec<PeerName> = Vec::with_capacity(16);
+    let mut next_id: u32 = rand::random();
     loop {
         let n = shared.tap.recv(&mut buf).await?;
-        let Some(frame) = buf.get(..n) else { continue };
+        let Some(whole) = buf.get(..n) else { continue };
+        let Ok(vnet) = VnetHdr::parse(whole) else {
+            continue;
+        };
+        let frame = &whole[vnet::LEN..];
         sends.clear();
         hops.clear();
-        datagram.clear();
+        batch.clear();
         {
             let mut guard = shared.data();
             let data = &mut *guard;
@@ -348,17 +452,59 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                     PeerName::NONE
                 }
             };
-            Header {
-                kind: Kind::Frames,
+            // The smallest datagram any next hop takes: one encoding for all.
+            let room = hops
+                .iter()
+                .filter_map(|p| {
+                    let addr = data.peer_addrs.get(p)?;
+                    let seal = if data.seals_for(*p) {
+                        sealed::OVERHEAD
+                    } else {
+                        0
+                    };
+                    Some(max_udp_payload(addr) - seal)
+                })
+                .min()
+                .unwrap_or(1400);
+            let header = |kind| Header {
+                kind,
                 hops: 0,
                 src: ourself,
                 dst,
+            };
+            let stride;
+            if vnet.is_plain() && sleeve::HEADER_LEN + sleeve::framed_len(frame.len()) <= room {
+                header(Kind::Frames).emit(&mut batch);
+                sleeve::push_frame(&mut batch, frame);
+                stride = batch.len();
+            } else {
+                // An offloaded frame (a segment to cut, a checksum to
+                // complete) or one too big for a datagram: in fragments.
+                let chunk = room - sleeve::HEADER_LEN - sleeve::FRAG_HEADER_LEN;
+                let count = whole.len().div_ceil(chunk);
+                if count > sleeve::MAX_FRAGMENTS {
+                    data.router.stats.dropped_malformed += 1;
+                    continue;
+                }
+                next_id = next_id.wrapping_add(1);
+                for (i, part) in whole.chunks(chunk).enumerate() {
+                    header(Kind::Fragment).emit(&mut batch);
+                    sleeve::FragHeader {
+                        id: next_id,
+                        total: whole.len() as u32,
+                        offset: (i * chunk) as u32,
+                        index: i as u8,
+                        count: count as u8,
+                    }
+                    .emit(&mut batch);
+                    batch.extend_from_slice(part);
+                }
+                stride = sleeve::HEADER_LEN + sleeve::FRAG_HEADER_LEN + chunk;
             }
-            .emit(&mut datagram);
-            sleeve::push_frame(&mut datagram, frame);
             data.fan_out(
                 hops.iter().copied(),
-                &datagram,
+                &batch,
+                stride,
                 now,
                 None,
                 &mut out,
@@ -369,90 +515,179 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                 data.router.stats.dropped_no_route += 1;
             }
         }
-        send_all(&shared, &sends, &datagram, &out).await;
+        send_all(&shared, &sends, &batch, &out).await;
     }
 }
 
+/// What the data-plane lock decided for one received datagram.
+struct Received {
+    heartbeat: Option<(PeerName, u64)>,
+    inject: bool,
+    /// Where the sleeve datagram lies in the received bytes.
+    range: std::ops::Range<usize>,
+}
+
+/// Decide one datagram under the lock; queue its relays.
+fn receive_one(
+    shared: &Shared,
+    d: &mut [u8],
+    from: SocketAddr,
+    out: &mut Vec<Vec<u8>>,
+    sends: &mut Sends,
+    relay_to: &mut Vec<PeerName>,
+) -> Option<Received> {
+    let mut guard = shared.data();
+    let data = &mut *guard;
+    let now = Instant::now();
+    let (range, neighbour) = data.unwrap(d, from, now)?;
+    let datagram = d.get_mut(range.clone())?;
+    relay_to.clear();
+    let (heartbeat, inject) = match data.router.datagram(datagram, now) {
+        DatagramDecision::Drop(reason) => {
+            debug!("datagram from {from} dropped: {reason:?}");
+            return None;
+        }
+        DatagramDecision::Heartbeat { src, uid } => {
+            if neighbour.is_some_and(|p| p != src) {
+                // Sealed by one neighbour in another's name.
+                data.router.stats.dropped_unknown_sender += 1;
+                return None;
+            }
+            (Some((src, uid)), false)
+        }
+        DatagramDecision::Frames { inject, relay, .. } => {
+            match relay {
+                Relay::None => {}
+                Relay::To(p) => relay_to.push(p),
+                Relay::Many(ps) => relay_to.extend_from_slice(ps),
+            }
+            (None, inject)
+        }
+    };
+    if !relay_to.is_empty() {
+        let datagram = &d[range.clone()];
+        data.fan_out(
+            relay_to.iter().copied(),
+            datagram,
+            datagram.len(),
+            now,
+            Some(from),
+            out,
+            sends,
+        );
+    }
+    Some(Received {
+        heartbeat,
+        inject,
+        range,
+    })
+}
+
 /// Datagrams from peers: heartbeats to the control plane, frames to our
-/// TAP and on to further peers.
+/// TAP and on to further peers. One receive call takes several datagrams,
+/// and the kernel may hand over a run of same-sized ones as one (GRO).
 pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // A GRO run is one socket buffer, at most 64 KiB; room for two.
+    let mut bufs: [Vec<u8>; RECV_BATCH] = std::array::from_fn(|_| vec![0u8; 2 * MAX_DATAGRAM]);
+    let mut meta = [quinn_udp::RecvMeta::default(); RECV_BATCH];
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut sends: Sends = Vec::with_capacity(16);
     let mut relay_to: Vec<PeerName> = Vec::with_capacity(16);
+    let mut reassembly = Reassembler::new();
+    let mut to_tap = Vec::with_capacity(MAX_DATAGRAM);
     loop {
-        let (n, from) = match shared.udp.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                // ICMP errors surface here as ECONNREFUSED and similar.
-                debug!("UDP receive: {e}");
-                continue;
-            }
-        };
-        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-        let Some(received) = buf.get_mut(..n) else {
-            continue;
-        };
-        sends.clear();
-        relay_to.clear();
-        let (heartbeat, inject, range) = {
-            let mut guard = shared.data();
-            let data = &mut *guard;
-            let now = Instant::now();
-            let Some((range, neighbour)) = data.unwrap(received, from, now) else {
-                continue;
-            };
-            let Some(datagram) = received.get_mut(range.clone()) else {
-                continue;
-            };
-            let (heartbeat, inject) = match data.router.datagram(datagram, now) {
-                DatagramDecision::Drop(reason) => {
-                    debug!("datagram from {from} dropped: {reason:?}");
+        let n = {
+            let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
+            match shared
+                .udp
+                .async_io(tokio::io::Interest::READABLE, || {
+                    shared
+                        .udp_state
+                        .recv((&shared.udp).into(), &mut slices, &mut meta)
+                })
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    // ICMP errors surface here as ECONNREFUSED and similar.
+                    debug!("UDP receive: {e}");
                     continue;
                 }
-                DatagramDecision::Heartbeat { src, uid } => {
-                    if neighbour.is_some_and(|p| p != src) {
-                        // Sealed by one neighbour in another's name.
-                        data.router.stats.dropped_unknown_sender += 1;
-                        continue;
-                    }
-                    (Some((src, uid)), false)
-                }
-                DatagramDecision::Frames { inject, relay, .. } => {
-                    match relay {
-                        Relay::None => {}
-                        Relay::To(p) => relay_to.push(p),
-                        Relay::Many(ps) => relay_to.extend_from_slice(ps),
-                    }
-                    (None, inject)
-                }
-            };
-            if !relay_to.is_empty() {
-                let datagram = &received[range.clone()];
-                data.fan_out(
-                    relay_to.iter().copied(),
-                    datagram,
-                    now,
-                    Some(from),
-                    &mut out,
-                    &mut sends,
-                );
             }
-            (heartbeat, inject, range)
         };
-        if let Some((src, uid)) = heartbeat {
-            super::connection::udp_heartbeat(&shared, src, uid, from);
-            continue;
-        }
-        let datagram = buf.get(range).unwrap_or_default();
-        send_all(&shared, &sends, datagram, &out).await;
-        if inject {
-            let payload = datagram.get(sleeve::HEADER_LEN..).unwrap_or_default();
-            for frame in sleeve::frames(payload).flatten() {
-                if let Err(e) = shared.tap.send(frame).await {
-                    debug!("TAP write: {e}");
+        for (buf, m) in bufs.iter_mut().zip(&meta).take(n) {
+            let from = SocketAddr::new(m.addr.ip().to_canonical(), m.addr.port());
+            let Some(received) = buf.get_mut(..m.len) else {
+                continue;
+            };
+            for d in received.chunks_mut(m.stride.max(1)) {
+                sends.clear();
+                let Some(r) = receive_one(&shared, d, from, &mut out, &mut sends, &mut relay_to)
+                else {
+                    continue;
+                };
+                if let Some((src, uid)) = r.heartbeat {
+                    super::connection::udp_heartbeat(&shared, src, uid, from);
+                    continue;
+                }
+                let datagram = d.get(r.range).unwrap_or_default();
+                send_all(&shared, &sends, datagram, &out).await;
+                if r.inject {
+                    inject(&shared, datagram, &mut reassembly, &mut to_tap).await;
                 }
             }
+        }
+    }
+}
+
+/// Hand a datagram's frames to our TAP, each behind a virtio-net header.
+async fn inject(
+    shared: &Shared,
+    datagram: &[u8],
+    reassembly: &mut Reassembler,
+    to_tap: &mut Vec<u8>,
+) {
+    let Ok((header, payload)) = Header::parse(datagram) else {
+        return;
+    };
+    if header.kind == Kind::Fragment {
+        let Ok((frag, bytes)) = sleeve::parse_fragment(payload) else {
+            return;
+        };
+        let before = reassembly.dropped_incomplete;
+        let whole = if frag.count == 1 {
+            (frag.offset == 0 && bytes.len() == frag.total as usize).then_some(bytes)
+        } else {
+            reassembly.push(header.src, frag, bytes, Instant::now())
+        };
+        let mut bad_offload = false;
+        if let Some(w) = whole {
+            match VnetHdr::parse(w).and_then(|h| h.validate(w.len() - vnet::LEN)) {
+                Ok(()) => {
+                    if let Err(e) = shared.tap.send(w).await {
+                        debug!("TAP write: {e}");
+                    }
+                }
+                Err(e) => {
+                    debug!("offloaded frame from {}: {e}", header.src);
+                    bad_offload = true;
+                }
+            }
+        }
+        let dropped = reassembly.dropped_incomplete - before;
+        if dropped > 0 || bad_offload {
+            let mut data = shared.data();
+            data.router.stats.dropped_incomplete += dropped;
+            data.router.stats.dropped_bad_offload += u64::from(bad_offload);
+        }
+        return;
+    }
+    for frame in sleeve::frames(payload).flatten() {
+        to_tap.clear();
+        to_tap.extend_from_slice(&vnet::PLAIN);
+        to_tap.extend_from_slice(frame);
+        if let Err(e) = shared.tap.send(to_tap).await {
+            debug!("TAP write: {e}");
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct Shared {
     state: Mutex<State>,
     data: Mutex<DataPlane>,
     pub udp: UdpSocket,
+    /// GSO/GRO batching state of `udp` (quinn-udp).
+    pub udp_state: quinn_udp::UdpSocketState,
     pub tap: tun_rs::AsyncDevice,
     pub netlink: net::netlink::Netlink,
     shutdown: watch::Sender<bool>,
@@ -205,6 +207,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     dataplane::tune_udp_socket(&udp);
+    let udp_state = dataplane::udp_state(&udp).context("UDP socket options")?;
 
     let ours = PeerEntry {
         name: config.name,
@@ -224,6 +227,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.crypto.is_some(),
         )),
         udp,
+        udp_state,
         tap,
         netlink,
         shutdown,

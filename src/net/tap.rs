@@ -1,6 +1,8 @@
-//! The router's TAP port (`weave-tap`): a plain layer-2 TAP device, no
-//! packet-information prefix, no virtio-net header, not persistent (it
-//! disappears when the router closes it), brought up at once.
+//! The router's TAP port (`weave-tap`): a layer-2 TAP device with the
+//! virtio-net header and the kernel's offloads on (checksum, TSO), so that a
+//! read can return a whole 64 KiB TCP segment; no packet-information prefix,
+//! not persistent (it disappears when the router closes it), brought up at
+//! once.
 //!
 //! A TAP cannot be created by netlink; the caller enslaves the opened TAP to
 //! the bridge with [`super::Netlink::enslave`].
@@ -10,8 +12,9 @@ use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
 use super::NetError;
 
 /// Opens (creating it if needed) the TAP `name` with MTU `mtu`, up.
-/// Must be called within a tokio runtime. Each read yields one Ethernet
-/// frame; each write sends one.
+/// Must be called within a tokio runtime. Each read yields a virtio-net
+/// header (`core::wire::vnet`) and one Ethernet frame; each write takes the
+/// same.
 pub fn open_tap(name: &str, mtu: u16) -> Result<AsyncDevice, NetError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(NetError::NoRuntime("open_tap"));
@@ -20,7 +23,7 @@ pub fn open_tap(name: &str, mtu: u16) -> Result<AsyncDevice, NetError> {
         .name(name)
         .layer(Layer::L2)
         .packet_information(false)
-        .offload(false)
+        .offload(true)
         .multi_queue(false)
         .mtu(mtu)
         .enable(true)

@@ -6,6 +6,7 @@ pub mod gossip;
 pub mod handshake;
 pub mod sealed;
 pub mod sleeve;
+pub mod vnet;
 
 use super::PeerName;
 

@@ -5,6 +5,13 @@
 //!     along src's tree), then
 //!     kind 1: repeated { len u16be, Ethernet frame }
 //!     kind 2: uid u64be (the sender's incarnation)
+//!     kind 3: one fragment of an offloaded frame (a virtio-net header and a
+//!             frame of up to 64 KiB, see `super::vnet`): id u32be,
+//!             total u32be (bytes of header and frame), offset u32be,
+//!             index u8, count u8, 0 u16, then the fragment's bytes.
+//!             All fragments but the last are the same size, so a batch of
+//!             them goes out in one UDP GSO send; relays forward fragments
+//!             as they come, and only the destination reassembles.
 //!
 //! A relay forwards a datagram as it came, with `hops` raised by one.
 
@@ -24,6 +31,68 @@ const HOPS_OFFSET: usize = 2;
 pub enum Kind {
     Frames = 1,
     Heartbeat = 2,
+    Fragment = 3,
+}
+
+pub const FRAG_HEADER_LEN: usize = 16;
+/// Most fragments one frame is cut into.
+pub const MAX_FRAGMENTS: usize = 128;
+/// Largest offloaded frame (virtio-net header and frame) we carry.
+pub const MAX_JUMBO: usize = super::vnet::LEN + 65_550;
+
+/// Where a fragment belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragHeader {
+    /// Per origin, one id per fragmented frame.
+    pub id: u32,
+    pub total: u32,
+    pub offset: u32,
+    pub index: u8,
+    pub count: u8,
+}
+
+impl FragHeader {
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&self.total.to_be_bytes());
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        out.extend_from_slice(&[self.index, self.count, 0, 0]);
+    }
+}
+
+/// Split a `Fragment` payload into its header and bytes, checked for
+/// consistency (the bytes fit inside the frame they claim to be part of).
+pub fn parse_fragment(payload: &[u8]) -> Result<(FragHeader, &[u8]), SleeveError> {
+    let mut r = Reader::new(payload);
+    let (Some(id), Some(total), Some(offset), Some(index), Some(count), Some(_)) =
+        (r.u32(), r.u32(), r.u32(), r.u8(), r.u8(), r.u16())
+    else {
+        return Err(SleeveError::BadFragment);
+    };
+    let bytes = payload.get(FRAG_HEADER_LEN..).unwrap_or_default();
+    let end = usize::try_from(offset)
+        .ok()
+        .and_then(|o| o.checked_add(bytes.len()));
+    let total_ok = usize::try_from(total).is_ok_and(|t| (1..=MAX_JUMBO).contains(&t));
+    if !total_ok
+        || bytes.is_empty()
+        || count == 0
+        || usize::from(count) > MAX_FRAGMENTS
+        || index >= count
+        || end.is_none_or(|e| e > total as usize)
+    {
+        return Err(SleeveError::BadFragment);
+    }
+    Ok((
+        FragHeader {
+            id,
+            total,
+            offset,
+            index,
+            count,
+        },
+        bytes,
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +120,8 @@ pub enum SleeveError {
     BadHeartbeat,
     #[error("datagram from the reserved all-zero peer name")]
     ReservedSource,
+    #[error("malformed fragment")]
+    BadFragment,
 }
 
 impl Header {
@@ -69,6 +140,7 @@ impl Header {
         let kind = match kind {
             1 => Kind::Frames,
             2 => Kind::Heartbeat,
+            3 => Kind::Fragment,
             k => return Err(SleeveError::UnknownKind(k)),
         };
         let src = r.peer_name().ok_or(SleeveError::Short)?;
@@ -177,6 +249,57 @@ pub fn parse_heartbeat(payload: &[u8]) -> Result<u64, SleeveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fragment(h: FragHeader, bytes: &[u8]) -> Vec<u8> {
+        let mut d = Vec::new();
+        h.emit(&mut d);
+        d.extend_from_slice(bytes);
+        d
+    }
+
+    #[test]
+    fn fragments_round_trip_and_bad_ones_are_refused() {
+        let h = FragHeader {
+            id: 7,
+            total: 3000,
+            offset: 1400,
+            index: 1,
+            count: 3,
+        };
+        let d = fragment(h, &[5; 1400]);
+        assert_eq!(parse_fragment(&d), Ok((h, &[5u8; 1400][..])));
+        let bad = [
+            FragHeader { index: 3, ..h },
+            FragHeader {
+                count: 0,
+                index: 0,
+                ..h
+            },
+            FragHeader { offset: 1601, ..h },
+            FragHeader {
+                offset: u32::MAX,
+                ..h
+            },
+            FragHeader { total: 0, ..h },
+            FragHeader {
+                total: u32::MAX,
+                ..h
+            },
+            FragHeader { count: 200, ..h },
+        ];
+        for b in bad {
+            assert_eq!(
+                parse_fragment(&fragment(b, &[5; 1400])),
+                Err(SleeveError::BadFragment),
+                "{b:?}"
+            );
+        }
+        assert_eq!(
+            parse_fragment(&fragment(h, &[])),
+            Err(SleeveError::BadFragment)
+        );
+        assert_eq!(parse_fragment(&d[..15]), Err(SleeveError::BadFragment));
+    }
 
     const A: PeerName = PeerName([2, 0, 0, 0, 0, 0xa]);
     const B: PeerName = PeerName([2, 0, 0, 0, 0, 0xb]);
