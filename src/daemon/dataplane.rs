@@ -174,7 +174,8 @@ impl DataPlane {
 
     /// Queue a batch of plain datagrams (`batch`, each `stride` bytes but
     /// the last) for each of `peers`: sealed copies go to `out` (reusing its
-    /// buffers), plain ones refer to `batch` itself.
+    /// buffers); plain ones refer to `batch` itself, or are copied to `out`
+    /// too if `copy_plain`.
     #[allow(clippy::too_many_arguments)]
     fn fan_out(
         &mut self,
@@ -183,6 +184,7 @@ impl DataPlane {
         stride: usize,
         now: Instant,
         skip: Option<SocketAddr>,
+        copy_plain: bool,
         out: &mut Vec<Vec<u8>>,
         sends: &mut Sends,
     ) {
@@ -212,6 +214,14 @@ impl DataPlane {
                     slot: Some(slot),
                     stride: stride + sealed::OVERHEAD,
                 }),
+                Wrap::Plain if copy_plain => {
+                    buf.extend_from_slice(batch);
+                    sends.push(Send {
+                        addr,
+                        slot: Some(slot),
+                        stride,
+                    })
+                }
                 Wrap::Plain => sends.push(Send {
                     addr,
                     slot: None,
@@ -507,6 +517,7 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                 stride,
                 now,
                 None,
+                false,
                 &mut out,
                 &mut sends,
             );
@@ -527,18 +538,16 @@ struct Received {
     range: std::ops::Range<usize>,
 }
 
-/// Decide one datagram under the lock; queue its relays.
+/// Decide one datagram (under the data-plane lock); queue its relays.
 fn receive_one(
-    shared: &Shared,
+    data: &mut DataPlane,
     d: &mut [u8],
     from: SocketAddr,
+    now: Instant,
     out: &mut Vec<Vec<u8>>,
     sends: &mut Sends,
     relay_to: &mut Vec<PeerName>,
 ) -> Option<Received> {
-    let mut guard = shared.data();
-    let data = &mut *guard;
-    let now = Instant::now();
     let (range, neighbour) = data.unwrap(d, from, now)?;
     let datagram = d.get_mut(range.clone())?;
     relay_to.clear();
@@ -572,6 +581,7 @@ fn receive_one(
             datagram.len(),
             now,
             Some(from),
+            true,
             out,
             sends,
         );
@@ -595,6 +605,7 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut relay_to: Vec<PeerName> = Vec::with_capacity(16);
     let mut reassembly = Reassembler::new();
     let mut to_tap = Vec::with_capacity(MAX_DATAGRAM);
+    let mut decided: Vec<(usize, Received)> = Vec::with_capacity(64);
     loop {
         let n = {
             let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
@@ -620,19 +631,30 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
             let Some(received) = buf.get_mut(..m.len) else {
                 continue;
             };
-            for d in received.chunks_mut(m.stride.max(1)) {
-                sends.clear();
-                let Some(r) = receive_one(&shared, d, from, &mut out, &mut sends, &mut relay_to)
-                else {
-                    continue;
-                };
+            let stride = m.stride.max(1);
+            // One lock, one clock read, one batch of sends per GRO run.
+            sends.clear();
+            decided.clear();
+            {
+                let mut data = shared.data();
+                let now = Instant::now();
+                for (i, d) in received.chunks_mut(stride).enumerate() {
+                    let r =
+                        receive_one(&mut data, d, from, now, &mut out, &mut sends, &mut relay_to);
+                    decided.extend(r.map(|r| (i, r)));
+                }
+            }
+            send_all(&shared, &sends, &[], &out).await;
+            for (i, r) in decided.drain(..) {
                 if let Some((src, uid)) = r.heartbeat {
                     super::connection::udp_heartbeat(&shared, src, uid, from);
                     continue;
                 }
-                let datagram = d.get(r.range).unwrap_or_default();
-                send_all(&shared, &sends, datagram, &out).await;
                 if r.inject {
+                    let datagram = received
+                        .get(i * stride..)
+                        .and_then(|d| d.get(r.range))
+                        .unwrap_or_default();
                     inject(&shared, datagram, &mut reassembly, &mut to_tap).await;
                 }
             }
