@@ -177,7 +177,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if netlink.link_index(&config.tap).await?.is_some() {
         netlink.delete_link(&config.tap).await.ok();
     }
-    let tap = net::tap::open_tap(&config.tap, config.mtu).context("TAP device")?;
+    // The pumps share a thread of their own, with a single-threaded runtime
+    // whose reactor owns the TAP and the UDP socket: an event wakes the
+    // thread that handles it, and the control plane cannot delay it (see
+    // docs/DESIGN.md).
+    let pumps = Pumps::new()?;
+    let tap = {
+        let _in = pumps.enter();
+        net::tap::open_tap(&config.tap, config.mtu).context("TAP device")?
+    };
     netlink
         .enslave(&config.tap, &config.bridge, u32::from(config.mtu))
         .await
@@ -192,7 +200,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, config.port).into();
     let (tcp, udp) = match (
         TcpListener::bind(listen).await,
-        UdpSocket::bind(listen).await,
+        std::net::UdpSocket::bind(listen),
     ) {
         (Ok(t), Ok(u)) => (t, u),
         _ => {
@@ -200,11 +208,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let t = TcpListener::bind(v4)
                 .await
                 .with_context(|| format!("listen on TCP port {}", config.port))?;
-            let u = UdpSocket::bind(v4)
-                .await
+            let u = std::net::UdpSocket::bind(v4)
                 .with_context(|| format!("listen on UDP port {}", config.port))?;
             (t, u)
         }
+    };
+    udp.set_nonblocking(true)?;
+    let udp = {
+        let _in = pumps.enter();
+        UdpSocket::from_std(udp)?
     };
     dataplane::tune_udp_socket(&udp);
     let udp_state = dataplane::udp_state(&udp).context("UDP socket options")?;
@@ -249,8 +261,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(connection::accept_loop(shared.clone(), tcp));
-    tasks.spawn(dataplane::udp_loop(shared.clone()));
-    tasks.spawn(dataplane::tap_loop(shared.clone()));
+    let (pump_failed, mut pump_failure) = tokio::sync::mpsc::channel(2);
+    pumps.start(&shared, pump_failed)?;
     tasks.spawn(tick_loop(shared.clone()));
     tasks.spawn(crate::api::server::serve(shared.clone(), api));
     {
@@ -270,6 +282,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = stop.wait_for(|s| *s) => info!("stop requested"),
         _ = term.recv() => info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
+        Some(e) = pump_failure.recv() => return Err(e),
         Some(r) = tasks.join_next() => {
             // These tasks run forever; one ending is a fault worth dying for.
             match r {
@@ -290,6 +303,65 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     tasks.shutdown().await;
     Ok(())
+}
+
+/// The data plane's thread and its runtime.
+struct Pumps {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+/// A runtime may not be dropped from async code: a router that fails to
+/// start lets go of an unstarted one this way.
+impl Drop for Pumps {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Pumps {
+    fn new() -> anyhow::Result<Pumps> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("data-plane runtime")?;
+        Ok(Pumps { rt: Some(rt) })
+    }
+
+    /// Register I/O made while the guard lives with the data plane's reactor.
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.rt.as_ref().map(|rt| rt.enter())
+    }
+
+    /// Run `tap_loop` and `udp_loop` on the data-plane thread; an error
+    /// (they never end otherwise) is reported on `failed`.
+    fn start(
+        mut self,
+        shared: &Arc<Shared>,
+        failed: tokio::sync::mpsc::Sender<anyhow::Error>,
+    ) -> anyhow::Result<()> {
+        let Some(rt) = self.rt.take() else {
+            anyhow::bail!("data plane already started");
+        };
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("weave-rs-data".into())
+            .spawn(move || {
+                let e = rt.block_on(async {
+                    tokio::select! {
+                        r = dataplane::tap_loop(shared.clone()) => r.context("TAP pump"),
+                        r = dataplane::udp_loop(shared.clone()) => r.context("UDP pump"),
+                    }
+                });
+                let e = e
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("a data-plane pump ended"));
+                let _ = failed.blocking_send(e);
+            })
+            .map(drop)
+            .context("start the data-plane thread")
+    }
 }
 
 /// Periodic housekeeping: MAC expiry, full gossip.
