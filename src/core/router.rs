@@ -106,6 +106,10 @@ pub struct Stats {
     pub dropped_incomplete: u64,
     /// Offloaded frames whose virtio-net header we would not pass on.
     pub dropped_bad_offload: u64,
+    /// Frames larger than our overlay MTU (their senders get an ICMP
+    /// "fragmentation needed" or "packet too big" where one is due).
+    pub dropped_too_big: u64,
+    pub icmp_too_big_sent: u64,
     pub mac_moves: u64,
 }
 
@@ -159,6 +163,11 @@ impl Router {
 
     pub fn set_routes(&mut self, routes: Routes) {
         self.routes = routes;
+    }
+
+    /// The neighbour through which `peer` is reached.
+    pub fn next_hop(&self, peer: PeerName) -> Option<PeerName> {
+        self.routes.next_hop(peer)
     }
 
     pub fn routes(&self) -> &Routes {

@@ -10,13 +10,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
 use super::secure::LinkKeys;
 use super::Shared;
 use crate::core::crypto::keys::OpenError;
+use crate::core::icmp;
 use crate::core::reassembly::Reassembler;
 use crate::core::router::{DatagramDecision, Relay, Router, Stats, TapDecision};
 use crate::core::wire::sealed::{self, DatagramHeader};
@@ -603,8 +604,14 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut sends: Sends = Vec::with_capacity(16);
     let mut relay_to: Vec<PeerName> = Vec::with_capacity(16);
-    let mut reassembly = Reassembler::new();
-    let mut to_tap = Vec::with_capacity(MAX_DATAGRAM);
+    let mut rx = RxState {
+        reassembly: Reassembler::new(),
+        to_tap: Vec::with_capacity(MAX_DATAGRAM),
+        icmp_window: (Instant::now(), 0),
+        reply: Vec::new(),
+        out: Vec::new(),
+        sends: Vec::new(),
+    };
     let mut decided: Vec<(usize, Received)> = Vec::with_capacity(64);
     loop {
         let n = {
@@ -655,7 +662,7 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                         .get(i * stride..)
                         .and_then(|d| d.get(r.range))
                         .unwrap_or_default();
-                    inject(&shared, datagram, &mut reassembly, &mut to_tap).await;
+                    inject(&shared, datagram, &mut rx).await;
                 }
             }
         }
@@ -663,30 +670,31 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
 }
 
 /// Hand a datagram's frames to our TAP, each behind a virtio-net header.
-async fn inject(
-    shared: &Shared,
-    datagram: &[u8],
-    reassembly: &mut Reassembler,
-    to_tap: &mut Vec<u8>,
-) {
+async fn inject(shared: &Shared, datagram: &[u8], rx: &mut RxState) {
     let Ok((header, payload)) = Header::parse(datagram) else {
         return;
     };
+    let mtu = shared.config.mtu;
     if header.kind == Kind::Fragment {
         let Ok((frag, bytes)) = sleeve::parse_fragment(payload) else {
             return;
         };
-        let before = reassembly.dropped_incomplete;
+        let before = rx.reassembly.dropped_incomplete;
         let whole = if frag.count == 1 {
             (frag.offset == 0 && bytes.len() == frag.total as usize).then_some(bytes)
         } else {
-            reassembly.push(header.src, frag, bytes, Instant::now())
+            rx.reassembly.push(header.src, frag, bytes, Instant::now())
         };
         let mut bad_offload = false;
+        let mut too_big = None;
         if let Some(w) = whole {
-            match VnetHdr::parse(w).and_then(|h| h.validate(w.len() - vnet::LEN)) {
-                Ok(()) => {
-                    if let Err(e) = shared.tap.send(w).await {
+            let frame = &w[vnet::LEN.min(w.len())..];
+            match VnetHdr::parse(w).and_then(|h| h.validate(frame.len()).map(|()| h)) {
+                Ok(h) => {
+                    let gso = (h.gso_type != vnet::GSO_NONE).then_some((h.hdr_len, h.gso_size));
+                    if icmp::exceeds(frame.len(), gso, mtu) {
+                        too_big = icmp::too_big_reply(frame, mtu).map(Some).or(Some(None));
+                    } else if let Err(e) = shared.tap.send(w).await {
                         debug!("TAP write: {e}");
                     }
                 }
@@ -696,20 +704,87 @@ async fn inject(
                 }
             }
         }
-        let dropped = reassembly.dropped_incomplete - before;
+        let dropped = rx.reassembly.dropped_incomplete - before;
         if dropped > 0 || bad_offload {
             let mut data = shared.data();
             data.router.stats.dropped_incomplete += dropped;
             data.router.stats.dropped_bad_offload += u64::from(bad_offload);
         }
+        if let Some(reply) = too_big {
+            answer_too_big(shared, header.src, reply, rx).await;
+        }
         return;
     }
     for frame in sleeve::frames(payload).flatten() {
-        to_tap.clear();
-        to_tap.extend_from_slice(&vnet::PLAIN);
-        to_tap.extend_from_slice(frame);
-        if let Err(e) = shared.tap.send(to_tap).await {
+        if icmp::exceeds(frame.len(), None, mtu) {
+            let reply = icmp::too_big_reply(frame, mtu);
+            answer_too_big(shared, header.src, reply, rx).await;
+            continue;
+        }
+        rx.to_tap.clear();
+        rx.to_tap.extend_from_slice(&vnet::PLAIN);
+        rx.to_tap.extend_from_slice(frame);
+        if let Err(e) = shared.tap.send(&rx.to_tap).await {
             debug!("TAP write: {e}");
         }
     }
+}
+
+/// The receive pump's own state.
+struct RxState {
+    reassembly: Reassembler,
+    to_tap: Vec<u8>,
+    /// ICMP errors sent in the current second, at most `ICMP_PER_SECOND`.
+    icmp_window: (Instant, u32),
+    reply: Vec<u8>,
+    out: Vec<Vec<u8>>,
+    sends: Sends,
+}
+
+const ICMP_PER_SECOND: u32 = 100;
+
+/// A frame from `origin` was too big for us: count it, and send its
+/// sender `reply` (an ICMP error), rate-limited, back through the overlay.
+async fn answer_too_big(
+    shared: &Shared,
+    origin: PeerName,
+    reply: Option<Vec<u8>>,
+    rx: &mut RxState,
+) {
+    let now = Instant::now();
+    if now.duration_since(rx.icmp_window.0) >= Duration::from_secs(1) {
+        rx.icmp_window = (now, 0);
+    }
+    let allowed = reply.is_some() && rx.icmp_window.1 < ICMP_PER_SECOND;
+    rx.sends.clear();
+    {
+        let mut data = shared.data();
+        data.router.stats.dropped_too_big += 1;
+        let hop = data.router.next_hop(origin);
+        if let (true, Some(reply), Some(hop)) = (allowed, &reply, hop) {
+            rx.icmp_window.1 += 1;
+            data.router.stats.icmp_too_big_sent += 1;
+            rx.reply.clear();
+            Header {
+                kind: Kind::Frames,
+                hops: 0,
+                src: shared.ourself(),
+                dst: origin,
+            }
+            .emit(&mut rx.reply);
+            sleeve::push_frame(&mut rx.reply, reply);
+            let stride = rx.reply.len();
+            data.fan_out(
+                std::iter::once(hop),
+                &rx.reply,
+                stride,
+                now,
+                None,
+                true,
+                &mut rx.out,
+                &mut rx.sends,
+            );
+        }
+    }
+    send_all(shared, &rx.sends, &[], &rx.out).await;
 }
