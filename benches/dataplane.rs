@@ -275,5 +275,46 @@ fn sleeve_codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, router, mac_table, sleeve_codec);
+/// An offloaded 64 KiB TCP segment cut into fragments (the sending side of
+/// the fast path), and put back together (the receiving side).
+fn fragments(c: &mut Criterion) {
+    use weave_rs::core::reassembly::Reassembler;
+    let mut g = c.benchmark_group("fragments");
+    let whole = vec![0x5au8; 10 + 65_000];
+    let header = Header {
+        kind: Kind::Fragment,
+        hops: 0,
+        src: name(1),
+        dst: name(3),
+    };
+    g.throughput(Throughput::Bytes(whole.len() as u64));
+    let mut out = Vec::with_capacity(80_000);
+    g.bench_function("cut_64k", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(sleeve::push_fragments(&mut out, header, 1, black_box(&whole), 1472))
+        })
+    });
+    let stride = sleeve::push_fragments(&mut out, header, 1, &whole, 1472).expect("fits");
+    let datagrams: Vec<Vec<u8>> = out.chunks(stride).map(<[u8]>::to_vec).collect();
+    let mut r = Reassembler::new();
+    let now = std::time::Instant::now();
+    let mut id = 0u32;
+    g.bench_function("reassemble_64k", |b| {
+        b.iter(|| {
+            id = id.wrapping_add(1);
+            let mut done = 0;
+            for d in &datagrams {
+                let (_, payload) = Header::parse(d).expect("valid datagram");
+                let (mut f, bytes) = sleeve::parse_fragment(payload).expect("valid fragment");
+                f.id = id;
+                done += r.push(name(1), f, bytes, now).map_or(0, <[u8]>::len);
+            }
+            black_box(done)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, router, mac_table, sleeve_codec, fragments);
 criterion_main!(benches);

@@ -491,26 +491,20 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
             } else {
                 // An offloaded frame (a segment to cut, a checksum to
                 // complete) or one too big for a datagram: in fragments.
-                let chunk = room - sleeve::HEADER_LEN - sleeve::FRAG_HEADER_LEN;
-                let count = whole.len().div_ceil(chunk);
-                if count > sleeve::MAX_FRAGMENTS {
-                    data.router.stats.dropped_malformed += 1;
-                    continue;
-                }
                 next_id = next_id.wrapping_add(1);
-                for (i, part) in whole.chunks(chunk).enumerate() {
-                    header(Kind::Fragment).emit(&mut batch);
-                    sleeve::FragHeader {
-                        id: next_id,
-                        total: whole.len() as u32,
-                        offset: (i * chunk) as u32,
-                        index: i as u8,
-                        count: count as u8,
+                match sleeve::push_fragments(
+                    &mut batch,
+                    header(Kind::Fragment),
+                    next_id,
+                    whole,
+                    room,
+                ) {
+                    Some(s) => stride = s,
+                    None => {
+                        data.router.stats.dropped_malformed += 1;
+                        continue;
                     }
-                    .emit(&mut batch);
-                    batch.extend_from_slice(part);
                 }
-                stride = sleeve::HEADER_LEN + sleeve::FRAG_HEADER_LEN + chunk;
             }
             data.fan_out(
                 hops.iter().copied(),

@@ -60,6 +60,38 @@ impl FragHeader {
     }
 }
 
+/// Cut `whole` (a virtio-net header and a frame) into `Fragment`
+/// datagrams of at most `max_datagram` bytes, appended to `out` back to
+/// back, all the same size but the last. Returns that size (the stride), or
+/// None if it would take more than `MAX_FRAGMENTS`.
+pub fn push_fragments(
+    out: &mut Vec<u8>,
+    header: Header,
+    id: u32,
+    whole: &[u8],
+    max_datagram: usize,
+) -> Option<usize> {
+    let chunk = max_datagram.checked_sub(HEADER_LEN + FRAG_HEADER_LEN)?;
+    let count = whole.len().div_ceil(chunk.max(1));
+    if chunk == 0 || count == 0 || count > MAX_FRAGMENTS || whole.len() > MAX_JUMBO {
+        return None;
+    }
+    out.reserve(whole.len() + count * (HEADER_LEN + FRAG_HEADER_LEN));
+    for (i, part) in whole.chunks(chunk).enumerate() {
+        header.emit(out);
+        FragHeader {
+            id,
+            total: whole.len() as u32,
+            offset: (i * chunk) as u32,
+            index: i as u8,
+            count: count as u8,
+        }
+        .emit(out);
+        out.extend_from_slice(part);
+    }
+    Some(HEADER_LEN + FRAG_HEADER_LEN + chunk)
+}
+
 /// Split a `Fragment` payload into its header and bytes, checked for
 /// consistency (the bytes fit inside the frame they claim to be part of).
 pub fn parse_fragment(payload: &[u8]) -> Result<(FragHeader, &[u8]), SleeveError> {
@@ -255,6 +287,38 @@ mod tests {
         h.emit(&mut d);
         d.extend_from_slice(bytes);
         d
+    }
+
+    #[test]
+    fn push_fragments_cuts_evenly_and_parses_back() {
+        let whole: Vec<u8> = (0..65_000u32).map(|i| i as u8).collect();
+        let h = Header {
+            kind: Kind::Fragment,
+            hops: 0,
+            src: A,
+            dst: B,
+        };
+        let mut out = Vec::new();
+        let stride = push_fragments(&mut out, h, 9, &whole, 1472).unwrap();
+        assert_eq!(stride, 1472);
+        let datagrams: Vec<&[u8]> = out.chunks(stride).collect();
+        assert_eq!(datagrams.len(), 65_000usize.div_ceil(1440));
+        let mut back = vec![0u8; whole.len()];
+        for (i, d) in datagrams.iter().enumerate() {
+            let (hh, payload) = Header::parse(d).unwrap();
+            assert_eq!(hh, h);
+            let (f, bytes) = parse_fragment(payload).unwrap();
+            assert_eq!(
+                (f.id, f.index as usize, f.count as usize),
+                (9, i, datagrams.len())
+            );
+            back[f.offset as usize..][..bytes.len()].copy_from_slice(bytes);
+        }
+        assert_eq!(back, whole);
+        // Too many fragments, or no room for any byte: refused.
+        assert_eq!(push_fragments(&mut Vec::new(), h, 1, &whole, 100), None);
+        assert_eq!(push_fragments(&mut Vec::new(), h, 1, &whole, 32), None);
+        assert_eq!(push_fragments(&mut Vec::new(), h, 1, &whole, 10), None);
     }
 
     #[test]
