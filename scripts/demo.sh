@@ -5,9 +5,10 @@
 #   |       |       |         not forward IP, so h1 and h3 cannot reach
 #   c1      c2      c3        each other on the underlay
 #
-# h2 is launched with h1's address, h3 with h2's. c1 (10.2.1.1) then pings c3
-# (10.2.1.3): the overlay relays through h2. Everything is removed at the
-# end, also on failure or Ctrl-C.
+# h2 is launched with h1's address, h3 with h2's, all with one password (so
+# everything between them is encrypted). c1 (10.2.1.1) then pings c3
+# (10.2.1.3): the overlay relays through h2; iperf3 shows the throughput.
+# Everything is removed at the end, also on failure or Ctrl-C.
 #
 # Uses $WEAVE_RS_BIN if set, else builds target/debug/weave-rs.
 set -euo pipefail
@@ -96,10 +97,11 @@ if ip netns exec "${P}h1" ping -c 1 -W 1 10.77.2.2 >/dev/null 2>&1; then
 fi
 echo "h1 cannot reach h3 (10.77.2.2) on the underlay, as intended"
 
-say "launching routers: h1 alone, h2 with h1, h3 with h2"
-weave h1 launch
-weave h2 launch 10.77.1.1
-weave h3 launch 10.77.2.1
+say "launching routers with a shared password: h1 alone, h2 with h1, h3 with h2"
+head -c 24 /dev/urandom | base64 > "$STATE/password"
+weave h1 launch --password-file "$STATE/password"
+weave h2 launch --password-file "$STATE/password" 10.77.1.1
+weave h3 launch --password-file "$STATE/password" 10.77.2.1
 
 say "attaching containers"
 weave h1 attach 10.2.1.1/24 "/var/run/netns/${P}c1"
@@ -121,6 +123,14 @@ say "c1 -> c3 (h1 -> h3, relayed by h2)"
 inns c1 ping -c 3 -i 0.3 10.2.1.3
 say "c3 -> c1 (h3 -> h1, relayed by h2)"
 inns c3 ping -c 3 -i 0.3 10.2.1.1
+
+say "throughput c1 -> c2, encrypted (iperf3, 3 s; a debug build unless WEAVE_RS_BIN says otherwise: release figures are in BENCHMARKS.md)"
+inns c2 iperf3 -s -1 -D -B 10.2.1.2 >/dev/null
+for _ in $(seq 50); do
+    ip netns exec "${P}c2" ss -ltn | grep -q ':5201' && break
+    sleep 0.1
+done
+inns c1 iperf3 -c 10.2.1.2 -t 3 -f g | grep -E 'sender|receiver'
 
 for h in "${HOSTS[@]}"; do
     say "status on $h"
