@@ -292,10 +292,17 @@ fn fragments(c: &mut Criterion) {
     g.bench_function("cut_64k", |b| {
         b.iter(|| {
             out.clear();
-            black_box(sleeve::push_fragments(&mut out, header, 1, black_box(&whole), 1472))
+            black_box(sleeve::push_fragments(
+                &mut out,
+                header,
+                1,
+                black_box(&whole),
+                1472,
+                (0, 0),
+            ))
         })
     });
-    let stride = sleeve::push_fragments(&mut out, header, 1, &whole, 1472).expect("fits");
+    let stride = sleeve::push_fragments(&mut out, header, 1, &whole, 1472, (0, 0)).expect("fits");
     let datagrams: Vec<Vec<u8>> = out.chunks(stride).map(<[u8]>::to_vec).collect();
     let mut r = Reassembler::new();
     let now = std::time::Instant::now();

@@ -233,6 +233,32 @@ impl DataPlane {
         }
     }
 
+    /// Seal, where they lie, a batch of datagrams laid out for
+    /// `seal_in_place` (`stride` bytes each but the last), for `peer`, whose
+    /// link must be sealed. Returns where to send them.
+    fn seal_batch_for(
+        &mut self,
+        peer: PeerName,
+        batch: &mut [u8],
+        stride: usize,
+        now: Instant,
+    ) -> Option<SocketAddr> {
+        let Self {
+            links,
+            router,
+            peer_addrs,
+            ..
+        } = self;
+        let addr = *peer_addrs.get(&peer)?;
+        let Some(LinkCrypto::Sealed(k)) = links.get_mut(&peer).map(|l| &mut l.crypto) else {
+            return None;
+        };
+        for d in batch.chunks_mut(stride.max(1)) {
+            seal_in_place(k, d, now, &mut router.stats);
+        }
+        Some(addr)
+    }
+
     /// Whether datagrams to `peer` are sealed (and so 32 bytes longer).
     fn seals_for(&self, peer: PeerName) -> bool {
         match self.links.get(&peer) {
@@ -329,6 +355,17 @@ enum Wrap {
 
 /// Append `inner` sealed to `out`: header, ciphertext, tag.
 fn seal(k: &mut LinkKeys, inner: &[u8], now: Instant, out: &mut Vec<u8>, stats: &mut Stats) {
+    let start = out.len();
+    out.extend_from_slice(&[0; sealed::HEADER_LEN]);
+    out.extend_from_slice(inner);
+    out.extend_from_slice(&[0; sealed::TAG_LEN]);
+    seal_in_place(k, &mut out[start..], now, stats);
+}
+
+/// Seal a datagram laid out as 16 free bytes, the sleeve datagram, 16 free
+/// bytes: the header and the tag go in the free bytes, the rest is
+/// encrypted where it lies.
+fn seal_in_place(k: &mut LinkKeys, d: &mut [u8], now: Instant, stats: &mut Stats) {
     let n = k.tx.reserve(now);
     if n.rotated {
         stats.rekeys_sent += 1;
@@ -339,12 +376,14 @@ fn seal(k: &mut LinkKeys, inner: &[u8], now: Instant, out: &mut Vec<u8>, stats: 
         counter: n.counter,
     }
     .emit();
-    let start = out.len();
-    out.extend_from_slice(&header);
-    out.extend_from_slice(inner);
-    let tag =
-        k.tx.seal(n, &header, &mut out[start + sealed::HEADER_LEN..]);
-    out.extend_from_slice(&tag);
+    let Some((head, rest)) = d.split_first_chunk_mut::<{ sealed::HEADER_LEN }>() else {
+        return;
+    };
+    let Some((body, tag)) = rest.split_last_chunk_mut::<{ sealed::TAG_LEN }>() else {
+        return;
+    };
+    *head = header;
+    *tag = k.tx.seal(n, head, body);
 }
 
 pub fn tune_udp_socket(udp: &tokio::net::UdpSocket) {
@@ -483,22 +522,30 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                 src: ourself,
                 dst,
             };
+            // One sealed next hop (the usual unicast): lay the datagrams out
+            // with room for the seal and encrypt them where they are.
+            let seal_here = match hops.as_slice() {
+                [hop] if data.seals_for(*hop) => Some(*hop),
+                _ => None,
+            };
+            let pad = if seal_here.is_some() {
+                (sealed::HEADER_LEN, sealed::TAG_LEN)
+            } else {
+                (0, 0)
+            };
             let stride;
             if vnet.is_plain() && sleeve::HEADER_LEN + sleeve::framed_len(frame.len()) <= room {
+                batch.resize(pad.0, 0);
                 header(Kind::Frames).emit(&mut batch);
                 sleeve::push_frame(&mut batch, frame);
+                batch.resize(batch.len() + pad.1, 0);
                 stride = batch.len();
             } else {
                 // An offloaded frame (a segment to cut, a checksum to
                 // complete) or one too big for a datagram: in fragments.
                 next_id = next_id.wrapping_add(1);
-                match sleeve::push_fragments(
-                    &mut batch,
-                    header(Kind::Fragment),
-                    next_id,
-                    whole,
-                    room,
-                ) {
+                let h = header(Kind::Fragment);
+                match sleeve::push_fragments(&mut batch, h, next_id, whole, room, pad) {
                     Some(s) => stride = s,
                     None => {
                         data.router.stats.dropped_malformed += 1;
@@ -506,16 +553,26 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                     }
                 }
             }
-            data.fan_out(
-                hops.iter().copied(),
-                &batch,
-                stride,
-                now,
-                None,
-                false,
-                &mut out,
-                &mut sends,
-            );
+            if let Some(hop) = seal_here {
+                if let Some(addr) = data.seal_batch_for(hop, &mut batch, stride, now) {
+                    sends.push(Send {
+                        addr,
+                        slot: None,
+                        stride,
+                    });
+                }
+            } else {
+                data.fan_out(
+                    hops.iter().copied(),
+                    &batch,
+                    stride,
+                    now,
+                    None,
+                    false,
+                    &mut out,
+                    &mut sends,
+                );
+            }
             if sends.is_empty() && dst != PeerName::NONE {
                 // Routed to a neighbour whose UDP address or keys we lack.
                 data.router.stats.dropped_no_route += 1;

@@ -62,22 +62,26 @@ impl FragHeader {
 
 /// Cut `whole` (a virtio-net header and a frame) into `Fragment`
 /// datagrams of at most `max_datagram` bytes, appended to `out` back to
-/// back, all the same size but the last. Returns that size (the stride), or
-/// None if it would take more than `MAX_FRAGMENTS`.
+/// back, all the same size but the last, each between `pad.0` and `pad.1`
+/// zero bytes (room for the caller to seal it in place). Returns the stride
+/// (datagram and padding), or None if it would take more than
+/// `MAX_FRAGMENTS`.
 pub fn push_fragments(
     out: &mut Vec<u8>,
     header: Header,
     id: u32,
     whole: &[u8],
     max_datagram: usize,
+    pad: (usize, usize),
 ) -> Option<usize> {
     let chunk = max_datagram.checked_sub(HEADER_LEN + FRAG_HEADER_LEN)?;
     let count = whole.len().div_ceil(chunk.max(1));
     if chunk == 0 || count == 0 || count > MAX_FRAGMENTS || whole.len() > MAX_JUMBO {
         return None;
     }
-    out.reserve(whole.len() + count * (HEADER_LEN + FRAG_HEADER_LEN));
+    out.reserve(whole.len() + count * (pad.0 + HEADER_LEN + FRAG_HEADER_LEN + pad.1));
     for (i, part) in whole.chunks(chunk).enumerate() {
+        out.resize(out.len() + pad.0, 0);
         header.emit(out);
         FragHeader {
             id,
@@ -88,8 +92,9 @@ pub fn push_fragments(
         }
         .emit(out);
         out.extend_from_slice(part);
+        out.resize(out.len() + pad.1, 0);
     }
-    Some(HEADER_LEN + FRAG_HEADER_LEN + chunk)
+    Some(pad.0 + HEADER_LEN + FRAG_HEADER_LEN + chunk + pad.1)
 }
 
 /// Split a `Fragment` payload into its header and bytes, checked for
@@ -299,7 +304,7 @@ mod tests {
             dst: B,
         };
         let mut out = Vec::new();
-        let stride = push_fragments(&mut out, h, 9, &whole, 1472).unwrap();
+        let stride = push_fragments(&mut out, h, 9, &whole, 1472, (0, 0)).unwrap();
         assert_eq!(stride, 1472);
         let datagrams: Vec<&[u8]> = out.chunks(stride).collect();
         assert_eq!(datagrams.len(), 65_000usize.div_ceil(1440));
@@ -316,9 +321,25 @@ mod tests {
         }
         assert_eq!(back, whole);
         // Too many fragments, or no room for any byte: refused.
-        assert_eq!(push_fragments(&mut Vec::new(), h, 1, &whole, 100), None);
-        assert_eq!(push_fragments(&mut Vec::new(), h, 1, &whole, 32), None);
-        assert_eq!(push_fragments(&mut Vec::new(), h, 1, &whole, 10), None);
+        assert_eq!(
+            push_fragments(&mut Vec::new(), h, 1, &whole, 100, (0, 0)),
+            None
+        );
+        assert_eq!(
+            push_fragments(&mut Vec::new(), h, 1, &whole, 32, (0, 0)),
+            None
+        );
+        assert_eq!(
+            push_fragments(&mut Vec::new(), h, 1, &whole, 10, (0, 0)),
+            None
+        );
+        // With room to seal each datagram in place.
+        let mut padded = Vec::new();
+        let s2 = push_fragments(&mut padded, h, 9, &whole, 1472, (16, 16)).unwrap();
+        assert_eq!(s2, 1504);
+        for (d, p) in out.chunks(stride).zip(padded.chunks(s2)) {
+            assert_eq!(&p[16..p.len() - 16], d);
+        }
     }
 
     #[test]
