@@ -86,7 +86,8 @@ fn reason_visible(h: &Host, ip: Ipv4Addr, reason: &str) -> bool {
             .is_empty()
 }
 
-/// How many of `h`'s `refused` entries name `ip` and give `reason`.
+/// How many connections from `ip` `h` refused for `reason` (entries merge
+/// repeats and count them).
 fn refusals(h: &Host, ip: Ipv4Addr, reason: &str) -> usize {
     let ip = ip.to_string();
     let reason = reason.to_ascii_lowercase();
@@ -97,7 +98,8 @@ fn refusals(h: &Host, ip: Ipv4Addr, reason: &str) -> usize {
             let t = e.to_string().to_ascii_lowercase();
             t.contains(&ip) && t.contains(&reason)
         })
-        .count()
+        .map(|e| e.get("count").and_then(|c| c.as_u64()).unwrap_or(1) as usize)
+        .sum()
 }
 
 /// The dialler keeps retrying (with backoff) and keeps being refused: the

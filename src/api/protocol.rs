@@ -131,9 +131,18 @@ pub struct PeerConnectionReport {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefusedReport {
+    /// The latest refused connection's address.
     pub addr: String,
     pub reason: String,
+    /// Since the latest.
     pub secs_ago: u64,
+    /// Connections from that IP refused for that reason.
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

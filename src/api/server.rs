@@ -279,6 +279,7 @@ fn report(shared: &Arc<Shared>) -> Report {
             addr: r.addr.to_string(),
             reason: r.reason.clone(),
             secs_ago: now.saturating_duration_since(r.at).as_secs(),
+            count: r.count,
         })
         .collect();
     drop(st);

@@ -132,9 +132,14 @@ pub fn connections(r: &Report) -> String {
         let _ = writeln!(s, "{dir} {:<24} {:<12} {:<28} {info}", c.addr, c.state, who);
     }
     for f in &r.refused {
+        let times = if f.count > 1 {
+            format!("{} times, last ", f.count)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "<- {:<24} {:<12} {:<28} {} ({}s ago)",
+            "<- {:<24} {:<12} {:<28} {} ({times}{}s ago)",
             f.addr, "refused", "", f.reason, f.secs_ago
         );
     }

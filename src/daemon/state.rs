@@ -106,9 +106,14 @@ pub struct Target {
 
 #[derive(Debug)]
 pub struct Refused {
+    /// The latest connection's address.
     pub addr: SocketAddr,
     pub reason: String,
+    /// When the latest was refused.
     pub at: Instant,
+    /// How many from that IP were refused for that reason (a peer retrying
+    /// with backoff is one entry, not a screenful).
+    pub count: u64,
 }
 
 pub struct State {
@@ -142,6 +147,14 @@ impl State {
     }
 
     pub fn refuse(&mut self, addr: SocketAddr, reason: String, now: Instant) {
+        let same = |r: &Refused| r.addr.ip() == addr.ip() && r.reason == reason;
+        let count = match self.refused.iter().position(same) {
+            Some(i) => self
+                .refused
+                .remove(i)
+                .map_or(1, |r| r.count.saturating_add(1)),
+            None => 1,
+        };
         if self.refused.len() >= REFUSED_KEPT {
             self.refused.pop_front();
         }
@@ -149,6 +162,7 @@ impl State {
             addr,
             reason,
             at: now,
+            count,
         });
     }
 
@@ -222,5 +236,49 @@ impl State {
             })
             .take(MAX_DISCOVERED_TARGETS)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State::new(PeerEntry {
+            name: PeerName([2, 0, 0, 0, 0, 1]),
+            nickname: String::new(),
+            uid: 1,
+            version: 1,
+            connections: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn refusals_from_one_ip_for_one_reason_merge_and_stay_bounded() {
+        let mut st = state();
+        let now = Instant::now();
+        for port in 1000..1010u16 {
+            st.refuse(
+                ([10, 0, 0, 1], port).into(),
+                "authentication failed".into(),
+                now,
+            );
+        }
+        st.refuse(
+            ([10, 0, 0, 1], 2000).into(),
+            "peer requires encryption".into(),
+            now,
+        );
+        assert_eq!(st.refused.len(), 2);
+        let first = &st.refused[0];
+        assert_eq!((first.count, first.addr.port()), (10, 1009));
+        for i in 0..100u8 {
+            st.refuse(
+                ([10, 0, 1, i], 1).into(),
+                "too many connections".into(),
+                now,
+            );
+        }
+        assert_eq!(st.refused.len(), REFUSED_KEPT);
     }
 }
