@@ -19,6 +19,44 @@ pub const MAX_FRAME: u32 = 4 << 20;
 /// First byte of every UDP sleeve datagram.
 pub const SLEEVE_MAGIC: u8 = 0xE7;
 
+/// Connects to a router's TCP port as a fake or hostile peer (5 s to
+/// connect, 5 s per write).
+pub fn connect(to: std::net::SocketAddr) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    s.set_write_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("set write timeout");
+    s
+}
+
+/// Reads until the other end closes or `timeout` passes. Returns what was
+/// read and whether the other end closed (EOF or reset).
+pub fn read_until_closed(
+    s: &mut std::net::TcpStream,
+    timeout: std::time::Duration,
+) -> (Vec<u8>, bool) {
+    use std::io::{ErrorKind, Read};
+    let deadline = std::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return (got, false);
+        }
+        s.set_read_timeout(Some(left)).expect("set read timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (got, false)
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return (got, true), // reset
+        }
+    }
+}
+
 /// A handshake body.
 #[derive(Clone, Debug)]
 pub struct Hello {

@@ -5,44 +5,19 @@
 //! counted or refused with a reason, the router keeps running and the
 //! encrypted containers keep talking.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use netns_tests::wire::{self, Hello, Rng};
+use netns_tests::wire::{self, connect, read_until_closed, Hello, Rng};
 use netns_tests::*;
 
 const PASSWORD: &str = "hostile-test-password";
 const FEATURE_ENCRYPTION: u32 = 1;
 
-fn connect(to: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&to, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
 /// Reads until the router closes (true) or 10 s pass (false).
 fn closed_by_router(s: &mut TcpStream) -> (Vec<u8>, bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (got, false);
-        }
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => return (got, true),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return (got, false)
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return (got, true),
-        }
-    }
+    read_until_closed(s, Duration::from_secs(10))
 }
 
 fn record(kind: u8, body: &[u8]) -> Vec<u8> {

@@ -5,48 +5,17 @@
 //! refused both when it dials the router and when the router dials it, and
 //! the reason ("protocol version") is visible.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netns_tests::wire::{self, Hello, Rng};
+use netns_tests::wire::{self, connect, read_until_closed, Hello, Rng};
 use netns_tests::*;
 
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
-
-fn connect(to: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&to, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-/// Reads until the other end closes or `timeout` passes. Returns what was
-/// read and whether the other end closed (EOF or reset).
-fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
-    let deadline = Instant::now() + timeout;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (got, false);
-        }
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => return (got, true),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return (got, false)
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return (got, true), // reset
-        }
-    }
-}
 
 /// Writes, ignoring errors (the router may close first: that is fine).
 fn send(s: &mut TcpStream, bytes: &[u8]) {

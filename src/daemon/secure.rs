@@ -118,27 +118,36 @@ fn eof_as_close(e: std::io::Error) -> ConnError {
     }
 }
 
-/// Read the peer's next handshake message; a refusal ends the handshake
-/// with the peer's reason.
+/// Read the peer's next record during the handshake. A refusal ends the
+/// handshake with the peer's reason; so does the responder hanging up on
+/// the dialler, which an older or foreign peer does without saying why.
+async fn read_handshake_record<R: AsyncRead + Unpin>(
+    r: &mut R,
+    initiator: bool,
+    body: &mut Vec<u8>,
+) -> Result<(RecordKind, [u8; RECORD_HEADER_LEN]), ConnError> {
+    match read_record(r, body).await {
+        Ok((RecordKind::Refusal, _)) => Err(ConnError::Refused(
+            String::from_utf8_lossy(body).chars().take(200).collect(),
+        )),
+        Err(ConnError::ClosedByPeer(_)) if initiator => Err(ConnError::Refused(
+            "closed during the handshake (wrong password?)".into(),
+        )),
+        other => other,
+    }
+}
+
+/// Read the peer's next Noise handshake message.
 async fn read_noise<R: AsyncRead + Unpin>(
     r: &mut R,
     initiator: bool,
 ) -> Result<Vec<u8>, ConnError> {
     let mut body = Vec::new();
-    match read_record(r, &mut body).await {
-        Ok((RecordKind::Noise, _)) => Ok(body),
-        Ok((RecordKind::Refusal, _)) => Err(ConnError::Refused(
-            String::from_utf8_lossy(&body).chars().take(200).collect(),
-        )),
-        Ok((RecordKind::Sealed, _)) => Err(ConnError::Protocol(
+    match read_handshake_record(r, initiator, &mut body).await? {
+        (RecordKind::Noise, _) => Ok(body),
+        _ => Err(ConnError::Protocol(
             "sealed record during the handshake".into(),
         )),
-        // The responder hangs up on a failed handshake when it cannot say
-        // why (an older or foreign peer).
-        Err(ConnError::ClosedByPeer(_)) if initiator => Err(ConnError::Refused(
-            "closed during the handshake (wrong password?)".into(),
-        )),
-        Err(e) => Err(e),
     }
 }
 
@@ -178,22 +187,9 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         // The responder's confirmation, sealed: proof it derived our keys,
         // i.e. knows the password. A refusal here says why it did not.
         let mut body = Vec::new();
-        let confirm = match read_record(stream, &mut body).await {
-            Ok((RecordKind::Sealed, h)) => control_rx.open_record(h, &mut body)?,
-            Ok((RecordKind::Refusal, _)) => {
-                return Err(ConnError::Refused(
-                    String::from_utf8_lossy(&body).chars().take(200).collect(),
-                ))
-            }
-            Ok((RecordKind::Noise, _)) => {
-                return Err(ConnError::Protocol("unexpected handshake message".into()))
-            }
-            Err(ConnError::ClosedByPeer(_)) => {
-                return Err(ConnError::Refused(
-                    "closed during the handshake (wrong password?)".into(),
-                ))
-            }
-            Err(e) => return Err(e),
+        let confirm = match read_handshake_record(stream, true, &mut body).await? {
+            (RecordKind::Sealed, h) => control_rx.open_record(h, &mut body)?,
+            _ => return Err(ConnError::Protocol("unexpected handshake message".into())),
         };
         theirs = Confirm::parse(confirm).map_err(|e| ConnError::Protocol(e.to_string()))?;
         finish(cfg, keys, control_tx, control_rx, ours, theirs, now)

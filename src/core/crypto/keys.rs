@@ -49,6 +49,13 @@ pub fn derive(secret: &[u8; KEY_LEN], label: &[u8]) -> Secret {
     out
 }
 
+/// The next key of the one-way ratchet, and its AEAD key.
+fn ratchet(secret: &[u8; KEY_LEN]) -> (Secret, LessSafeKey) {
+    let next = derive(secret, b"rekey");
+    let key = aead_key(&next);
+    (next, key)
+}
+
 fn aead_key(secret: &[u8; KEY_LEN]) -> LessSafeKey {
     // Only a wrong key length can fail, and KEY_LEN is AES-256's.
     LessSafeKey::new(UnboundKey::new(AEAD, secret).expect("AES-256 key is 32 bytes"))
@@ -99,8 +106,7 @@ impl Sender {
         if self.next_counter >= REKEY_AFTER_MESSAGES
             || now.duration_since(self.born) >= self.interval
         {
-            self.secret = derive(&self.secret, b"rekey");
-            self.key = aead_key(&self.secret);
+            (self.secret, self.key) = ratchet(&self.secret);
             self.epoch = self.epoch.wrapping_add(1);
             self.next_counter = 0;
             self.born = now;
@@ -214,7 +220,12 @@ impl Receiver {
             });
         }
         if epoch == self.epoch.wrapping_add(1) as u8 {
-            let mut next = RxKey::new(derive(&self.current.secret, b"rekey"));
+            let (secret, key) = ratchet(&self.current.secret);
+            let mut next = RxKey {
+                secret,
+                key,
+                window: ReplayWindow::new(),
+            };
             let plain = next.open(counter, aad, in_out)?;
             let old = std::mem::replace(&mut self.current, next);
             self.previous = Some((old, now));
@@ -268,8 +279,7 @@ impl StreamReceiver {
         if epoch == self.epoch.wrapping_add(1) as u8 {
             // The sender rekeyed: this message is the first under the next
             // key. Once authenticated there is no way back.
-            let secret = derive(&self.secret, b"rekey");
-            let key = aead_key(&secret);
+            let (secret, key) = ratchet(&self.secret);
             let plain = key
                 .open_in_place(nonce(0), aead::Aad::from(aad), in_out)
                 .map_err(|_| OpenError::AuthFailed)?;
