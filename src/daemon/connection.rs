@@ -221,6 +221,13 @@ pub async fn run(
         encryption,
         remote_key,
     )?;
+    // From here on the connection leaves the tables however this future
+    // ends, cancellation included.
+    let _registered = Registered {
+        shared: shared.clone(),
+        peer: hello.name,
+        id,
+    };
     let (control_tx, control_rx, link) = match secured {
         None => (ControlTx::Plain, ControlRx::plain(), LinkCrypto::Plain),
         Some(s) => {
@@ -240,7 +247,6 @@ pub async fn run(
     let result = serve(shared, stream, &hello, rx, control_tx, control_rx)
         .instrument(info_span!("peer", name = %hello.name))
         .await;
-    unregister(shared, hello.name, id);
     Err(result)
 }
 
@@ -296,18 +302,35 @@ fn register(
     Ok(id)
 }
 
-fn unregister(shared: &Arc<Shared>, peer: PeerName, id: u64) {
-    let removed = {
-        let mut st = shared.state();
-        match st.conns.get(&peer) {
-            Some(c) if c.id == id => st.conns.remove(&peer),
-            _ => None,
+/// Connection `id` to `peer` as registered in the router's tables. A
+/// connection's task may be cancelled (a forgotten target aborts its dial
+/// loop): dropping this is what takes the connection out, so no entry can
+/// outlive its task and keep refusing the peer's new connections.
+struct Registered {
+    shared: Arc<Shared>,
+    peer: PeerName,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let (shared, peer) = (&self.shared, self.peer);
+        let removed = {
+            let mut st = shared.state();
+            match st.conns.get(&peer) {
+                Some(c) if c.id == self.id => st.conns.remove(&peer),
+                _ => None,
+            }
+        };
+        shared.data().remove_link(peer, self.id);
+        if removed.is_some() {
+            shared.data().remove_neighbour(peer);
+            // Recomputing routes may dial discovered peers, which needs a
+            // runtime; one being torn down has nothing left to dial for.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                shared.topology_changed(false);
+            }
         }
-    };
-    shared.data().remove_link(peer, id);
-    if let Some(c) = removed {
-        shared.data().remove_neighbour(c.peer);
-        shared.topology_changed(false);
     }
 }
 

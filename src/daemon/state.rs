@@ -99,6 +99,9 @@ pub enum TargetStatus {
 
 #[derive(Debug)]
 pub struct Target {
+    /// Tells this target's dial loop from an older one for the same
+    /// address that has not noticed yet that it was dropped.
+    pub id: u64,
     pub source: TargetSource,
     pub status: TargetStatus,
     pub task: tokio::task::AbortHandle,
@@ -125,6 +128,7 @@ pub struct State {
     /// What `attach` put where, by target as given.
     pub attached: BTreeMap<String, super::attachments::Attachment>,
     next_conn_id: u64,
+    next_target_id: u64,
     routes_epoch: u64,
 }
 
@@ -137,6 +141,7 @@ impl State {
             refused: VecDeque::new(),
             attached: BTreeMap::new(),
             next_conn_id: 1,
+            next_target_id: 1,
             routes_epoch: 0,
         }
     }
@@ -144,6 +149,11 @@ impl State {
     pub fn next_conn_id(&mut self) -> u64 {
         self.next_conn_id += 1;
         self.next_conn_id
+    }
+
+    pub fn next_target_id(&mut self) -> u64 {
+        self.next_target_id += 1;
+        self.next_target_id
     }
 
     pub fn refuse(&mut self, addr: SocketAddr, reason: String, now: Instant) {

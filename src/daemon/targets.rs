@@ -65,12 +65,16 @@ fn add(shared: &Arc<Shared>, key: String, source: TargetSource) {
         }
         return;
     }
+    let id = st.next_target_id();
+    // Its own root span: the caller may be any connection's task.
     let task = tokio::spawn(
-        dial_loop(shared.clone(), key.clone()).instrument(info_span!("target", addr = %key)),
+        dial_loop(shared.clone(), key.clone(), id)
+            .instrument(info_span!(parent: None, "target", addr = %key)),
     );
     st.targets.insert(
         key,
         Target {
+            id,
             source,
             status: TargetStatus::Connecting,
             task: task.abort_handle(),
@@ -78,7 +82,8 @@ fn add(shared: &Arc<Shared>, key: String, source: TargetSource) {
     );
 }
 
-/// Stop dialling `key`. Returns false when it was not a target.
+/// Stop dialling `key` and close its connection, if it has one. Returns
+/// false when it was not a target.
 pub fn forget(shared: &Arc<Shared>, key: &str) -> bool {
     let t = shared.state().targets.remove(key);
     match t {
@@ -90,47 +95,75 @@ pub fn forget(shared: &Arc<Shared>, key: &str) -> bool {
     }
 }
 
-/// Reconcile discovered targets with what discovery wants now.
+/// Reconcile discovered targets with what discovery wants now. A target
+/// no longer wanted is dropped; if it is in the middle of an attempt, the
+/// attempt is left to finish (its connection may be the one both sides
+/// keep) and the loop ends after it.
 pub fn discovered(shared: &Arc<Shared>, wanted: Vec<(PeerName, SocketAddr)>) {
-    let stale: Vec<String> = {
-        let st = shared.state();
-        st.targets
-            .iter()
-            .filter(|(_, t)| match t.source {
-                TargetSource::Discovered(p) => {
-                    !wanted.iter().any(|(w, _)| *w == p)
-                        && !matches!(t.status, TargetStatus::Connected { .. })
-                }
-                TargetSource::User => false,
-            })
-            .map(|(k, _)| k.clone())
-            .collect()
-    };
-    for k in stale {
-        forget(shared, &k);
+    let mut idle = Vec::new();
+    shared.state().targets.retain(|_, t| {
+        let TargetSource::Discovered(p) = t.source else {
+            return true;
+        };
+        if wanted.iter().any(|(w, _)| *w == p) {
+            return true;
+        }
+        match t.status {
+            TargetStatus::Connected { .. } => true,
+            TargetStatus::Connecting => false,
+            TargetStatus::Retrying { .. } | TargetStatus::Failed { .. } => {
+                idle.push(t.task.clone());
+                false
+            }
+        }
+    });
+    // Outside the lock: a cancelled task's drop code takes it too.
+    for task in idle {
+        task.abort();
     }
     for (peer, addr) in wanted {
         add(shared, addr.to_string(), TargetSource::Discovered(peer));
     }
 }
 
-fn set_status(shared: &Shared, key: &str, status: TargetStatus) {
-    if let Some(t) = shared.state().targets.get_mut(key) {
+/// Whether target `id` is still wanted: the user has not forgotten it,
+/// discovery has not dropped it, and, for a discovered peer, no other
+/// connection reached that peer meanwhile. A target found unwanted here is
+/// dropped.
+fn still_wanted(shared: &Shared, key: &str, id: u64) -> bool {
+    let mut st = shared.state();
+    let Some(t) = st.targets.get(key).filter(|t| t.id == id) else {
+        return false;
+    };
+    let connected_otherwise = match t.source {
+        TargetSource::Discovered(p) => st.conns.contains_key(&p),
+        TargetSource::User => false,
+    };
+    if connected_otherwise {
+        st.targets.remove(key);
+        return false;
+    }
+    true
+}
+
+fn set_status(shared: &Shared, key: &str, id: u64, status: TargetStatus) {
+    if let Some(t) = shared.state().targets.get_mut(key).filter(|t| t.id == id) {
         t.status = status;
     }
 }
 
-async fn dial_loop(shared: Arc<Shared>, key: String) {
+async fn dial_loop(shared: Arc<Shared>, key: String, id: u64) {
     let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
-    loop {
-        set_status(&shared, &key, TargetStatus::Connecting);
+    while still_wanted(&shared, &key, id) {
+        set_status(&shared, &key, id, TargetStatus::Connecting);
         let started = Instant::now();
-        let err = attempt(&shared, &key).await;
+        let err = attempt(&shared, &key, id).await;
         if matches!(err, ConnError::Ourself) {
             info!("{key} is this router itself: not dialling it again");
             set_status(
                 &shared,
                 &key,
+                id,
                 TargetStatus::Failed {
                     error: err.to_string(),
                 },
@@ -149,6 +182,7 @@ async fn dial_loop(shared: Arc<Shared>, key: String) {
         set_status(
             &shared,
             &key,
+            id,
             TargetStatus::Retrying {
                 last_error: err.to_string(),
                 next_attempt: Instant::now() + delay,
@@ -158,7 +192,7 @@ async fn dial_loop(shared: Arc<Shared>, key: String) {
     }
 }
 
-async fn attempt(shared: &Arc<Shared>, key: &str) -> ConnError {
+async fn attempt(shared: &Arc<Shared>, key: &str, id: u64) -> ConnError {
     let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(key).await {
         Ok(a) => a.collect(),
         Err(e) => {
@@ -178,7 +212,7 @@ async fn attempt(shared: &Arc<Shared>, key: &str) -> ConnError {
             ))
         }
     };
-    let mark = |id: u64| set_status(shared, key, TargetStatus::Connected { conn_id: id });
+    let mark = |conn_id: u64| set_status(shared, key, id, TargetStatus::Connected { conn_id });
     match connection::run(shared, stream, addr, true, Some(&mark)).await {
         Err(e) => e,
         Ok(()) => ConnError::ClosedByUs("connection ended".into()),
