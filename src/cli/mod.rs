@@ -40,7 +40,7 @@ pub enum Command {
         #[arg(required = true)]
         peers: Vec<String>,
     },
-    /// Stop connecting to these peers.
+    /// Stop connecting to these peers (closes the connections made to them).
     Forget {
         #[arg(required = true)]
         peers: Vec<String>,
