@@ -6,7 +6,6 @@
 //!     cargo bench --bench dataplane -- --quick   (a few seconds)
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -14,7 +13,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weave_rs::core::mac_table::{MacLocation, MacTable};
 use weave_rs::core::router::{DatagramDecision, Relay, Router, TapDecision};
 use weave_rs::core::routes::Routes;
-use weave_rs::core::topology::{ConnectionInfo, PeerEntry, Topology};
+use weave_rs::core::test_fixtures::{entry, name};
+use weave_rs::core::topology::Topology;
 use weave_rs::core::wire::sleeve::{self, Header, Kind};
 use weave_rs::core::PeerName;
 
@@ -22,42 +22,9 @@ use weave_rs::core::PeerName;
 /// frame under a 1500-byte underlay MTU.
 const FRAME_LEN: usize = 1400;
 
-fn name(i: u8) -> PeerName {
-    PeerName([0x02, 0, 0, 0, 0, i])
-}
-
 /// A container's MAC (unicast, locally administered).
 fn host(i: u8) -> [u8; 6] {
     [0x0a, 0x58, 0, 0, 0, i]
-}
-
-/// Peer `i`'s entry in a mesh joined by symmetric `edges` (as the core's
-/// test fixtures build it).
-fn entry(i: u8, edges: &[(u8, u8)]) -> PeerEntry {
-    let mut conns: Vec<u8> = edges
-        .iter()
-        .filter_map(|&(a, b)| match (a == i, b == i) {
-            (true, false) => Some(b),
-            (false, true) => Some(a),
-            _ => None,
-        })
-        .collect();
-    conns.sort_unstable();
-    conns.dedup();
-    PeerEntry {
-        name: name(i),
-        nickname: format!("host{i}"),
-        uid: u64::from(i),
-        version: 1,
-        connections: conns
-            .into_iter()
-            .map(|c| ConnectionInfo {
-                peer: name(c),
-                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, c)), 6783),
-                outbound: c > i,
-            })
-            .collect(),
-    }
 }
 
 /// Router `me` of the chain 1 - 2 - 3.

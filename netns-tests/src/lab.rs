@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use crate::cmd;
+use crate::container::Container;
 use crate::host::{Host, LinkInfo};
 use crate::netns::Netns;
-use crate::tools::wait_until;
+use crate::tools::{wait_ping, wait_until};
 
 /// Prefix of every namespace the harness makes: `wrt<pid>x<n>`.
 pub const NAME_PREFIX: &str = "wrt";
@@ -274,6 +275,37 @@ pub fn launch_mesh(hosts: &[Host]) -> Vec<String> {
     }
     wait_full_mesh(hosts, Duration::from_secs(30));
     names
+}
+
+/// A container on each of the first two of `hosts` (whose routers run), at
+/// `<net>.1/24` and `<net>.2/24` (`net` like "10.2.1"); returns once the two
+/// routers are connected and the first container pings the second.
+#[track_caller]
+pub fn connected_containers(hosts: &[Host], net: &str) -> (Container, Container) {
+    let [h1, h2, ..] = hosts else {
+        panic!("connected_containers needs two hosts, got {}", hosts.len());
+    };
+    let c1 = Container::new(h1);
+    let c2 = Container::new(h2);
+    h1.attach(&c1, &format!("{net}.1/24"));
+    h2.attach(&c2, &format!("{net}.2/24"));
+    wait_full_mesh(&hosts[..2], Duration::from_secs(30));
+    wait_ping(&c1, &format!("{net}.2"), Duration::from_secs(20));
+    (c1, c2)
+}
+
+/// Fails the test unless Docker has `images` (scripts/test.sh builds them).
+#[track_caller]
+pub fn require_images(images: &[&str]) {
+    for image in images {
+        let info = cmd::run(&["docker", "image", "inspect", image]);
+        assert!(
+            info.success(),
+            "image {image} missing: run scripts/docker-up.sh and scripts/build-images.sh \
+             (scripts/test.sh does)\n{}",
+            info.stderr
+        );
+    }
 }
 
 /// Waits until every host reports an established connection to every other.

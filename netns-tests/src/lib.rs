@@ -34,7 +34,7 @@ pub mod wire;
 pub use cmd::{run, sh, Output};
 pub use container::Container;
 pub use host::{weave_bin, Host, NO_ARGS};
-pub use lab::{launch_mesh, wait_full_mesh, Lab};
+pub use lab::{connected_containers, launch_mesh, require_images, wait_full_mesh, Lab};
 pub use netns::{in_netns, spawn_in_netns, AsNetns, Netns};
 pub use pcap::{Capture, Pcap, Segment};
 pub use report::{Conn, Report};

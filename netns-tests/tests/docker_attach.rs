@@ -54,13 +54,7 @@ fn ethwe_mac(c: &DockerContainer) -> String {
 
 #[test]
 fn docker_containers_by_name() {
-    let info = cmd::run(&["docker", "image", "inspect", REDIS]);
-    assert!(
-        info.success(),
-        "image {REDIS} missing: run scripts/docker-up.sh and scripts/build-images.sh \
-         (scripts/test.sh does)\n{}",
-        info.stderr
-    );
+    require_images(&[REDIS]);
     let lab = Lab::new();
     let hosts = lab.switched_hosts(2);
     let (h1, h2) = (&hosts[0], &hosts[1]);

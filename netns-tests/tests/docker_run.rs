@@ -37,18 +37,6 @@ impl Drop for Containers {
     }
 }
 
-fn require_images() {
-    for image in [REDIS, BUSYBOX] {
-        let info = cmd::run(&["docker", "image", "inspect", image]);
-        assert!(
-            info.success(),
-            "image {image} missing: run scripts/docker-up.sh and scripts/build-images.sh \
-             (scripts/test.sh does)\n{}",
-            info.stderr
-        );
-    }
-}
-
 /// `weave-rs run CIDR --label ... ARGS` on `h`.
 fn run(h: &Host, c: &Containers, cidr: &str, args: &[&str]) -> Output {
     let label = c.label();
@@ -66,7 +54,7 @@ fn redis_ping(client: &str, server_ip: &str) -> bool {
 
 #[test]
 fn docker_run() {
-    require_images();
+    require_images(&[REDIS, BUSYBOX]);
     let lab = Lab::new();
     let containers = Containers(lab.prefix().to_string());
     let hosts = lab.switched_hosts(2);
@@ -185,7 +173,7 @@ fn docker_run() {
 
 #[test]
 fn docker_run_errors() {
-    require_images();
+    require_images(&[REDIS, BUSYBOX]);
     let lab = Lab::new();
     let containers = Containers(lab.prefix().to_string());
     let h1 = lab.switched_host("h1");
@@ -266,7 +254,7 @@ fn docker_run_errors() {
 
 #[test]
 fn docker_run_interactive() {
-    require_images();
+    require_images(&[REDIS, BUSYBOX]);
     let lab = Lab::new();
     let containers = Containers(lab.prefix().to_string());
     let h1 = lab.switched_host("h1");

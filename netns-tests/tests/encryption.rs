@@ -285,13 +285,8 @@ impl World {
         lab.step("launch h1, h2 (h2 dials h1)");
         s1.launch(&hosts[0], &[]);
         s2.launch(&hosts[1], &[&hosts[0]]);
-        let c1 = Container::new(&hosts[0]);
-        let c2 = Container::new(&hosts[1]);
-        hosts[0].attach(&c1, "10.2.1.1/24");
-        hosts[1].attach(&c2, "10.2.1.2/24");
-        lab.step("wait for the h1-h2 connection and c1 -> c2 ping");
-        wait_full_mesh(&hosts[..2], secs(30));
-        wait_ping(&c1, "10.2.1.2", secs(20));
+        lab.step("containers; wait for the h1-h2 connection and c1 -> c2 ping");
+        let (c1, c2) = connected_containers(&hosts, "10.2.1");
         World { lab, hosts, c1, c2 }
     }
 
@@ -937,12 +932,7 @@ fn trusted_subnet_on_one_side_only_is_full() {
     let (h1, h2) = (&hosts[0], &hosts[1]);
     h1.launch(&["--password", PASSWORD, "--trusted-subnets", "10.77.0.0/24"]);
     h2.launch(&["--password", PASSWORD, &h1.addr_for(h2).to_string()]);
-    let c1 = Container::new(h1);
-    let c2 = Container::new(h2);
-    h1.attach(&c1, "10.2.1.1/24");
-    h2.attach(&c2, "10.2.1.2/24");
-    wait_full_mesh(&hosts, secs(30));
-    wait_ping(&c1, "10.2.1.2", secs(20));
+    let (c1, c2) = connected_containers(&hosts, "10.2.1");
     assert_conn_encryption(h1, h2, "full", true);
 
     let cap = Capture::start(

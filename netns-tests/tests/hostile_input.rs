@@ -238,12 +238,7 @@ fn hostile_input() {
 
     let h1_name = h1.launch(NO_ARGS);
     h2.launch(&[h1.addr_for(h2).to_string()]);
-    let c1 = Container::new(h1);
-    let c2 = Container::new(h2);
-    h1.attach(&c1, "10.2.1.1/24");
-    h2.attach(&c2, "10.2.1.2/24");
-    wait_full_mesh(&hosts, secs(30));
-    wait_ping(&c1, "10.2.1.2", secs(20));
+    let (c1, c2) = connected_containers(&hosts, "10.2.1");
     let pids = h1.router_pids();
 
     let target = SocketAddr::from((h1.addr_for(&x), wire::PORT));

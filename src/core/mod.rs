@@ -13,8 +13,9 @@ pub mod peer_name;
 pub mod reassembly;
 pub mod router;
 pub mod routes;
-#[cfg(test)]
-mod test_fixtures;
+/// Small topologies for the core's tests and the benchmarks; not an API.
+#[doc(hidden)]
+pub mod test_fixtures;
 pub mod topology;
 pub mod wire;
 

@@ -137,28 +137,16 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::wire::sleeve;
 
     const A: PeerName = PeerName([2, 0, 0, 0, 0, 0xa]);
     const B: PeerName = PeerName([2, 0, 0, 0, 0, 0xb]);
 
     /// `frame` cut into fragments of `chunk` bytes.
     fn cut(id: u32, frame: &[u8], chunk: usize) -> Vec<(FragHeader, Vec<u8>)> {
-        let count = frame.len().div_ceil(chunk);
-        frame
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, c)| {
-                (
-                    FragHeader {
-                        id,
-                        total: frame.len() as u32,
-                        offset: (i * chunk) as u32,
-                        index: i as u8,
-                        count: count as u8,
-                    },
-                    c.to_vec(),
-                )
-            })
+        sleeve::fragment_headers(id, frame.len(), chunk)
+            .zip(frame.chunks(chunk))
+            .map(|(h, c)| (h, c.to_vec()))
             .collect()
     }
 

@@ -1,5 +1,5 @@
-//! Topologies for the core's tests: peers named by small numbers, joined
-//! by symmetric edges.
+//! Topologies for the core's tests and the benchmarks: peers named by
+//! small numbers, joined by symmetric edges.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

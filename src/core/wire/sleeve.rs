@@ -60,6 +60,20 @@ impl FragHeader {
     }
 }
 
+/// The headers of `len` bytes cut into fragments of `chunk` bytes (the
+/// last may be shorter), in order.
+pub fn fragment_headers(id: u32, len: usize, chunk: usize) -> impl Iterator<Item = FragHeader> {
+    let chunk = chunk.max(1);
+    let count = len.div_ceil(chunk);
+    (0..count).map(move |i| FragHeader {
+        id,
+        total: len as u32,
+        offset: (i * chunk) as u32,
+        index: i as u8,
+        count: count as u8,
+    })
+}
+
 /// Cut `whole` (a virtio-net header and a frame) into `Fragment`
 /// datagrams of at most `max_datagram` bytes, appended to `out` back to
 /// back, all the same size but the last, each between `pad.0` and `pad.1`
@@ -80,17 +94,11 @@ pub fn push_fragments(
         return None;
     }
     out.reserve(whole.len() + count * (pad.0 + HEADER_LEN + FRAG_HEADER_LEN + pad.1));
-    for (i, part) in whole.chunks(chunk).enumerate() {
+    let headers = fragment_headers(id, whole.len(), chunk);
+    for (part, frag) in whole.chunks(chunk).zip(headers) {
         out.resize(out.len() + pad.0, 0);
         header.emit(out);
-        FragHeader {
-            id,
-            total: whole.len() as u32,
-            offset: (i * chunk) as u32,
-            index: i as u8,
-            count: count as u8,
-        }
-        .emit(out);
+        frag.emit(out);
         out.extend_from_slice(part);
         out.resize(out.len() + pad.1, 0);
     }

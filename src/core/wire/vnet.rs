@@ -108,16 +108,19 @@ impl VnetHdr {
 mod tests {
     use super::*;
 
+    /// A TCPv4 segment to cut at 1324 bytes, checksum to complete.
+    const TCP: VnetHdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 66,
+        gso_size: 1324,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+
     #[test]
     fn round_trip_and_plain() {
-        let h = VnetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 66,
-            gso_size: 1324,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let h = TCP;
         assert_eq!(VnetHdr::parse(&h.emit()), Ok(h));
         assert!(!h.is_plain());
         assert!(VnetHdr::parse(&PLAIN).unwrap().is_plain());
@@ -126,14 +129,7 @@ mod tests {
 
     #[test]
     fn validation() {
-        let tcp = VnetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 66,
-            gso_size: 1324,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let tcp = TCP;
         assert_eq!(tcp.validate(60_000), Ok(()));
         assert_eq!(tcp.validate(51), Err(VnetError::BadChecksum));
         assert_eq!(
