@@ -190,7 +190,9 @@ impl Host {
         self.peer_name.lock().unwrap().clone()
     }
 
-    fn weave_command<S: AsRef<str>>(&self, args: &[S]) -> Command {
+    /// The command `weave-rs ARGS...` in this host's namespace, with its
+    /// state dir, to run as the test likes (e.g. `launch --foreground`).
+    pub fn weave_command<S: AsRef<str>>(&self, args: &[S]) -> Command {
         weave_command_in(self.ns.name(), &self.state_dir, &weave_bin(), args)
     }
 

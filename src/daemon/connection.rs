@@ -96,9 +96,10 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
                 .refuse(remote, "too many connections".into(), Instant::now());
             continue;
         };
-        let shared = shared.clone();
-        tokio::spawn(
+        let task_shared = shared.clone();
+        shared.spawn(
             async move {
+                let shared = task_shared;
                 let _slot = slot;
                 if let Err(e) = run(&shared, stream, remote, false, None).await {
                     info!("inbound connection from {remote} ended: {e}");
@@ -325,9 +326,8 @@ impl Drop for Registered {
         shared.data().remove_link(peer, self.id);
         if removed.is_some() {
             shared.data().remove_neighbour(peer);
-            // Recomputing routes may dial discovered peers, which needs a
-            // runtime; one being torn down has nothing left to dial for.
-            if tokio::runtime::Handle::try_current().is_ok() {
+            // A router shutting down has nothing left to tell or dial.
+            if !shared.stopping() {
                 shared.topology_changed(false);
             }
         }
@@ -345,10 +345,10 @@ async fn serve(
     let (read, mut write) = stream.into_split();
     let (alive_tx, mut alive_rx) = tokio::sync::watch::channel(Instant::now());
     let reader = {
-        let shared = shared.clone();
+        let task_shared = shared.clone();
         let peer = hello.name;
-        tokio::spawn(
-            async move { read_loop(&shared, read, control_rx, peer, alive_tx).await }
+        shared.spawn(
+            async move { read_loop(&task_shared, read, control_rx, peer, alive_tx).await }
                 .in_current_span(),
         )
     };
@@ -362,7 +362,8 @@ async fn serve(
         tokio::select! {
             r = &mut reader => {
                 return match r {
-                    Ok(e) => e,
+                    Ok(Some(e)) => e,
+                    Ok(None) => ConnError::ClosedByUs("router stopping".into()),
                     Err(e) => ConnError::Protocol(format!("reader task: {e}")),
                 };
             }
@@ -430,8 +431,20 @@ fn udp_check(shared: &Arc<Shared>, peer: PeerName, now: Instant) -> Option<Socke
     Some(addr)
 }
 
+/// UDP heartbeats handed over by the data plane, handled on the control
+/// runtime (they may change routes and start dialling).
+pub async fn heartbeat_loop(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<super::UdpHeartbeat>,
+) -> anyhow::Result<()> {
+    while let Some((src, uid, from)) = rx.recv().await {
+        udp_heartbeat(&shared, src, uid, from);
+    }
+    anyhow::bail!("the data plane's heartbeat queue closed")
+}
+
 /// A UDP heartbeat arrived from `src` at `from`.
-pub fn udp_heartbeat(shared: &Arc<Shared>, src: PeerName, uid: u64, from: SocketAddr) {
+fn udp_heartbeat(shared: &Arc<Shared>, src: PeerName, uid: u64, from: SocketAddr) {
     let now = Instant::now();
     let became_ok = {
         let mut st = shared.state();

@@ -664,6 +664,7 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         sends: Vec::new(),
     };
     let mut decided: Vec<(usize, Received)> = Vec::with_capacity(64);
+    let panic_on_cue = test_panic_cue();
     loop {
         let n = {
             let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
@@ -689,6 +690,9 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
             let Some(received) = buf.get_mut(..m.len) else {
                 continue;
             };
+            if panic_on_cue.is_some_and(|cue| received.starts_with(cue)) {
+                panic!("test-injected data-plane panic");
+            }
             let stride = m.stride.max(1);
             // One lock, one clock read, one batch of sends per GRO run.
             sends.clear();
@@ -705,7 +709,10 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
             send_all(&shared, &sends, &[], &out).await;
             for (i, r) in decided.drain(..) {
                 if let Some((src, uid)) = r.heartbeat {
-                    super::connection::udp_heartbeat(&shared, src, uid, from);
+                    // Control work (routes, dialling) is the control plane's.
+                    if shared.heartbeats.try_send((src, uid, from)).is_err() {
+                        debug!("UDP heartbeat from {src} at {from}: queue full, dropped");
+                    }
                     continue;
                 }
                 if r.inject {
@@ -718,6 +725,17 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Debug builds only, for the tests: with `WEAVE_RS_TEST_PANIC_CUE` set,
+/// a datagram starting with its bytes makes the data plane panic (how the
+/// tests check that a dead data plane ends the router).
+fn test_panic_cue() -> Option<&'static [u8]> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let cue = std::env::var("WEAVE_RS_TEST_PANIC_CUE").ok()?;
+    (!cue.is_empty()).then(|| &*cue.into_bytes().leak())
 }
 
 /// Hand a datagram's frames to our TAP, each behind a virtio-net header.

@@ -5,6 +5,12 @@
 //! pumps (`dataplane`), the local API (`crate::api::server`) and a periodic
 //! tick. Control state lives in one mutex (`state::State`), the forwarding
 //! state in another (`dataplane::DataPlane`); neither is held across an await.
+//!
+//! Two runtimes: the pumps have a thread of their own, and everything else
+//! (connections, dialling, handshakes, routes) runs on the control runtime.
+//! The pumps hand control work over (`Shared::heartbeats`) rather than do it;
+//! every task is spawned through `Shared::spawn`, so shutdown cancels and
+//! joins them all.
 
 pub mod attachments;
 pub mod connection;
@@ -20,8 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
 
 use crate::core::router::Router;
 use crate::core::routes::Routes;
@@ -45,6 +53,14 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const GC_GRACE: Duration = Duration::from_secs(5);
 /// Full topology gossip to every neighbour, to repair anything lost.
 pub const FULL_GOSSIP_INTERVAL: Duration = Duration::from_secs(15);
+/// UDP heartbeats queued from the data plane to the control plane; more
+/// are dropped (they repeat every second).
+const HEARTBEAT_QUEUE: usize = 1024;
+/// How long shutdown waits for the router's tasks to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// A UDP heartbeat the data plane received: (peer, its incarnation, from).
+pub type UdpHeartbeat = (PeerName, u64, SocketAddr);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -77,6 +93,12 @@ pub struct Shared {
     pub tap: tun_rs::AsyncDevice,
     pub netlink: net::netlink::Netlink,
     shutdown: watch::Sender<bool>,
+    /// The control-plane runtime: every task but the pumps runs there.
+    control: tokio::runtime::Handle,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    /// UDP heartbeats, from the data plane to the control plane.
+    pub heartbeats: mpsc::Sender<UdpHeartbeat>,
 }
 
 impl Shared {
@@ -99,6 +121,26 @@ impl Shared {
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Whether shutdown has begun (tasks are being cancelled).
+    pub fn stopping(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Run `fut` on the control-plane runtime, whichever thread calls this.
+    /// The router owns the task: shutdown cancels it (the result is then
+    /// `None`) and waits for it to end.
+    pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<Option<F::Output>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn_on(
+            async move { cancel.run_until_cancelled(fut).await },
+            &self.control,
+        )
     }
 
     /// After any change to connections or topology: republish our entry,
@@ -162,6 +204,7 @@ fn now_millis() -> u64 {
 
 /// Run a router until it is told to stop or gets SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    log_panics();
     let uid: u64 = rand::random();
     let released = net::netns::release_inherited_netns_mounts();
     if released > 0 {
@@ -229,6 +272,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         connections: Vec::new(),
     };
     let (shutdown, _) = watch::channel(false);
+    let (heartbeats, heartbeats_rx) = mpsc::channel(HEARTBEAT_QUEUE);
     let routes = Routes::compute(&crate::core::topology::Topology::new(ours.clone()));
     let shared = Arc::new(Shared {
         uid,
@@ -243,6 +287,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tap,
         netlink,
         shutdown,
+        control: tokio::runtime::Handle::current(),
+        tasks: TaskTracker::new(),
+        cancel: CancellationToken::new(),
+        heartbeats,
         config,
     });
 
@@ -261,9 +309,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(connection::accept_loop(shared.clone(), tcp));
-    let (pump_failed, mut pump_failure) = tokio::sync::mpsc::channel(2);
-    pumps.start(&shared, pump_failed)?;
+    let (pump_failed, mut pump_failure) = mpsc::channel(2);
+    let pumps = pumps.start(&shared, pump_failed)?;
     tasks.spawn(tick_loop(shared.clone()));
+    tasks.spawn(connection::heartbeat_loop(shared.clone(), heartbeats_rx));
     tasks.spawn(crate::api::server::serve(shared.clone(), api));
     {
         let shared = shared.clone();
@@ -278,31 +327,54 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut stop = shared.shutdown_signal();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = stop.wait_for(|s| *s) => info!("stop requested"),
-        _ = term.recv() => info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
-        Some(e) = pump_failure.recv() => return Err(e),
+    let outcome = tokio::select! {
+        _ = stop.wait_for(|s| *s) => { info!("stop requested"); Ok(()) }
+        _ = term.recv() => { info!("SIGTERM: stopping"); Ok(()) }
+        _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); Ok(()) }
+        e = pump_failure.recv() => Err(e.unwrap_or_else(|| anyhow::anyhow!("the data-plane thread ended"))),
         Some(r) = tasks.join_next() => {
             // These tasks run forever; one ending is a fault worth dying for.
             match r {
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(())) => anyhow::bail!("a router task ended unexpectedly"),
-                Err(e) => anyhow::bail!("a router task failed: {e}"),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(anyhow::anyhow!("a router task ended unexpectedly")),
+                Err(e) => Err(anyhow::anyhow!("a router task failed: {e}")),
             }
         }
+    };
+    if let Err(e) = &outcome {
+        error!("router stopping: {e:#}");
+    } else {
+        // Say goodbye so peers notice at once rather than by heartbeat timeout.
+        let closing: Vec<_> = {
+            let st = shared.state();
+            st.conns
+                .values()
+                .map(|c| {
+                    let _ =
+                        c.tx.try_send(state::ConnCmd::Close("peer is shutting down".into()));
+                    c.tx.clone()
+                })
+                .collect()
+        };
+        // Each connection task drops its queue once the goodbye is written.
+        let written = futures::future::join_all(closing.iter().map(|tx| tx.closed()));
+        let _ = tokio::time::timeout(Duration::from_millis(500), written).await;
     }
-    // Say goodbye so peers notice at once rather than by heartbeat timeout.
-    {
-        let st = shared.state();
-        for c in st.conns.values() {
-            let _ =
-                c.tx.try_send(state::ConnCmd::Close("peer is shutting down".into()));
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    shared.cancel.cancel();
+    shared.tasks.close();
     tasks.shutdown().await;
-    Ok(())
+    if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            "{} router tasks still running after {}s",
+            shared.tasks.len(),
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    pumps.join().await;
+    outcome
 }
 
 /// The data plane's thread and its runtime.
@@ -334,34 +406,87 @@ impl Pumps {
         self.rt.as_ref().map(|rt| rt.enter())
     }
 
-    /// Run `tap_loop` and `udp_loop` on the data-plane thread; an error
-    /// (they never end otherwise) is reported on `failed`.
+    /// Run `tap_loop` and `udp_loop` on the data-plane thread until the
+    /// router is cancelled. Anything else that ends them (an error, a panic:
+    /// they never end otherwise) is reported on `failed`, and the router
+    /// stops: a router without a data path must not look healthy.
     fn start(
         mut self,
         shared: &Arc<Shared>,
-        failed: tokio::sync::mpsc::Sender<anyhow::Error>,
-    ) -> anyhow::Result<()> {
+        failed: mpsc::Sender<anyhow::Error>,
+    ) -> anyhow::Result<PumpThread> {
         let Some(rt) = self.rt.take() else {
             anyhow::bail!("data plane already started");
         };
         let shared = shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("weave-rs-data".into())
             .spawn(move || {
-                let e = rt.block_on(async {
-                    tokio::select! {
-                        r = dataplane::tap_loop(shared.clone()) => r.context("TAP pump"),
-                        r = dataplane::udp_loop(shared.clone()) => r.context("UDP pump"),
-                    }
+                let cancel = shared.cancel.clone();
+                let pumps = std::panic::AssertUnwindSafe(|| {
+                    rt.block_on(async {
+                        tokio::select! {
+                            r = dataplane::tap_loop(shared.clone()) => Some(r.context("TAP pump")),
+                            r = dataplane::udp_loop(shared.clone()) => Some(r.context("UDP pump")),
+                            _ = cancel.cancelled() => None,
+                        }
+                    })
                 });
-                let e = e
-                    .err()
-                    .unwrap_or_else(|| anyhow::anyhow!("a data-plane pump ended"));
+                let e = match std::panic::catch_unwind(pumps) {
+                    Ok(None) => return,
+                    Ok(Some(r)) => r
+                        .err()
+                        .unwrap_or_else(|| anyhow::anyhow!("a data-plane pump ended")),
+                    Err(panic) => anyhow::anyhow!(
+                        "the data-plane thread panicked: {}",
+                        panic_message(panic.as_ref())
+                    ),
+                };
                 let _ = failed.blocking_send(e);
             })
-            .map(drop)
-            .context("start the data-plane thread")
+            .context("start the data-plane thread")?;
+        Ok(PumpThread(thread))
     }
+}
+
+/// The running data-plane thread, joined at shutdown.
+struct PumpThread(std::thread::JoinHandle<()>);
+
+impl PumpThread {
+    async fn join(self) {
+        let joined = tokio::task::spawn_blocking(move || self.0.join());
+        if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+            warn!("the data-plane thread did not stop");
+        }
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Log every panic, on any thread, before it unwinds or (release builds)
+/// aborts the process: the router's log must say why it ended.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        error!(
+            "panic in thread {}{location}: {}",
+            thread.name().unwrap_or("?"),
+            panic_message(info.payload())
+        );
+        default(info);
+    }));
 }
 
 /// Periodic housekeeping: MAC expiry, full gossip.

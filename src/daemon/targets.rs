@@ -67,7 +67,7 @@ fn add(shared: &Arc<Shared>, key: String, source: TargetSource) {
     }
     let id = st.next_target_id();
     // Its own root span: the caller may be any connection's task.
-    let task = tokio::spawn(
+    let task = shared.spawn(
         dial_loop(shared.clone(), key.clone(), id)
             .instrument(info_span!(parent: None, "target", addr = %key)),
     );
