@@ -212,23 +212,6 @@ pub async fn run(
     let remote_key = secured
         .as_ref()
         .map(|s| crate::core::crypto::noise::StaticKey::fingerprint(&s.remote_key));
-    let id = register(
-        shared,
-        &hello,
-        remote,
-        listen_addr,
-        outbound,
-        tx,
-        encryption,
-        remote_key,
-    )?;
-    // From here on the connection leaves the tables however this future
-    // ends, cancellation included.
-    let _registered = Registered {
-        shared: shared.clone(),
-        peer: hello.name,
-        id,
-    };
     let (control_tx, control_rx, link) = match secured {
         None => (ControlTx::Plain, ControlRx::plain(), LinkCrypto::Plain),
         Some(s) => {
@@ -240,7 +223,43 @@ pub async fn run(
             (s.control_tx, s.control_rx, link)
         }
     };
-    shared.data().install_link(hello.name, id, link);
+    let conn = Conn {
+        id: 0,
+        peer: hello.name,
+        nickname: hello.nickname.clone(),
+        uid: hello.uid,
+        remote,
+        listen_addr,
+        udp_addr: listen_addr,
+        outbound,
+        udp_ok: false,
+        last_udp: None,
+        encryption,
+        remote_key,
+        tx: tx.clone(),
+    };
+    let id = {
+        let mut st = shared.state();
+        let id = st.register(
+            &mut shared.data(),
+            conn,
+            link,
+            shared.config.name,
+            shared.config.conn_limit,
+        )?;
+        // Tell the new neighbour everything we know.
+        for f in st.full_gossip() {
+            let _ = tx.try_send(ConnCmd::Send(f));
+        }
+        id
+    };
+    // From here on the connection leaves the tables however this future
+    // ends, cancellation included.
+    let _registered = Registered {
+        shared: shared.clone(),
+        peer: hello.name,
+        id,
+    };
     if let Some(f) = on_established {
         f(id);
     }
@@ -249,58 +268,6 @@ pub async fn run(
         .instrument(info_span!("peer", name = %hello.name))
         .await;
     Err(result)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn register(
-    shared: &Arc<Shared>,
-    hello: &Hello,
-    remote: SocketAddr,
-    listen_addr: SocketAddr,
-    outbound: bool,
-    tx: mpsc::Sender<ConnCmd>,
-    encryption: Encryption,
-    remote_key: Option<String>,
-) -> Result<u64, ConnError> {
-    let mut st = shared.state();
-    if let Some(existing) = st.conns.get(&hello.name) {
-        // Both ends apply the same rule, so they keep the same connection:
-        // the one dialled by the peer with the smaller name.
-        let smaller_dials = shared.config.name < hello.name;
-        let new_wins = outbound == smaller_dials && existing.outbound != smaller_dials;
-        if !new_wins {
-            return Err(ConnError::Duplicate(hello.name));
-        }
-        let _ = existing.tx.try_send(ConnCmd::Close(
-            "replaced by a connection from the other side".into(),
-        ));
-    } else if st.conns.len() >= shared.config.conn_limit {
-        return Err(ConnError::Limit(shared.config.conn_limit));
-    }
-    let id = st.next_conn_id();
-    st.conns.insert(
-        hello.name,
-        Conn {
-            id,
-            peer: hello.name,
-            nickname: hello.nickname.clone(),
-            uid: hello.uid,
-            remote,
-            listen_addr,
-            udp_addr: listen_addr,
-            outbound,
-            udp_ok: false,
-            last_udp: None,
-            encryption,
-            remote_key,
-            tx: tx.clone(),
-        },
-    );
-    // Tell the new neighbour everything we know.
-    for f in st.full_gossip() {
-        let _ = tx.try_send(ConnCmd::Send(f));
-    }
-    Ok(id)
 }
 
 /// Connection `id` to `peer` as registered in the router's tables. A
@@ -316,16 +283,8 @@ struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         let (shared, peer) = (&self.shared, self.peer);
-        let removed = {
-            let mut st = shared.state();
-            match st.conns.get(&peer) {
-                Some(c) if c.id == self.id => st.conns.remove(&peer),
-                _ => None,
-            }
-        };
-        shared.data().remove_link(peer, self.id);
-        if removed.is_some() {
-            shared.data().remove_neighbour(peer);
+        let removed = shared.state().unregister(&mut shared.data(), peer, self.id);
+        if removed {
             // A router shutting down has nothing left to tell or dial.
             if !shared.stopping() {
                 shared.topology_changed(false);

@@ -137,6 +137,18 @@ impl DataPlane {
         }
     }
 
+    /// The connection whose keys are installed for `peer`, and the peer a
+    /// session id leads to (what the interleaving tests look at).
+    #[cfg(test)]
+    pub(crate) fn link_owner(&self, peer: PeerName) -> Option<u64> {
+        self.links.get(&peer).map(|l| l.conn_id)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn session_peer(&self, session: u32) -> Option<PeerName> {
+        self.sessions.get(&session).copied()
+    }
+
     fn forget_session(&mut self, link: &Link) {
         if let LinkCrypto::Sealed(k) = &link.crypto {
             self.sessions.remove(&k.our_session);

@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::connection::ConnError;
+use super::dataplane::{DataPlane, LinkCrypto};
 use crate::core::routes::Routes;
 use crate::core::topology::{ConnectionInfo, PeerEntry, Topology};
 use crate::core::wire::{control, gossip};
@@ -156,6 +158,55 @@ impl State {
         self.next_target_id
     }
 
+    /// Enter `conn`, whose handshake completed, with its datagram keys
+    /// `link`; returns its id. The connection and its keys go in together,
+    /// under both locks (state, then data plane): a connection that loses
+    /// to a duplicate installs nothing, and one that is replaced loses its
+    /// keys in the same step, so no connection can overwrite, or later
+    /// remove, the keys of the one that is kept.
+    pub fn register(
+        &mut self,
+        data: &mut DataPlane,
+        mut conn: Conn,
+        link: LinkCrypto,
+        ourself: PeerName,
+        conn_limit: usize,
+    ) -> Result<u64, ConnError> {
+        let peer = conn.peer;
+        if let Some(existing) = self.conns.get(&peer) {
+            // Both ends apply the same rule, so they keep the same
+            // connection: the one dialled by the peer with the smaller name.
+            let smaller_dials = ourself < peer;
+            let new_wins = conn.outbound == smaller_dials && existing.outbound != smaller_dials;
+            if !new_wins {
+                return Err(ConnError::Duplicate(peer));
+            }
+            let _ = existing.tx.try_send(ConnCmd::Close(
+                "replaced by a connection from the other side".into(),
+            ));
+        } else if self.conns.len() >= conn_limit {
+            return Err(ConnError::Limit(conn_limit));
+        }
+        conn.id = self.next_conn_id();
+        let id = conn.id;
+        data.install_link(peer, id, link);
+        self.conns.insert(peer, conn);
+        Ok(id)
+    }
+
+    /// Take connection `id` to `peer` out, with its keys and the peer's UDP
+    /// address, unless a newer connection replaced it. Returns whether it
+    /// was still registered.
+    pub fn unregister(&mut self, data: &mut DataPlane, peer: PeerName, id: u64) -> bool {
+        data.remove_link(peer, id);
+        if self.conns.get(&peer).is_none_or(|c| c.id != id) {
+            return false;
+        }
+        self.conns.remove(&peer);
+        data.remove_neighbour(peer);
+        true
+    }
+
     pub fn refuse(&mut self, addr: SocketAddr, reason: String, now: Instant) {
         let same = |r: &Refused| r.addr.ip() == addr.ip() && r.reason == reason;
         let count = match self.refused.iter().position(same) {
@@ -261,6 +312,115 @@ mod tests {
             version: 1,
             connections: Vec::new(),
         })
+    }
+
+    mod registration {
+        use super::*;
+        use crate::core::crypto::keys::{Receiver, Sender};
+        use crate::core::router::Router;
+        use crate::core::topology::Topology;
+        use crate::daemon::secure::LinkKeys;
+        use std::time::Duration;
+
+        /// We are 02:..:01; the peer's name is greater, so both sides keep
+        /// the connection we dialled.
+        const PEER: PeerName = PeerName([2, 0, 0, 0, 0, 9]);
+
+        fn data_plane(st: &State) -> DataPlane {
+            let routes = Routes::compute(&Topology::new(st.topology.our_entry().clone()));
+            DataPlane::new(Router::new(st.topology.ourself(), routes), true)
+        }
+
+        fn conn(outbound: bool) -> (Conn, mpsc::Receiver<ConnCmd>) {
+            let (tx, rx) = mpsc::channel(4);
+            let addr: SocketAddr = ([10, 0, 0, 9], 6783).into();
+            let conn = Conn {
+                id: 0,
+                peer: PEER,
+                nickname: String::new(),
+                uid: 7,
+                remote: addr,
+                listen_addr: addr,
+                udp_addr: addr,
+                outbound,
+                udp_ok: false,
+                last_udp: None,
+                encryption: Encryption::Full,
+                remote_key: None,
+                tx,
+            };
+            (conn, rx)
+        }
+
+        fn keys(our_session: u32) -> LinkCrypto {
+            let secret = zeroize::Zeroizing::new([our_session as u8; 32]);
+            LinkCrypto::Sealed(Box::new(LinkKeys {
+                tx: Sender::new(secret.clone(), Instant::now(), Duration::from_secs(60)),
+                rx: Receiver::new(secret),
+                our_session,
+                peer_session: our_session + 1,
+            }))
+        }
+
+        fn register(
+            st: &mut State,
+            data: &mut DataPlane,
+            outbound: bool,
+            session: u32,
+        ) -> Result<u64, ConnError> {
+            let me = st.topology.ourself();
+            st.register(data, conn(outbound).0, keys(session), me, 10)
+        }
+
+        #[test]
+        fn the_replaced_connection_can_neither_keep_nor_remove_the_winners_keys() {
+            let mut st = state();
+            let mut data = data_plane(&st);
+            // The peer's dial arrives first, then ours: ours replaces it.
+            let inbound = register(&mut st, &mut data, false, 10).unwrap();
+            let outbound = register(&mut st, &mut data, true, 20).unwrap();
+            assert_eq!(data.link_owner(PEER), Some(outbound));
+            assert_eq!(data.session_peer(20), Some(PEER));
+            assert_eq!(data.session_peer(10), None, "the loser's session must go");
+            // The replaced connection's task ends afterwards.
+            assert!(!st.unregister(&mut data, PEER, inbound));
+            assert_eq!(data.link_owner(PEER), Some(outbound));
+            assert_eq!(data.session_peer(20), Some(PEER));
+            assert_eq!(st.conns.get(&PEER).map(|c| c.id), Some(outbound));
+            // The kept one ending takes everything out.
+            assert!(st.unregister(&mut data, PEER, outbound));
+            assert_eq!(data.link_owner(PEER), None);
+            assert_eq!(data.session_peer(20), None);
+            assert!(st.conns.is_empty());
+        }
+
+        #[test]
+        fn a_losing_duplicate_installs_nothing() {
+            let mut st = state();
+            let mut data = data_plane(&st);
+            let outbound = register(&mut st, &mut data, true, 20).unwrap();
+            let late = register(&mut st, &mut data, false, 10);
+            assert!(matches!(late, Err(ConnError::Duplicate(p)) if p == PEER));
+            assert_eq!(data.link_owner(PEER), Some(outbound));
+            assert_eq!(data.session_peer(10), None);
+            assert_eq!(data.session_peer(20), Some(PEER));
+        }
+
+        #[test]
+        fn the_connection_limit_refuses_new_peers_only() {
+            let mut st = state();
+            let mut data = data_plane(&st);
+            let me = st.topology.ourself();
+            let (c, _rx) = conn(true);
+            assert!(st.register(&mut data, c, keys(20), me, 1).is_ok());
+            let (mut other, _rx2) = conn(true);
+            other.peer = PeerName([2, 0, 0, 0, 0, 8]);
+            assert!(matches!(
+                st.register(&mut data, other, keys(30), me, 1),
+                Err(ConnError::Limit(1))
+            ));
+            assert_eq!(data.session_peer(30), None);
+        }
     }
 
     #[test]
