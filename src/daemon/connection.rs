@@ -415,6 +415,15 @@ fn udp_heartbeat(shared: &Arc<Shared>, src: PeerName, uid: u64, from: SocketAddr
             debug!("UDP heartbeat from {src} at {from}: stale incarnation");
             return;
         }
+        if !c.udp_source_allowed(from) {
+            debug!(
+                "UDP heartbeat from {src} at {from}: not the connection's address {}",
+                c.remote.ip()
+            );
+            drop(st);
+            shared.data().router.stats.dropped_unknown_sender += 1;
+            return;
+        }
         c.last_udp = Some(now);
         c.udp_addr = from;
         let became_ok = !c.udp_ok;

@@ -53,6 +53,21 @@ pub struct Conn {
     pub tx: mpsc::Sender<ConnCmd>,
 }
 
+impl Conn {
+    /// Whether a UDP heartbeat from `from` may become this peer's UDP
+    /// address. A sealed heartbeat proved itself (it opened under this
+    /// link's keys), from wherever it came (NAT); a plain one could come
+    /// from anybody, so it must come from the control connection's IP.
+    pub fn udp_source_allowed(&self, from: SocketAddr) -> bool {
+        match self.encryption {
+            Encryption::Full => true,
+            Encryption::None | Encryption::ControlOnly => {
+                from.ip().to_canonical() == self.remote.ip().to_canonical()
+            }
+        }
+    }
+}
+
 /// How a connection's traffic is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encryption {
@@ -392,6 +407,26 @@ mod tests {
             assert_eq!(data.link_owner(PEER), None);
             assert_eq!(data.session_peer(20), None);
             assert!(st.conns.is_empty());
+        }
+
+        #[test]
+        fn plain_heartbeats_must_come_from_the_control_connections_ip() {
+            let (mut c, _rx) = conn(true);
+            let same_ip_other_port: SocketAddr = ([10, 0, 0, 9], 40000).into();
+            let mapped: SocketAddr = "[::ffff:10.0.0.9]:6783".parse().unwrap();
+            let spoofer: SocketAddr = ([10, 0, 0, 66], 6783).into();
+            for enc in [Encryption::None, Encryption::ControlOnly] {
+                c.encryption = enc;
+                assert!(
+                    c.udp_source_allowed(same_ip_other_port),
+                    "{enc:?}: NAT'd port"
+                );
+                assert!(c.udp_source_allowed(mapped), "{enc:?}: v4-mapped");
+                assert!(!c.udp_source_allowed(spoofer), "{enc:?}: spoofed");
+            }
+            // Sealed heartbeats authenticated themselves: NAT may move them.
+            c.encryption = Encryption::Full;
+            assert!(c.udp_source_allowed(spoofer));
         }
 
         #[test]
