@@ -16,11 +16,16 @@ use super::dataplane::LinkCrypto;
 use super::secure::{self, ControlRx, ControlTx, Secured};
 use super::state::{Conn, ConnCmd, Encryption};
 use super::{Shared, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT};
+use crate::core::crypto::keys::Resync;
 use crate::core::wire::handshake::{self, Hello, Prefix, PREFIX_LEN};
 use crate::core::wire::{control, gossip, sleeve};
 use crate::core::PeerName;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection whose UDP heartbeats do not arrive (or stopped) for this
+/// long is closed and dialled again: whatever broke (keys, addresses, a
+/// NAT mapping) starts over.
+pub const PENDING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Inbound connections allowed beyond the limit while they handshake.
 const MAX_PENDING: usize = 64;
 /// Frames queued for one connection before we stop queueing.
@@ -41,6 +46,10 @@ pub enum ConnError {
     Duplicate(PeerName),
     #[error("no heartbeat from peer for {}s", HEARTBEAT_TIMEOUT.as_secs())]
     HeartbeatTimeout,
+    #[error("no UDP heartbeats from peer for {}s", PENDING_TIMEOUT.as_secs())]
+    NoUdp,
+    #[error("datagram keys too far apart after a long UDP outage")]
+    KeysTooFarApart,
     #[error("peer closed the connection: {0}")]
     ClosedByPeer(String),
     #[error("closed: {0}")]
@@ -234,6 +243,7 @@ pub async fn run(
         outbound,
         udp_ok: false,
         last_udp: None,
+        since: Instant::now(),
         encryption,
         remote_key,
         tx: tx.clone(),
@@ -264,7 +274,7 @@ pub async fn run(
         f(id);
     }
     info!(peer = %hello.name, nickname = %hello.nickname, outbound, encryption = encryption.as_str(), "connection up, awaiting UDP heartbeats");
-    let result = serve(shared, stream, &hello, rx, control_tx, control_rx)
+    let result = serve(shared, stream, &hello, id, rx, control_tx, control_rx)
         .instrument(info_span!("peer", name = %hello.name))
         .await;
     Err(result)
@@ -297,6 +307,7 @@ async fn serve(
     shared: &Arc<Shared>,
     stream: TcpStream,
     hello: &Hello,
+    id: u64,
     mut rx: mpsc::Receiver<ConnCmd>,
     mut control_tx: ControlTx,
     control_rx: ControlRx,
@@ -307,14 +318,13 @@ async fn serve(
         let task_shared = shared.clone();
         let peer = hello.name;
         shared.spawn(
-            async move { read_loop(&task_shared, read, control_rx, peer, alive_tx).await }
+            async move { read_loop(&task_shared, read, control_rx, (peer, id), alive_tx).await }
                 .in_current_span(),
         )
     };
     let abort = reader.abort_handle();
     let _guard = AbortOnDrop(abort);
     let mut reader = reader;
-    let heartbeat = control::emit(control::Kind::Heartbeat, &[]);
     let udp_heartbeat = sleeve::heartbeat(shared.config.name, hello.name, shared.uid);
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     loop {
@@ -345,10 +355,14 @@ async fn serve(
                 if now.duration_since(*alive_rx.borrow_and_update()) > HEARTBEAT_TIMEOUT {
                     return ConnError::HeartbeatTimeout;
                 }
+                let heartbeat = control::heartbeat(shared.data().tx_epoch(hello.name, id));
                 if let Err(e) = control_tx.send(&mut write, &heartbeat, now).await {
                     return e.into();
                 }
-                let udp_addr = udp_check(shared, hello.name, now);
+                let udp_addr = match udp_check(shared, hello.name, now) {
+                    Ok(a) => a,
+                    Err(e) => return e,
+                };
                 let wrapped = udp_addr.and_then(|a| Some((a, shared.data().wrap_for(hello.name, &udp_heartbeat, now)?)));
                 if let Some((addr, datagram)) = wrapped {
                     if let Err(e) = shared.udp.send_to(&datagram, addr).await {
@@ -369,13 +383,23 @@ impl Drop for AbortOnDrop {
 
 /// Where to send our UDP heartbeat; also notices a UDP path gone silent
 /// and takes the connection out of our topology entry until it recovers.
-fn udp_check(shared: &Arc<Shared>, peer: PeerName, now: Instant) -> Option<SocketAddr> {
+/// A connection that stays pending too long is closed, to be dialled again
+/// with fresh keys and addresses.
+fn udp_check(
+    shared: &Arc<Shared>,
+    peer: PeerName,
+    now: Instant,
+) -> Result<Option<SocketAddr>, ConnError> {
     let (addr, lost) = {
         let mut st = shared.state();
-        let c = st.conns.get_mut(&peer)?;
-        let stale = c
-            .last_udp
-            .is_none_or(|t| now.duration_since(t) > HEARTBEAT_TIMEOUT);
+        let Some(c) = st.conns.get_mut(&peer) else {
+            return Ok(None);
+        };
+        let heard = c.last_udp.unwrap_or(c.since);
+        let stale = now.duration_since(heard) > HEARTBEAT_TIMEOUT;
+        if !c.udp_ok && now.duration_since(heard) > PENDING_TIMEOUT {
+            return Err(ConnError::NoUdp);
+        }
         let lost = c.udp_ok && stale;
         if lost {
             warn!("UDP heartbeats from {peer} stopped: connection unusable until they resume");
@@ -387,7 +411,7 @@ fn udp_check(shared: &Arc<Shared>, peer: PeerName, now: Instant) -> Option<Socke
         shared.data().remove_neighbour(peer);
         shared.topology_changed(false);
     }
-    Some(addr)
+    Ok(Some(addr))
 }
 
 /// UDP heartbeats handed over by the data plane, handled on the control
@@ -452,7 +476,7 @@ async fn read_loop(
     shared: &Arc<Shared>,
     mut read: OwnedReadHalf,
     mut control_rx: ControlRx,
-    peer: PeerName,
+    (peer, id): (PeerName, u64),
     alive: tokio::sync::watch::Sender<Instant>,
 ) -> ConnError {
     loop {
@@ -460,9 +484,21 @@ async fn read_loop(
             Ok(f) => f,
             Err(e) => return e,
         };
-        let _ = alive.send(Instant::now());
+        let now = Instant::now();
+        let _ = alive.send(now);
         match control::parse(frame) {
-            Ok((control::Kind::Heartbeat, _)) => {}
+            Ok((control::Kind::Heartbeat, body)) => {
+                let Some(epoch) = control::heartbeat_epoch(body) else {
+                    continue;
+                };
+                match shared.data().resync_rx(peer, id, epoch, now) {
+                    Resync::Current => {}
+                    Resync::Followed(n) => {
+                        info!("followed the peer's datagram key {n} epochs on (UDP was cut)")
+                    }
+                    Resync::TooFar => return ConnError::KeysTooFarApart,
+                }
+            }
             Ok((control::Kind::Close, reason)) => {
                 return ConnError::ClosedByPeer(String::from_utf8_lossy(reason).into_owned());
             }

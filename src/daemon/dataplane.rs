@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::secure::LinkKeys;
 use super::Shared;
-use crate::core::crypto::keys::OpenError;
+use crate::core::crypto::keys::{OpenError, Resync};
 use crate::core::icmp;
 use crate::core::reassembly::Reassembler;
 use crate::core::router::{DatagramDecision, Relay, Router, Stats, TapDecision};
@@ -35,6 +35,10 @@ const TAP_BUFFER: usize = vnet::LEN + 65_550;
 const GSO_MAX_BYTES: usize = 64_000;
 /// Datagrams (or GRO runs of them) taken per receive call.
 const RECV_BATCH: usize = 8;
+/// Rekeys a receiver follows at once after an outage (an HKDF each, under
+/// the data-plane lock; about 34 hours at the default interval). Further
+/// behind, the connection starts over with fresh keys.
+const MAX_RESYNC_STEPS: u32 = 1024;
 
 /// How datagrams to and from one neighbour are protected.
 pub enum LinkCrypto {
@@ -134,6 +138,30 @@ impl DataPlane {
             if let Some(old) = self.links.remove(&peer) {
                 self.forget_session(&old);
             }
+        }
+    }
+
+    /// The epoch of our datagram key to `peer` on connection `conn_id`, if
+    /// that link is sealed (told to the peer in TCP heartbeats).
+    pub fn tx_epoch(&self, peer: PeerName, conn_id: u64) -> Option<u32> {
+        match self.links.get(&peer) {
+            Some(Link {
+                conn_id: id,
+                crypto: LinkCrypto::Sealed(k),
+            }) if *id == conn_id => Some(k.tx.epoch()),
+            _ => None,
+        }
+    }
+
+    /// The peer's TCP heartbeat on connection `conn_id` says its datagram
+    /// key to us is at `epoch`: follow it (see `Receiver::resync`).
+    pub fn resync_rx(&mut self, peer: PeerName, conn_id: u64, epoch: u32, now: Instant) -> Resync {
+        match self.links.get_mut(&peer) {
+            Some(Link {
+                conn_id: id,
+                crypto: LinkCrypto::Sealed(k),
+            }) if *id == conn_id => k.rx.resync(epoch, now, MAX_RESYNC_STEPS),
+            _ => Resync::Current,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Conn {
     /// topology entry and used for traffic.
     pub udp_ok: bool,
     pub last_udp: Option<Instant>,
+    /// When it was registered.
+    pub since: Instant,
     pub encryption: Encryption,
     /// Fingerprint of the peer's long-term Noise key (encrypted only).
     pub remote_key: Option<String>,
@@ -360,6 +362,7 @@ mod tests {
                 outbound,
                 udp_ok: false,
                 last_udp: None,
+                since: Instant::now(),
                 encryption: Encryption::Full,
                 remote_key: None,
                 tx,

@@ -121,6 +121,12 @@ impl Sender {
         }
     }
 
+    /// The epoch of the key the next message is sealed under (unless a
+    /// rekey falls due first).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
     /// Encrypt `in_out` in place; returns the tag to append.
     pub fn seal(&self, n: Nonce, aad: &[u8], in_out: &mut [u8]) -> [u8; TAG_LEN] {
         let mut tag = [0u8; TAG_LEN];
@@ -177,6 +183,17 @@ impl RxKey {
         self.window.commit(counter);
         Ok(plain)
     }
+}
+
+/// What `Receiver::resync` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// Already at that epoch, or past it: nothing to do.
+    Current,
+    /// Moved forward this many epochs.
+    Followed(u32),
+    /// Further ahead than allowed: the caller should start a new session.
+    TooFar,
 }
 
 /// The receiving half of one direction of datagrams: out of order, with a
@@ -248,6 +265,46 @@ impl Receiver {
             }
         }
         Err(OpenError::StaleKey)
+    }
+}
+
+impl Receiver {
+    /// The sender says, over the authenticated control channel, that it
+    /// seals under `epoch` now. A datagram can only move the receiver one
+    /// epoch on; after a long UDP outage the sender may have rekeyed many
+    /// times, so follow it here, by up to `max_steps` ratchet steps (each an
+    /// HKDF). The key just before `epoch` is kept as the previous one, for
+    /// datagrams still in flight.
+    pub fn resync(&mut self, epoch: u32, now: Instant, max_steps: u32) -> Resync {
+        let ahead = epoch.wrapping_sub(self.epoch);
+        if ahead == 0 || ahead > u32::MAX / 2 {
+            return Resync::Current;
+        }
+        if ahead > max_steps {
+            return Resync::TooFar;
+        }
+        // The secret of epoch - 1: `ahead - 1` steps from ours.
+        let mut secret = self.current.secret.clone();
+        for _ in 1..ahead {
+            secret = derive(&secret, b"rekey");
+        }
+        let (next, key) = ratchet(&secret);
+        let superseded = std::mem::replace(
+            &mut self.current,
+            RxKey {
+                secret: next,
+                key,
+                window: ReplayWindow::new(),
+            },
+        );
+        let previous = if ahead == 1 {
+            superseded
+        } else {
+            RxKey::new(secret)
+        };
+        self.previous = Some((previous, now));
+        self.epoch = epoch;
+        Resync::Followed(ahead)
     }
 }
 
@@ -407,6 +464,57 @@ mod tests {
             assert!(n.rotated);
             assert_eq!(open(&mut rx, now, n, &sealed).unwrap(), i.to_be_bytes());
         }
+    }
+
+    #[test]
+    fn after_an_outage_of_many_rekeys_the_receiver_resyncs() {
+        let (mut tx, mut rx, t0) = pair(Duration::from_secs(2));
+        let before = seal(&mut tx, t0, b"before");
+        assert_eq!(open(&mut rx, t0, before.0, &before.1).unwrap(), b"before");
+        // UDP is cut: the sender keeps sealing (heartbeats) and rekeys 50
+        // times; none of it arrives.
+        let mut t = t0;
+        for _ in 0..50 {
+            t += Duration::from_secs(2);
+            seal(&mut tx, t, b"lost");
+        }
+        assert_eq!(tx.epoch(), 50);
+        let after = seal(&mut tx, t, b"after");
+        // Datagrams alone cannot bridge the gap...
+        assert_eq!(
+            open(&mut rx, t, after.0, &after.1),
+            Err(OpenError::StaleKey)
+        );
+        // ...the epoch told over the control channel does.
+        assert_eq!(rx.resync(tx.epoch(), t, 1024), Resync::Followed(50));
+        assert_eq!(open(&mut rx, t, after.0, &after.1).unwrap(), b"after");
+        // Idempotent, and never backwards.
+        assert_eq!(rx.resync(50, t, 1024), Resync::Current);
+        assert_eq!(rx.resync(49, t, 1024), Resync::Current);
+        // The next rekey follows as usual.
+        t += Duration::from_secs(2);
+        let next = seal(&mut tx, t, b"next");
+        assert!(next.0.rotated);
+        assert_eq!(open(&mut rx, t, next.0, &next.1).unwrap(), b"next");
+        // A datagram sealed at epoch 49 and still in flight is not lost
+        // (when the receiver resynced straight to 50).
+        let (mut tx2, mut rx2, t2) = pair(Duration::from_secs(2));
+        let mut t2b = t2;
+        let mut late = None;
+        for _ in 0..49 {
+            t2b += Duration::from_secs(2);
+            late = Some(seal(&mut tx2, t2b, b"late"));
+        }
+        assert_eq!(rx2.resync(50, t2b, 1024), Resync::Followed(50));
+        let late = late.unwrap();
+        assert_eq!(open(&mut rx2, t2b, late.0, &late.1).unwrap(), b"late");
+    }
+
+    #[test]
+    fn resync_is_bounded() {
+        let (_, mut rx, t) = pair(HOUR);
+        assert_eq!(rx.resync(5000, t, 1024), Resync::TooFar);
+        assert_eq!(rx.resync(1024, t, 1024), Resync::Followed(1024));
     }
 
     #[test]

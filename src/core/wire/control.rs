@@ -47,6 +47,21 @@ pub fn parse(frame: &[u8]) -> Result<(Kind, &[u8]), ControlError> {
     Ok((kind, body))
 }
 
+/// A heartbeat. On an encrypted link it carries the epoch of the sender's
+/// datagram key (u32be), so the receiver can follow rekeys that happened
+/// while UDP was cut (`crypto::keys::Receiver::resync`).
+pub fn heartbeat(udp_epoch: Option<u32>) -> Vec<u8> {
+    match udp_epoch {
+        Some(e) => emit(Kind::Heartbeat, &e.to_be_bytes()),
+        None => emit(Kind::Heartbeat, &[]),
+    }
+}
+
+/// The datagram-key epoch a heartbeat's body carries, if any.
+pub fn heartbeat_epoch(body: &[u8]) -> Option<u32> {
+    body.first_chunk::<4>().map(|b| u32::from_be_bytes(*b))
+}
+
 /// A whole frame, length prefix included. Bodies over the limit are the
 /// caller's bug; they are cut rather than sent malformed.
 pub fn emit(kind: Kind, body: &[u8]) -> Vec<u8> {
