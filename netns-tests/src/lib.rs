@@ -13,6 +13,9 @@
 //!   ([`Lab::switched_hosts`], hosts on 10.77.0.0/24), or point-to-point
 //!   links ([`Lab::link`], [`Lab::chain`]) with forwarding off.
 //!
+//! * [`Flood`]: many TCP connections from one namespace, idle, trickling
+//!   or fake peers, reopened as the router closes them; [`RssWatch`] and
+//!   [`rss_kib`] read a router's resident memory.
 //! * [`Capture`]: `tcpdump -w` on an underlay interface, read back as a
 //!   [`Pcap`] (UDP/TCP payloads over IPv4); [`tcp_transfer`] and
 //!   [`udp_send`] make known traffic from Rust inside a namespace.
@@ -22,8 +25,10 @@
 
 pub mod cmd;
 pub mod container;
+pub mod flood;
 pub mod host;
 pub mod lab;
+pub mod memory;
 pub mod netns;
 pub mod pcap;
 pub mod report;
@@ -33,8 +38,10 @@ pub mod wire;
 
 pub use cmd::{run, sh, Output};
 pub use container::Container;
+pub use flood::{Behaviour, Flood, FloodSpec, FloodStats};
 pub use host::{weave_bin, Host, NO_ARGS};
 pub use lab::{connected_containers, launch_mesh, require_images, wait_full_mesh, Lab};
+pub use memory::{rss_kib, RssWatch};
 pub use netns::{in_netns, spawn_in_netns, AsNetns, Netns};
 pub use pcap::{Capture, Pcap, Segment};
 pub use report::{Conn, Report};

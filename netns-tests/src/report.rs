@@ -166,6 +166,14 @@ impl Report {
             .is_some_and(Value::is_u64)
     }
 
+    /// `router.pid`: the router process (None when absent).
+    pub fn router_pid(&self) -> Option<u32> {
+        self.raw
+            .pointer("/router/pid")
+            .and_then(Value::as_u64)
+            .and_then(|p| u32::try_from(p).ok())
+    }
+
     /// `router.encryption`: does this router require encryption?
     pub fn router_encryption(&self) -> Option<bool> {
         self.raw
@@ -235,7 +243,7 @@ mod tests {
     #[test]
     fn parses_the_assumed_shape() {
         let r = Report::parse(
-            r#"{"router":{"name":"aa:bb:cc:dd:ee:01"},
+            r#"{"router":{"name":"aa:bb:cc:dd:ee:01","pid":4242},
                 "connections":[
                   {"peer":"aa:bb:cc:dd:ee:02","addr":"10.77.0.2:6783","state":"established","outbound":true,"last_error":null},
                   {"peer":{"name":"aa:bb:cc:dd:ee:03"},"addr":"10.77.0.3","state":"retrying","outbound":false,"last_error":"connection refused"}],
@@ -243,6 +251,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.name, "aa:bb:cc:dd:ee:01");
+        assert_eq!(r.router_pid(), Some(4242));
         assert_eq!(r.connections.len(), 2);
         assert!(r.connections[0].is_established());
         assert_eq!(r.connections[0].ip(), Some("10.77.0.2".parse().unwrap()));
