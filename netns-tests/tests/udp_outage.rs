@@ -1,6 +1,7 @@
 //! UDP between two routers is cut while their TCP control connection stays
 //! up (iptables DROP of UDP 6783 in h1's namespace), first for 4 s, then for
-//! 20 s; after each cut heals, the connection is `established` on both sides
+//! 20 s, and for 40 s (longer than a connection may stay pending); after
+//! each cut heals, the connection is `established` on both sides
 //! and a ping between their containers crosses within 10 s. Each cut is
 //! checked to be real: no ping crosses during it, and during the 20 s one
 //! (longer than the 5 s UDP heartbeat timeout) both sides show `pending`.
@@ -126,7 +127,7 @@ fn outage(lab: &Lab, h1: &Host, h2: &Host, c1: &Container, outage: Duration) {
     assert_pings(c1, C2_IP, 5);
 }
 
-fn recovers_after_udp_outages(args: &[&str]) {
+fn recovers_after_udp_outages(args: &[&str], outages: &[u64]) {
     let lab = Lab::new();
     let hosts = lab.switched_hosts(2);
     let (h1, h2) = (&hosts[0], &hosts[1]);
@@ -137,18 +138,27 @@ fn recovers_after_udp_outages(args: &[&str]) {
     let (c1, _c2) = connected_containers(&hosts, "10.2.1");
     assert_pings(&c1, C2_IP, 3);
 
-    outage(&lab, h1, h2, &c1, Duration::from_secs(4));
-    outage(&lab, h1, h2, &c1, Duration::from_secs(20));
+    for secs in outages {
+        outage(&lab, h1, h2, &c1, Duration::from_secs(*secs));
+    }
 }
 
 /// Encrypted link, keys rotated every 2 s: several epochs pass in each cut.
 #[test]
 fn encrypted_link_recovers_after_udp_outages() {
-    recovers_after_udp_outages(&["--password", PASSWORD, "--rekey-interval", "2"]);
+    recovers_after_udp_outages(&["--password", PASSWORD, "--rekey-interval", "2"], &[4, 20]);
+}
+
+/// Longer than a connection may stay pending (30 s): the connection is
+/// closed and dialled again during the cut, and still recovers once UDP is
+/// back.
+#[test]
+fn encrypted_link_recovers_after_an_outage_longer_than_the_pending_timeout() {
+    recovers_after_udp_outages(&["--password", PASSWORD, "--rekey-interval", "2"], &[40]);
 }
 
 /// The control: the same outages on a plain link.
 #[test]
 fn plain_link_recovers_after_udp_outages() {
-    recovers_after_udp_outages(NO_ARGS);
+    recovers_after_udp_outages(NO_ARGS, &[4, 20]);
 }
