@@ -30,6 +30,14 @@ pub const PENDING_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_PENDING: usize = 64;
 /// Frames queued for one connection before we stop queueing.
 const QUEUE: usize = 256;
+/// Unproven connections (handshaking, or registered without UDP yet) one
+/// address may have at once.
+const UNPROVEN_PER_IP: usize = 8;
+/// A peer that takes longer than this to accept one control frame has
+/// stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a peer's own text (close reasons) is kept and logged.
+const PEER_TEXT_MAX: usize = 200;
 
 /// Why a connection ended, as shown in status.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,8 @@ pub enum ConnError {
     HeartbeatTimeout,
     #[error("no UDP heartbeats from peer for {}s", PENDING_TIMEOUT.as_secs())]
     NoUdp,
+    #[error("peer stopped reading (a write timed out after {}s)", WRITE_TIMEOUT.as_secs())]
+    WriteTimeout,
     #[error("datagram keys too far apart after a long UDP outage")]
     KeysTooFarApart,
     #[error("peer closed the connection: {0}")]
@@ -99,6 +109,18 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
                 continue;
             }
         };
+        if !shared.state().admit(remote.ip(), UNPROVEN_PER_IP) {
+            shared.state().refuse(
+                remote,
+                format!("more than {UNPROVEN_PER_IP} unproven connections from this address"),
+                Instant::now(),
+            );
+            continue;
+        }
+        let admitted = Admitted {
+            shared: shared.clone(),
+            ip: remote.ip(),
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             shared
                 .state()
@@ -110,7 +132,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
             async move {
                 let shared = task_shared;
                 let _slot = slot;
-                if let Err(e) = run(&shared, stream, remote, false, None).await {
+                if let Err(e) = run(&shared, stream, remote, false, Some(admitted), None).await {
                     info!("inbound connection from {remote} ended: {e}");
                     if e.is_refusal() {
                         shared.state().refuse(remote, e.to_string(), Instant::now());
@@ -119,6 +141,19 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
             }
             .instrument(info_span!("conn", %remote)),
         );
+    }
+}
+
+/// An inbound connection counted against its address's share until its
+/// handshake is over (see `State::admit`).
+pub struct Admitted {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.shared.state().handshake_over(self.ip);
     }
 }
 
@@ -200,6 +235,7 @@ pub async fn run(
     mut stream: TcpStream,
     remote: SocketAddr,
     outbound: bool,
+    inbound: Option<Admitted>,
     on_established: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true).ok();
@@ -263,6 +299,9 @@ pub async fn run(
         }
         id
     };
+    // Registered: from now on it counts against its address's share while
+    // its UDP heartbeats are awaited (`State::admit`).
+    drop(inbound);
     // From here on the connection leaves the tables however this future
     // ends, cancellation included.
     let _registered = Registered {
@@ -338,14 +377,14 @@ async fn serve(
             }
             cmd = rx.recv() => match cmd {
                 Some(ConnCmd::Send(frame)) => {
-                    if let Err(e) = control_tx.send(&mut write, &frame, Instant::now()).await {
-                        return e.into();
+                    if let Err(e) = write_frame(&mut control_tx, &mut write, &frame, WRITE_TIMEOUT).await {
+                        return e;
                     }
                 }
                 Some(ConnCmd::Close(reason)) => {
                     let bye = control::emit(control::Kind::Close, reason.as_bytes());
-                    let _ = control_tx.send(&mut write, &bye, Instant::now()).await;
-                    let _ = write.shutdown().await;
+                    let _ = write_frame(&mut control_tx, &mut write, &bye, Duration::from_secs(1)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), write.shutdown()).await;
                     return ConnError::ClosedByUs(reason);
                 }
                 None => return ConnError::ClosedByUs("router stopping".into()),
@@ -356,8 +395,8 @@ async fn serve(
                     return ConnError::HeartbeatTimeout;
                 }
                 let heartbeat = control::heartbeat(shared.data().tx_epoch(hello.name, id));
-                if let Err(e) = control_tx.send(&mut write, &heartbeat, now).await {
-                    return e.into();
+                if let Err(e) = write_frame(&mut control_tx, &mut write, &heartbeat, WRITE_TIMEOUT).await {
+                    return e;
                 }
                 let udp_addr = match udp_check(shared, hello.name, now) {
                     Ok(a) => a,
@@ -372,6 +411,35 @@ async fn serve(
             }
         }
     }
+}
+
+/// Write one control frame, or give up after `timeout`.
+async fn write_frame(
+    control_tx: &mut ControlTx,
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    frame: &[u8],
+    timeout: Duration,
+) -> Result<(), ConnError> {
+    match tokio::time::timeout(timeout, control_tx.send(write, frame, Instant::now())).await {
+        Ok(r) => r.map_err(ConnError::from),
+        Err(_) => Err(ConnError::WriteTimeout),
+    }
+}
+
+/// A peer's own words (a close reason), fit to keep and log: cut short,
+/// control characters replaced.
+fn peer_text(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(4 * PEER_TEXT_MAX)];
+    let text = String::from_utf8_lossy(cut);
+    let mut out: String = text
+        .chars()
+        .take(PEER_TEXT_MAX)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if text.chars().count() > PEER_TEXT_MAX || cut.len() < bytes.len() {
+        out.push('…');
+    }
+    out
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -500,7 +568,7 @@ async fn read_loop(
                 }
             }
             Ok((control::Kind::Close, reason)) => {
-                return ConnError::ClosedByPeer(String::from_utf8_lossy(reason).into_owned());
+                return ConnError::ClosedByPeer(peer_text(reason));
             }
             Ok((control::Kind::Gossip, body)) => {
                 if let Err(e) = on_gossip(shared, peer, body) {

@@ -356,8 +356,15 @@ impl ControlRx {
                 if buf.capacity() > 64 << 10 {
                     *buf = Vec::new();
                 }
-                buf.resize(len, 0);
-                r.read_exact(buf).await?;
+                // The buffer grows as bytes arrive, never to a length the
+                // peer merely announced: a prefix alone costs nothing.
+                buf.clear();
+                let got = (&mut *r).take(len as u64).read_to_end(buf).await?;
+                if got < len {
+                    return Err(ConnError::ClosedByPeer(
+                        "connection closed in the middle of a frame".into(),
+                    ));
+                }
                 Ok(&buf[..])
             }
             ControlRx::Sealed {

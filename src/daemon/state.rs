@@ -2,7 +2,7 @@
 //! One mutex guards it; every critical section is short and never awaits.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -144,6 +144,8 @@ pub struct State {
     /// Dial targets by the address as given ("10.0.0.1", "h1:6783").
     pub targets: BTreeMap<String, Target>,
     pub refused: VecDeque<Refused>,
+    /// Inbound connections still in their handshake, by remote IP.
+    handshaking: HashMap<IpAddr, usize>,
     /// What `attach` put where, by target as given.
     pub attached: BTreeMap<String, super::attachments::Attachment>,
     next_conn_id: u64,
@@ -158,6 +160,7 @@ impl State {
             conns: HashMap::new(),
             targets: BTreeMap::new(),
             refused: VecDeque::new(),
+            handshaking: HashMap::new(),
             attached: BTreeMap::new(),
             next_conn_id: 1,
             next_target_id: 1,
@@ -222,6 +225,40 @@ impl State {
         self.conns.remove(&peer);
         data.remove_neighbour(peer);
         true
+    }
+
+    /// Admit an inbound connection from `ip` to its handshake, unless that
+    /// address already has `per_ip` unproven connections: handshakes in
+    /// flight, and registered connections whose UDP heartbeats never
+    /// arrived. Strangers cannot then take the slots a real peer needs, nor
+    /// the memory of many connections. Call `handshake_over` when the
+    /// handshake ends (after registering, if it succeeded).
+    pub fn admit(&mut self, ip: IpAddr, per_ip: usize) -> bool {
+        let ip = ip.to_canonical();
+        let registered = self
+            .conns
+            .values()
+            .filter(|c| c.last_udp.is_none() && c.remote.ip().to_canonical() == ip)
+            .count();
+        let handshaking = self.handshaking.entry(ip).or_default();
+        if *handshaking + registered >= per_ip {
+            if *handshaking == 0 {
+                self.handshaking.remove(&ip);
+            }
+            return false;
+        }
+        *handshaking += 1;
+        true
+    }
+
+    pub fn handshake_over(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        if let Some(n) = self.handshaking.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.handshaking.remove(&ip);
+            }
+        }
     }
 
     pub fn refuse(&mut self, addr: SocketAddr, reason: String, now: Instant) {
@@ -459,6 +496,62 @@ mod tests {
             ));
             assert_eq!(data.session_peer(30), None);
         }
+    }
+
+    #[test]
+    fn each_address_gets_a_bounded_share_of_unproven_connections() {
+        use std::net::Ipv4Addr;
+        let mut st = state();
+        let x = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 66));
+        let real = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        for _ in 0..4 {
+            assert!(st.admit(x, 4));
+        }
+        assert!(!st.admit(x, 4), "a fifth handshake from one address");
+        assert!(st.admit(real, 4), "another address is not affected");
+        // A v4-mapped address is the same address.
+        assert!(!st.admit("::ffff:10.0.0.66".parse().unwrap(), 4));
+        st.handshake_over(x);
+        assert!(st.admit(x, 4));
+        // A registered connection without UDP yet still counts; once its
+        // heartbeats arrive, it is proven and frees the share.
+        for _ in 0..4 {
+            st.handshake_over(x);
+        }
+        let peer = PeerName([2, 0, 0, 0, 0, 7]);
+        let (tx, _rx) = mpsc::channel(1);
+        let addr = SocketAddr::new(x, 40000);
+        st.conns.insert(
+            peer,
+            Conn {
+                id: 1,
+                peer,
+                nickname: String::new(),
+                uid: 1,
+                remote: addr,
+                listen_addr: addr,
+                udp_addr: addr,
+                outbound: false,
+                udp_ok: false,
+                last_udp: None,
+                since: Instant::now(),
+                encryption: Encryption::None,
+                remote_key: None,
+                tx,
+            },
+        );
+        for _ in 0..3 {
+            assert!(st.admit(x, 4));
+        }
+        assert!(!st.admit(x, 4));
+        if let Some(c) = st.conns.get_mut(&peer) {
+            c.last_udp = Some(Instant::now());
+        }
+        assert!(st.admit(x, 4));
+        assert!(
+            st.handshaking.len() <= 2,
+            "the map holds live addresses only"
+        );
     }
 
     #[test]

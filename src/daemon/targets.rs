@@ -213,7 +213,7 @@ async fn attempt(shared: &Arc<Shared>, key: &str, id: u64) -> ConnError {
         }
     };
     let mark = |conn_id: u64| set_status(shared, key, id, TargetStatus::Connected { conn_id });
-    match connection::run(shared, stream, addr, true, Some(&mark)).await {
+    match connection::run(shared, stream, addr, true, None, Some(&mark)).await {
         Err(e) => e,
         Ok(()) => ConnError::ClosedByUs("connection ended".into()),
     }

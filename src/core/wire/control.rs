@@ -5,7 +5,9 @@
 //! The length is checked before any body byte is buffered, so a hostile
 //! length prefix costs nothing.
 
-pub const MAX_FRAME_LEN: usize = 4 << 20;
+/// Gossip is split into frames of at most 64 KiB; 1 MiB leaves room for
+/// other kinds and bounds what one connection can make us hold.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
 pub const LEN_PREFIX: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
