@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
-use weave_rs::net::iptables::Iptables;
+use weave_rs::net::iptables::{Family, Iptables};
 use weave_rs::net::{open_tap, run_in_netns, NetError, Netlink, NetnsTarget};
 
 const MTU: u32 = 1376;
@@ -613,19 +613,37 @@ fn iptables_rule_is_added_once_and_removed() {
     // reported as missing.
     let host = Netns::new("host");
     host.run(|| async {
-        match weave_rs::net::iptables::ensure_forward_accept("weave") {
-            Ok(_) => {
-                assert!(!weave_rs::net::iptables::ensure_forward_accept("weave").unwrap());
-                assert!(weave_rs::net::iptables::remove_forward_accept("weave").unwrap());
-                assert!(!weave_rs::net::iptables::remove_forward_accept("weave").unwrap());
+        for family in Family::ALL {
+            let ipt = Iptables::for_family(family);
+            match ipt.ensure_forward_accept("weave") {
+                Ok(_) => {
+                    assert!(!ipt.ensure_forward_accept("weave").unwrap());
+                    assert!(ipt.remove_forward_accept("weave").unwrap());
+                    assert!(!ipt.remove_forward_accept("weave").unwrap());
+                }
+                Err(e @ NetError::IptablesMissing { .. }) => {
+                    assert!(
+                        e.to_string()
+                            .starts_with(&format!("{} is not installed", family.program())),
+                        "{e}"
+                    );
+                }
+                Err(e) => panic!("{e}"),
             }
-            Err(e @ NetError::IptablesMissing { .. }) => {
+        }
+        // Both families at once, as launch and reset do.
+        let added = weave_rs::net::iptables::ensure_forward_accept("weave");
+        let removed = weave_rs::net::iptables::remove_forward_accept("weave");
+        for (what, results) in [("added", added), ("removed", removed)] {
+            let families: Vec<Family> = results.iter().map(|(f, _)| *f).collect();
+            assert_eq!(families, Family::ALL, "{what}");
+            for (f, r) in results {
                 assert!(
-                    e.to_string().starts_with("iptables is not installed"),
-                    "{e}"
+                    matches!(r, Ok(true) | Err(NetError::IptablesMissing { .. })),
+                    "{what} {}: {r:?}",
+                    f.program()
                 );
             }
-            Err(e) => panic!("{e}"),
         }
     });
     let missing = Iptables::with_program("/nonexistent/iptables");
@@ -693,7 +711,10 @@ esac
     let e = ipt.ensure_forward_accept("weave").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "iptables -C FORWARD -i weave -o weave -j ACCEPT: Permission denied (you must be root)"
+        format!(
+            "{} -C FORWARD -i weave -o weave -j ACCEPT: Permission denied (you must be root)",
+            script.display()
+        )
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

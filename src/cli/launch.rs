@@ -453,8 +453,10 @@ pub fn reset() -> anyhow::Result<()> {
         nl.reset(BRIDGE, TAP).await?;
         anyhow::Ok(())
     })?;
-    if let Err(e) = crate::net::iptables::remove_forward_accept(BRIDGE) {
-        tracing::debug!("iptables: {e}");
+    for (family, result) in crate::net::iptables::remove_forward_accept(BRIDGE) {
+        if let Err(e) = result {
+            tracing::debug!("{}: {e}", family.program());
+        }
     }
     let dir = state_dir();
     if dir.exists() {

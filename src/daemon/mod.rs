@@ -190,11 +190,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .enslave(&config.tap, &config.bridge, u32::from(config.mtu))
         .await
         .with_context(|| format!("TAP {} on bridge {}", config.tap, config.bridge))?;
-    if let Err(e) = net::iptables::ensure_forward_accept(&config.bridge) {
-        warn!(
-            "iptables FORWARD rule for bridge {} not installed: {e}",
-            config.bridge
-        );
+    for (family, result) in net::iptables::ensure_forward_accept(&config.bridge) {
+        if let Err(e) = result {
+            warn!(
+                "{} FORWARD rule for bridge {} not installed: {e}",
+                family.program(),
+                config.bridge
+            );
+        }
     }
 
     let listen: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, config.port).into();
