@@ -97,6 +97,9 @@ pub fn summary(r: &Report) -> String {
             "disabled".into()
         },
     );
+    if r.router.encryption {
+        row(&mut s, "MeshName", clean(&r.router.mesh_name));
+    }
     row(
         &mut s,
         "PeerDiscovery",

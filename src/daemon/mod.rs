@@ -60,6 +60,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Read-only HTTP status and metrics (`crate::api::http`); None: off.
     pub http_addr: Option<SocketAddr>,
+    /// `--mesh-name`: salts the password (so only meaningful with one).
+    pub mesh_name: String,
     /// `--password` and friends; None: nothing is encrypted.
     pub crypto: Option<Arc<secure::CryptoConfig>>,
 }
@@ -256,6 +258,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         port = shared.config.port,
         mtu = shared.config.mtu,
         encryption = shared.config.crypto.is_some(),
+        mesh_name = %shared.config.mesh_name,
         "router started"
     );
     for p in shared.config.peers.clone() {
