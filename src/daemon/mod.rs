@@ -171,7 +171,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let netlink = net::netlink::Netlink::connect().context("netlink")?;
     netlink
-        .ensure_bridge(&config.bridge, u32::from(config.mtu))
+        .ensure_bridge(
+            &config.bridge,
+            u32::from(config.mtu),
+            config.name.derived_mac("bridge"),
+        )
         .await
         .with_context(|| format!("bridge {}", config.bridge))?;
     // A TAP left by a dead router (only possible if it was made persistent)
