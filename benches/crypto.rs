@@ -193,7 +193,11 @@ fn password(c: &mut Criterion) {
     let mut g = c.benchmark_group("psk");
     g.sample_size(10);
     g.bench_function("derive_psk_argon2id", |b| {
-        b.iter(|| black_box(derive_psk(black_box(b"correct horse battery staple")).expect("psk")))
+        b.iter(|| {
+            black_box(
+                derive_psk(black_box(b"correct horse battery staple"), "weave-rs").expect("psk"),
+            )
+        })
     });
     g.finish();
 }

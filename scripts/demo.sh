@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# A three-host weave-rs demo in network namespaces (needs root).
+# A three-host weave-rs demo in network namespaces. Needs root: as root,
+# run it as written, `scripts/demo.sh`; from another account,
+# `sudo scripts/demo.sh`. It never calls sudo itself.
 #
 #   h1 ---- h2 ---- h3        underlay: two point-to-point links, h2 does
 #   |       |       |         not forward IP, so h1 and h3 cannot reach
@@ -40,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-[[ $(id -u) -eq 0 ]] || die "run as root (it makes network namespaces)"
+[[ $(id -u) -eq 0 ]] || die "run as root (from another account: sudo $0): it makes network namespaces"
 
 say "setting up: packages, Docker engine, local images (scripts/)"
 INSTALL_DEPS_TEST_TOOLS=0 bash "$ROOT/scripts/install-deps.sh"

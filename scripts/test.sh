@@ -3,7 +3,9 @@
 #   dependencies, format, lints, build, every test (unit, property and the
 #   netns integration tests with real routers), then each fuzz target briefly.
 #
-# Needs root (network namespaces). Environment knobs:
+# Needs root (network namespaces): as root, run it as written,
+# `scripts/test.sh`; from another account, `sudo scripts/test.sh`. It never
+# calls sudo itself. Environment knobs:
 #   NETNS_TEST_THREADS  how many netns tests run at once (default: the
 #                       group limit in scripts/nextest.toml)
 #   FUZZ_SECONDS        time per fuzz target (default 10)
@@ -35,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-[[ $(id -u) -eq 0 ]] || die "run as root: the netns tests make network namespaces"
+[[ $(id -u) -eq 0 ]] || die "run as root (from another account: sudo $0): the netns tests make network namespaces"
 
 step "dependencies (scripts/install-deps.sh)"
 bash scripts/install-deps.sh

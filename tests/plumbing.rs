@@ -16,10 +16,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
-use weave_rs::net::iptables::Iptables;
+use weave_rs::net::iptables::{Family, Iptables};
 use weave_rs::net::{open_tap, run_in_netns, NetError, Netlink, NetnsTarget};
 
 const MTU: u32 = 1376;
+/// The bridge's MAC in these tests (locally administered).
+const BR_MAC: [u8; 6] = [0x02, 0x77, 0x72, 0x70, 0x6c, 0x01];
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A network namespace made by `ip netns add`, deleted on drop.
@@ -204,12 +206,12 @@ fn bridge_and_attach() {
     let c1_file = c1.file();
     let (a, br_index, sniffed_arp, sniffed_na) = host.run(move || async move {
         let nl = Netlink::connect().unwrap();
-        let br = nl.ensure_bridge("weave", MTU).await.unwrap();
-        assert_eq!(nl.ensure_bridge("weave", MTU).await.unwrap(), br);
+        let br = nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
+        assert_eq!(nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap(), br);
         let s = nl.link("weave").await.unwrap().unwrap();
         assert_eq!(
-            (s.mtu, s.up, s.kind.as_deref()),
-            (MTU, true, Some("bridge"))
+            (s.mtu, s.up, s.kind.as_deref(), s.mac),
+            (MTU, true, Some("bridge"), Some(BR_MAC))
         );
 
         let sniffer = Sniffer::open("weave");
@@ -315,7 +317,7 @@ fn attach_is_idempotent_and_same_netns_same_veth() {
     let target = c1.target();
     host.run(move || async move {
         let nl = Netlink::connect().unwrap();
-        nl.ensure_bridge("weave", MTU).await.unwrap();
+        nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
         let cidrs = [cidr("10.2.1.1/24")];
         let a1 = nl.attach("weave", &target, &cidrs, MTU).await.unwrap();
         let a2 = nl.attach("weave", &target, &cidrs, MTU).await.unwrap();
@@ -349,7 +351,7 @@ fn detach_removes_addresses_then_veth() {
     let c1_file = c1.file();
     host.run(move || async move {
         let nl = Netlink::connect().unwrap();
-        nl.ensure_bridge("weave", MTU).await.unwrap();
+        nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
         let a = nl
             .attach(
                 "weave",
@@ -443,7 +445,7 @@ fn bad_targets_give_specific_errors() {
             .await
             .unwrap_err();
         assert_eq!(e.to_string(), "bridge weave: does not exist");
-        nl.ensure_bridge("weave", MTU).await.unwrap();
+        nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
         // Not an address an interface can have; nothing is created.
         let e = nl
             .attach(
@@ -476,7 +478,7 @@ fn bad_targets_give_specific_errors() {
         );
         // A bad interface name.
         let e = nl
-            .ensure_bridge("a-name-far-too-long", MTU)
+            .ensure_bridge("a-name-far-too-long", MTU, BR_MAC)
             .await
             .unwrap_err();
         assert!(
@@ -486,7 +488,10 @@ fn bad_targets_give_specific_errors() {
         );
         // A link that is not a bridge.
         let tap = open_tap("notabridge", 1500).unwrap();
-        let e = nl.ensure_bridge("notabridge", MTU).await.unwrap_err();
+        let e = nl
+            .ensure_bridge("notabridge", MTU, BR_MAC)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("not a bridge (kind tun)"), "{e}");
         drop(tap);
     });
@@ -499,7 +504,7 @@ fn expose_and_hide() {
         let nl = Netlink::connect().unwrap();
         let e = nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap_err();
         assert_eq!(e.to_string(), "bridge weave: does not exist");
-        nl.ensure_bridge("weave", MTU).await.unwrap();
+        nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
         assert!(nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap());
         assert!(!nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap());
         assert!(nl.expose("weave", cidr("10.3.0.254/16")).await.unwrap());
@@ -532,7 +537,7 @@ fn tap_on_bridge_sees_container_frames_and_reset_removes_all() {
     let (f1, f2) = (c1.file(), c2.file());
     host.run(move || async move {
         let nl = Netlink::connect().unwrap();
-        nl.ensure_bridge("weave", MTU).await.unwrap();
+        nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
         let tap = open_tap("weave-tap", MTU as u16).unwrap();
         nl.enslave("weave-tap", "weave", MTU).await.unwrap();
         let t = nl.link("weave-tap").await.unwrap().unwrap();
@@ -608,24 +613,99 @@ fn reset_removes_orphan_veths() {
 }
 
 #[test]
+fn bridge_mac_stays_fixed_when_ports_come_and_go() {
+    // An existing bridge with no MAC set, whose only port has a MAC lower
+    // than the one we want: it has taken the port's.
+    let host = Netns::new("host");
+    host.ip(&["link", "add", "weave", "type", "bridge"]);
+    host.ip(&[
+        "link",
+        "add",
+        "wrpl-a",
+        "address",
+        "02:00:00:00:00:05",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "wrpl-a2",
+    ]);
+    host.ip(&["link", "set", "wrpl-a", "master", "weave"]);
+    host.run(|| async {
+        let nl = Netlink::connect().unwrap();
+        let mac = |nl: Netlink| async move { nl.link("weave").await.unwrap().unwrap().mac };
+        assert_eq!(mac(nl.clone()).await, Some([2, 0, 0, 0, 0, 5]));
+        nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
+        assert_eq!(mac(nl.clone()).await, Some(BR_MAC));
+        // A port with a still lower MAC joins, then leaves.
+        let out = Command::new("ip")
+            .args([
+                "link",
+                "add",
+                "wrpl-b",
+                "address",
+                "02:00:00:00:00:01",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "wrpl-b2",
+            ])
+            .status()
+            .unwrap();
+        assert!(out.success());
+        nl.enslave("wrpl-b", "weave", MTU).await.unwrap();
+        assert_eq!(
+            mac(nl.clone()).await,
+            Some(BR_MAC),
+            "a lower port MAC was taken"
+        );
+        nl.delete_link("wrpl-b").await.unwrap();
+        nl.delete_link("wrpl-a").await.unwrap();
+        assert_eq!(mac(nl.clone()).await, Some(BR_MAC));
+        // Idempotent.
+        nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
+        assert_eq!(mac(nl).await, Some(BR_MAC));
+    });
+}
+
+#[test]
 fn iptables_rule_is_added_once_and_removed() {
     // The real binary: either it works (inside a test netns) or it is
     // reported as missing.
     let host = Netns::new("host");
     host.run(|| async {
-        match weave_rs::net::iptables::ensure_forward_accept("weave") {
-            Ok(_) => {
-                assert!(!weave_rs::net::iptables::ensure_forward_accept("weave").unwrap());
-                assert!(weave_rs::net::iptables::remove_forward_accept("weave").unwrap());
-                assert!(!weave_rs::net::iptables::remove_forward_accept("weave").unwrap());
+        for family in Family::ALL {
+            let ipt = Iptables::for_family(family);
+            match ipt.ensure_forward_accept("weave") {
+                Ok(_) => {
+                    assert!(!ipt.ensure_forward_accept("weave").unwrap());
+                    assert!(ipt.remove_forward_accept("weave").unwrap());
+                    assert!(!ipt.remove_forward_accept("weave").unwrap());
+                }
+                Err(e @ NetError::IptablesMissing { .. }) => {
+                    assert!(
+                        e.to_string()
+                            .starts_with(&format!("{} is not installed", family.program())),
+                        "{e}"
+                    );
+                }
+                Err(e) => panic!("{e}"),
             }
-            Err(e @ NetError::IptablesMissing { .. }) => {
+        }
+        // Both families at once, as launch and reset do.
+        let added = weave_rs::net::iptables::ensure_forward_accept("weave");
+        let removed = weave_rs::net::iptables::remove_forward_accept("weave");
+        for (what, results) in [("added", added), ("removed", removed)] {
+            let families: Vec<Family> = results.iter().map(|(f, _)| *f).collect();
+            assert_eq!(families, Family::ALL, "{what}");
+            for (f, r) in results {
                 assert!(
-                    e.to_string().starts_with("iptables is not installed"),
-                    "{e}"
+                    matches!(r, Ok(true) | Err(NetError::IptablesMissing { .. })),
+                    "{what} {}: {r:?}",
+                    f.program()
                 );
             }
-            Err(e) => panic!("{e}"),
         }
     });
     let missing = Iptables::with_program("/nonexistent/iptables");
@@ -693,7 +773,10 @@ esac
     let e = ipt.ensure_forward_accept("weave").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "iptables -C FORWARD -i weave -o weave -j ACCEPT: Permission denied (you must be root)"
+        format!(
+            "{} -C FORWARD -i weave -o weave -j ACCEPT: Permission denied (you must be root)",
+            script.display()
+        )
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -728,7 +811,7 @@ async fn connect_in_works_from_a_multi_thread_runtime() {
     let host = Netns::new("host");
     let c1 = Netns::new("c1");
     let nl = Netlink::connect_in(&host.file()).unwrap();
-    nl.ensure_bridge("weave", MTU).await.unwrap();
+    nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
     assert!(nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap());
     let a = nl
         .attach("weave", &c1.target(), &[cidr("10.2.1.1/24")], MTU)

@@ -1,5 +1,6 @@
 //! `weave-rs reset` removes everything the router made on the host: the
-//! bridge, the TAP, the container veths, the iptables rule, and the router.
+//! bridge, the TAP, the container veths, the iptables and ip6tables
+//! FORWARD rules, and the router.
 
 use netns_tests::*;
 
@@ -11,17 +12,23 @@ fn weave_links(h: &Host) -> Vec<String> {
         .collect()
 }
 
-fn forward_rule(h: &Host) -> Option<bool> {
-    let out = h.ns().run(&["iptables", "-w", "-S", "FORWARD"]);
-    if !out.success() {
-        return None; // no iptables here: nothing to check
-    }
-    Some(
-        out.stdout
-            .lines()
-            .any(|l| l.contains("-i weave") && l.contains("-o weave")),
-    )
+/// Is the FORWARD accept rule for `weave` in `program`'s (iptables or
+/// ip6tables) FORWARD chain of `h`? Fails loudly if `program` is missing.
+#[track_caller]
+fn forward_rule(h: &Host, program: &str) -> bool {
+    let out = h.ns().run(&[program, "-w", "-S", "FORWARD"]);
+    assert!(
+        out.success(),
+        "`{program} -S FORWARD` failed in {} (is {program} installed? scripts/install-deps.sh): {}",
+        h.name(),
+        out.stderr
+    );
+    out.stdout
+        .lines()
+        .any(|l| l.contains("-i weave") && l.contains("-o weave") && l.contains("ACCEPT"))
 }
+
+const FIREWALLS: [&str; 2] = ["iptables", "ip6tables"];
 
 #[test]
 fn reset() {
@@ -48,7 +55,12 @@ fn reset() {
         2,
         "want one vethwr* per container: {before:?}"
     );
-    let rule_before = forward_rule(&h1);
+    for fw in FIREWALLS {
+        assert!(
+            forward_rule(&h1, fw),
+            "launch did not add the {fw} FORWARD accept rule for weave"
+        );
+    }
 
     h1.weave_ok(&["reset"]);
 
@@ -58,11 +70,10 @@ fn reset() {
     let after = weave_links(&h1);
     assert!(after.is_empty(), "links left after reset: {after:?}");
     assert!(!c1.ns().has_link("ethwe"), "c1 still has ethwe after reset");
-    if rule_before == Some(true) {
-        assert_eq!(
-            forward_rule(&h1),
-            Some(false),
-            "iptables FORWARD rule for weave left after reset"
+    for fw in FIREWALLS {
+        assert!(
+            !forward_rule(&h1, fw),
+            "{fw} FORWARD rule for weave left after reset"
         );
     }
 

@@ -263,6 +263,7 @@ mod tests {
                 discovery: true,
                 conn_limit: 200,
                 encryption: false,
+                mesh_name: "weave-rs".into(),
                 uptime_secs: 5,
             },
             connections: vec![

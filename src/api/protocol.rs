@@ -88,6 +88,9 @@ pub struct RouterInfo {
     pub discovery: bool,
     pub conn_limit: usize,
     pub encryption: bool,
+    /// `--mesh-name` (it salts the password).
+    #[serde(default)]
+    pub mesh_name: String,
     pub uptime_secs: u64,
 }
 

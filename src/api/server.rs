@@ -302,6 +302,7 @@ fn report(shared: &Arc<Shared>) -> Report {
             discovery: c.discovery,
             conn_limit: c.conn_limit,
             encryption: c.crypto.is_some(),
+            mesh_name: c.mesh_name.clone(),
             uptime_secs: shared.started.elapsed().as_secs(),
         },
         connections,

@@ -60,6 +60,11 @@ pub struct LaunchArgs {
     /// Read the password from this file (a trailing newline is ignored).
     #[arg(long, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
+    /// The mesh's name, which salts the password: routers with the same
+    /// password but other mesh names refuse each other. Only matters with
+    /// a password.
+    #[arg(long, value_name = "NAME", env = "WEAVE_MESH_NAME", default_value = psk::DEFAULT_MESH_NAME)]
+    pub mesh_name: String,
     /// Peers in these subnets may exchange data unencrypted if they trust
     /// us too; control traffic stays encrypted. Needs a password.
     #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
@@ -141,6 +146,8 @@ fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
             crate::core::topology::MAX_NICKNAME_LEN
         );
     }
+    psk::check_mesh_name(&args.mesh_name)
+        .map_err(|e| anyhow::anyhow!("--mesh-name {:?}: {e}", args.mesh_name))?;
     let dir = state_dir();
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let crypto = crypto_config(args, &dir)?;
@@ -156,6 +163,7 @@ fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
         tap: TAP.to_string(),
         state_dir: dir,
         http_addr: args.http_addr.0,
+        mesh_name: args.mesh_name.clone(),
         crypto,
     })
 }
@@ -196,7 +204,8 @@ fn crypto_config(
                 }
                 return Ok(None);
             }
-            Some(p) => psk::derive_psk(&p).map_err(|e| anyhow::anyhow!("password: {e}"))?,
+            Some(p) => psk::derive_psk(&p, &args.mesh_name)
+                .map_err(|e| anyhow::anyhow!("password: {e}"))?,
         }
     };
     Ok(Some(Arc::new(CryptoConfig {
@@ -453,8 +462,10 @@ pub fn reset() -> anyhow::Result<()> {
         nl.reset(BRIDGE, TAP).await?;
         anyhow::Ok(())
     })?;
-    if let Err(e) = crate::net::iptables::remove_forward_accept(BRIDGE) {
-        tracing::debug!("iptables: {e}");
+    for (family, result) in crate::net::iptables::remove_forward_accept(BRIDGE) {
+        if let Err(e) = result {
+            tracing::debug!("{}: {e}", family.program());
+        }
     }
     let dir = state_dir();
     if dir.exists() {

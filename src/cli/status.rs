@@ -1,9 +1,35 @@
 //! `status`: the router's report as text for people.
+//!
+//! Every string of the report goes through [`clean`] or [`clean_long`]
+//! before it is printed: nicknames, errors and close or refusal reasons
+//! come from peers (and a report from anything on the control socket), so
+//! they may carry terminal escapes or megabytes.
 
 use std::fmt::Write;
 
 use crate::api::client;
 use crate::api::protocol::Report;
+use crate::core::text::sanitize;
+
+/// Longest name-like field shown (nicknames are at most 64 bytes anyway).
+const MAX_NAME_CHARS: usize = 64;
+/// Longest error, reason or target (a DNS name may have 253 bytes) shown.
+const MAX_LONG_CHARS: usize = 300;
+
+/// A name, address or other short field, safe to print.
+fn clean(s: &str) -> String {
+    sanitize(s, MAX_NAME_CHARS)
+}
+
+/// A list of short fields, each safe to print, joined by spaces.
+fn clean_each(v: &[String]) -> String {
+    v.iter().map(|a| clean(a)).collect::<Vec<_>>().join(" ")
+}
+
+/// An error, a reason or a target, safe to print.
+fn clean_long(s: &str) -> String {
+    sanitize(s, MAX_LONG_CHARS)
+}
 
 pub fn status(what: Option<&str>) -> anyhow::Result<()> {
     let r = client::report()?;
@@ -11,7 +37,11 @@ pub fn status(what: Option<&str>) -> anyhow::Result<()> {
         None => summary(&r),
         Some("peers") => peers(&r),
         Some("connections") => connections(&r),
-        Some("targets") => r.targets.iter().map(|t| format!("{t}\n")).collect(),
+        Some("targets") => r
+            .targets
+            .iter()
+            .map(|t| format!("{}\n", clean_long(t)))
+            .collect(),
         Some(other) => anyhow::bail!("status {other}: unknown (peers, connections, targets)"),
     };
     print!("{text}");
@@ -37,12 +67,16 @@ pub fn summary(r: &Report) -> String {
     row(
         &mut s,
         "Version",
-        format!("weave-rs {} (protocol {})", r.version, r.protocol),
+        format!(
+            "weave-rs {} (protocol {})",
+            clean(&r.version),
+            clean(&r.protocol)
+        ),
     );
     row(
         &mut s,
         "Name",
-        format!("{}({})", r.router.name, r.router.nickname),
+        format!("{}({})", r.router.name, clean(&r.router.nickname)),
     );
     row(&mut s, "Port", r.router.port.to_string());
     row(
@@ -63,6 +97,9 @@ pub fn summary(r: &Report) -> String {
             "disabled".into()
         },
     );
+    if r.router.encryption {
+        row(&mut s, "MeshName", clean(&r.router.mesh_name));
+    }
     row(
         &mut s,
         "PeerDiscovery",
@@ -94,7 +131,7 @@ pub fn summary(r: &Report) -> String {
         ),
     );
     row(&mut s, "MTU", r.router.mtu.to_string());
-    row(&mut s, "Bridge", r.router.bridge.clone());
+    row(&mut s, "Bridge", clean(&r.router.bridge));
     row(&mut s, "Attached", r.attached.len().to_string());
     if !r.refused.is_empty() {
         row(
@@ -114,7 +151,7 @@ pub fn connections(r: &Report) -> String {
     for c in &r.connections {
         let dir = if c.outbound { "->" } else { "<-" };
         let who = match (&c.peer, &c.nickname) {
-            (Some(p), Some(n)) => format!("{p}({n})"),
+            (Some(p), Some(n)) => format!("{p}({})", clean(n)),
             (Some(p), None) => p.to_string(),
             _ => String::new(),
         };
@@ -124,12 +161,18 @@ pub fn connections(r: &Report) -> String {
             "none" => "unencrypted",
             _ => "",
         };
-        let info = match (c.last_error.as_deref(), protection) {
-            (Some(e), "") => e.to_string(),
+        let info = match (c.last_error.as_deref().map(clean_long), protection) {
+            (Some(e), "") => e,
             (Some(e), p) => format!("{p}; {e}"),
             (None, p) => p.to_string(),
         };
-        let _ = writeln!(s, "{dir} {:<24} {:<12} {:<28} {info}", c.addr, c.state, who);
+        let _ = writeln!(
+            s,
+            "{dir} {:<24} {:<12} {:<28} {info}",
+            clean_long(&c.addr),
+            clean(&c.state),
+            who
+        );
     }
     for f in &r.refused {
         let times = if f.count > 1 {
@@ -140,7 +183,11 @@ pub fn connections(r: &Report) -> String {
         let _ = writeln!(
             s,
             "<- {:<24} {:<12} {:<28} {} ({times}{}s ago)",
-            f.addr, "refused", "", f.reason, f.secs_ago
+            clean(&f.addr),
+            "refused",
+            "",
+            clean_long(&f.reason),
+            f.secs_ago
         );
     }
     s
@@ -149,21 +196,26 @@ pub fn connections(r: &Report) -> String {
 pub fn peers(r: &Report) -> String {
     let mut s = String::new();
     for p in &r.peers {
-        let _ = writeln!(s, "{}({})", p.name, p.nickname);
+        let _ = writeln!(s, "{}({})", p.name, clean(&p.nickname));
         for c in &p.connections {
             let dir = if c.outbound { "->" } else { "<-" };
             let nick = r
                 .peers
                 .iter()
                 .find(|q| q.name == c.peer)
-                .map(|q| q.nickname.as_str())
-                .unwrap_or("");
+                .map(|q| clean(&q.nickname))
+                .unwrap_or_default();
             let state = if c.established {
                 "established"
             } else {
                 "pending"
             };
-            let _ = writeln!(s, "   {dir} {:<24} {}({nick}) {state}", c.addr, c.peer);
+            let _ = writeln!(
+                s,
+                "   {dir} {:<24} {}({nick}) {state}",
+                clean(&c.addr),
+                c.peer
+            );
         }
     }
     s
@@ -176,12 +228,80 @@ pub fn ps(r: &Report) -> String {
         let _ = writeln!(
             s,
             "weave:expose {} {}",
-            r.router.bridge,
-            r.exposed.join(" ")
+            clean(&r.router.bridge),
+            clean_each(&r.exposed)
         );
     }
     for a in &r.attached {
-        let _ = writeln!(s, "{} {} {}", a.target, a.mac, a.addrs.join(" "));
+        let _ = writeln!(
+            s,
+            "{} {} {}",
+            clean_long(&a.target),
+            clean(&a.mac),
+            clean_each(&a.addrs)
+        );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report whose peer-supplied fields carry terminal escapes, a fake
+    /// line and a huge reason.
+    fn hostile() -> Report {
+        let huge = "x".repeat(1 << 20);
+        let json = serde_json::json!({
+            "version": "0.1.0", "protocol": "1..1",
+            "router": { "name": "02:00:00:00:00:01", "nickname": "me\u{1b}[2J",
+                        "uid": 1, "pid": 1, "port": 6783, "mtu": 1376,
+                        "bridge": "weave", "discovery": true, "conn_limit": 200,
+                        "encryption": false, "uptime_secs": 1 },
+            "connections": [{ "addr": "10.0.0.2:6783", "peer": "02:00:00:00:00:02",
+                              "nickname": "evil\u{1b}]0;pwned\u{7}", "outbound": true,
+                              "state": "retrying",
+                              "last_error": format!("peer closed: \u{9b}31m{huge}"),
+                              "encrypted": false }],
+            "peers": [{ "name": "02:00:00:00:00:02", "nickname": "evil\nweave-rs: ok",
+                        "uid": 2, "version": 1,
+                        "connections": [{ "peer": "02:00:00:00:00:01",
+                                          "addr": "10.0.0.1:6783", "outbound": false,
+                                          "established": true }] }],
+            "targets": [],
+            "refused": [{ "addr": "10.0.0.3:40000",
+                          "reason": "bad hello: \u{1b}[1;31mFAKE\u{202e}", "secs_ago": 3 }],
+            "attached": [], "exposed": [], "mac_table_entries": 0, "stats": {}
+        });
+        serde_json::from_value(json).expect("sample report")
+    }
+
+    fn assert_printable(what: &str, text: &str) {
+        for line in text.lines() {
+            assert!(
+                !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{what}: control character in {line:?}"
+            );
+            assert!(line.chars().count() < 500, "{what}: line not truncated");
+        }
+    }
+
+    #[test]
+    fn peer_supplied_text_is_sanitised() {
+        let r = hostile();
+        let conns = connections(&r);
+        assert_printable("status connections", &conns);
+        assert_eq!(conns.lines().count(), 2, "{conns}");
+        assert!(conns.contains("evil\u{FFFD}]0;pwned\u{FFFD}"), "{conns}");
+        assert!(conns.contains("FAKE\u{FFFD}"), "{conns}");
+        assert!(conns.contains('…'), "long reason not cut: {conns}");
+        let peers = peers(&r);
+        assert_printable("status peers", &peers);
+        assert_eq!(
+            peers.lines().count(),
+            2,
+            "a nickname forged a line: {peers}"
+        );
+        assert_printable("status", &summary(&r));
+    }
 }

@@ -16,6 +16,7 @@ pub mod routes;
 /// Small topologies for the core's tests and the benchmarks; not an API.
 #[doc(hidden)]
 pub mod test_fixtures;
+pub mod text;
 pub mod topology;
 pub mod wire;
 

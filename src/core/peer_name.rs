@@ -33,6 +33,22 @@ impl PeerName {
     pub fn as_bytes(&self) -> &[u8; 6] {
         &self.0
     }
+
+    /// A MAC address of this router's for `purpose` (e.g. the bridge's):
+    /// locally administered and unicast, the same on every launch, and
+    /// different for other peers and other purposes (SHA-256 of both).
+    pub fn derived_mac(&self, purpose: &str) -> [u8; 6] {
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+        h.update(b"weave-rs mac\0");
+        h.update(purpose.as_bytes());
+        h.update(b"\0");
+        h.update(&self.0);
+        let digest = h.finish();
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&digest.as_ref()[..6]);
+        mac[0] = (mac[0] & 0xfc) | 0x02;
+        mac
+    }
 }
 
 impl fmt::Display for PeerName {
@@ -107,6 +123,18 @@ mod tests {
         ] {
             assert!(s.parse::<PeerName>().is_err(), "{s} accepted");
         }
+    }
+
+    #[test]
+    fn derived_macs_stable_local_unicast_and_distinct() {
+        let a = PeerName([0x0a, 0xbc, 0, 1, 0xff, 0x10]);
+        let b = PeerName([0x0a, 0xbc, 0, 1, 0xff, 0x11]);
+        let m = a.derived_mac("bridge");
+        assert_eq!(m, a.derived_mac("bridge"));
+        assert_eq!(m[0] & 0x03, 0x02, "{m:02x?} not local unicast");
+        assert_ne!(m, b.derived_mac("bridge"));
+        assert_ne!(m, a.derived_mac("tap"));
+        assert_ne!(m, a.0);
     }
 
     #[test]

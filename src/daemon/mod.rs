@@ -76,6 +76,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Read-only HTTP status and metrics (`crate::api::http`); None: off.
     pub http_addr: Option<SocketAddr>,
+    /// `--mesh-name`: salts the password (so only meaningful with one).
+    pub mesh_name: String,
     /// `--password` and friends; None: nothing is encrypted.
     pub crypto: Option<Arc<secure::CryptoConfig>>,
 }
@@ -212,7 +214,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let netlink = net::netlink::Netlink::connect().context("netlink")?;
     netlink
-        .ensure_bridge(&config.bridge, u32::from(config.mtu))
+        .ensure_bridge(
+            &config.bridge,
+            u32::from(config.mtu),
+            config.name.derived_mac("bridge"),
+        )
         .await
         .with_context(|| format!("bridge {}", config.bridge))?;
     // A TAP left by a dead router (only possible if it was made persistent)
@@ -233,11 +239,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .enslave(&config.tap, &config.bridge, u32::from(config.mtu))
         .await
         .with_context(|| format!("TAP {} on bridge {}", config.tap, config.bridge))?;
-    if let Err(e) = net::iptables::ensure_forward_accept(&config.bridge) {
-        warn!(
-            "iptables FORWARD rule for bridge {} not installed: {e}",
-            config.bridge
-        );
+    for (family, result) in net::iptables::ensure_forward_accept(&config.bridge) {
+        if let Err(e) = result {
+            warn!(
+                "{} FORWARD rule for bridge {} not installed: {e}",
+                family.program(),
+                config.bridge
+            );
+        }
     }
 
     let listen: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, config.port).into();
@@ -301,6 +310,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         port = shared.config.port,
         mtu = shared.config.mtu,
         encryption = shared.config.crypto.is_some(),
+        mesh_name = %shared.config.mesh_name,
         "router started"
     );
     for p in shared.config.peers.clone() {

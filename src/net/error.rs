@@ -96,16 +96,19 @@ pub enum NetError {
         source: io::Error,
     },
 
-    /// The iptables binary is not installed: callers log this as a warning.
-    #[error("iptables is not installed ({program} not found): frames between containers and the router may be dropped by the FORWARD chain")]
+    /// The iptables (or ip6tables) binary is not installed: callers log
+    /// this as a warning.
+    #[error("{program} is not installed: frames between containers and the router may be dropped by the FORWARD chain")]
     IptablesMissing {
         /// The program that was looked for.
         program: String,
     },
 
-    /// iptables ran and failed.
-    #[error("iptables {args}: {cause}")]
+    /// iptables (or ip6tables) ran and failed.
+    #[error("{program} {args}: {cause}")]
     Iptables {
+        /// The program run.
+        program: String,
         /// The arguments, space-separated.
         args: String,
         /// Its stderr or exit status.

@@ -1,19 +1,41 @@
-//! The one iptables rule the router needs:
-//! `-I FORWARD -i <bridge> -o <bridge> -j ACCEPT`.
+//! The one firewall rule the router needs, for IPv4 and IPv6:
+//! `iptables -I FORWARD -i <bridge> -o <bridge> -j ACCEPT`, and the same
+//! with `ip6tables`.
 //!
 //! With br_netfilter loaded (it is once Docker runs) and a FORWARD policy of
-//! DROP, bridged IPv4 between a container's veth and the router's TAP is
-//! silently dropped while ARP still works. The rule is added once
-//! (checked with `-C` first) and removed on reset. The `iptables` binary is
-//! run as a child process (blocking, a few milliseconds: from async code use
-//! `spawn_blocking`). If it is not installed the functions return
-//! [`NetError::IptablesMissing`], which callers log as a warning.
+//! DROP, bridged traffic between a container's veth and the router's TAP is
+//! silently dropped while ARP (or, for IPv6, whatever the policy lets by)
+//! still works. Each rule is added once (checked with `-C` first) and
+//! removed on reset. The binaries are run as child processes (blocking, a
+//! few milliseconds: from async code use `spawn_blocking`). If one is not
+//! installed the functions return [`NetError::IptablesMissing`] for that
+//! family, which callers log as a warning.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::NetError;
+
+/// An address family, and so which of `iptables` / `ip6tables` is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Both families, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The program managing this family's rules.
+    pub fn program(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+}
 
 /// How to run iptables: the program (default `iptables`, looked up in PATH).
 #[derive(Debug, Clone)]
@@ -23,25 +45,34 @@ pub struct Iptables {
 
 impl Default for Iptables {
     fn default() -> Self {
-        Iptables {
-            program: PathBuf::from("iptables"),
-        }
+        Iptables::for_family(Family::V4)
     }
 }
 
-/// Adds the FORWARD accept rule for `bridge` unless present, with the
-/// default `iptables`. Returns whether it was added.
-pub fn ensure_forward_accept(bridge: &str) -> Result<bool, NetError> {
-    Iptables::default().ensure_forward_accept(bridge)
+/// Adds the FORWARD accept rule for `bridge` in each family unless present.
+/// Returns, per family, whether it was added.
+pub fn ensure_forward_accept(bridge: &str) -> Vec<(Family, Result<bool, NetError>)> {
+    Family::ALL
+        .iter()
+        .map(|&f| (f, Iptables::for_family(f).ensure_forward_accept(bridge)))
+        .collect()
 }
 
-/// Removes the FORWARD accept rule for `bridge` (every copy), with the
-/// default `iptables`. Returns whether one was removed.
-pub fn remove_forward_accept(bridge: &str) -> Result<bool, NetError> {
-    Iptables::default().remove_forward_accept(bridge)
+/// Removes the FORWARD accept rule for `bridge` (every copy) in each
+/// family. Returns, per family, whether one was removed.
+pub fn remove_forward_accept(bridge: &str) -> Vec<(Family, Result<bool, NetError>)> {
+    Family::ALL
+        .iter()
+        .map(|&f| (f, Iptables::for_family(f).remove_forward_accept(bridge)))
+        .collect()
 }
 
 impl Iptables {
+    /// `iptables` or `ip6tables`, looked up in PATH.
+    pub fn for_family(family: Family) -> Self {
+        Iptables::with_program(family.program())
+    }
+
     /// Uses `program` instead of `iptables` (e.g. `iptables-legacy`).
     pub fn with_program(program: impl AsRef<Path>) -> Self {
         Iptables {
@@ -49,7 +80,8 @@ impl Iptables {
         }
     }
 
-    /// See [`ensure_forward_accept`].
+    /// Adds the FORWARD accept rule for `bridge` unless present; returns
+    /// whether it was added.
     pub fn ensure_forward_accept(&self, bridge: &str) -> Result<bool, NetError> {
         if self.check(bridge)? {
             return Ok(false);
@@ -58,7 +90,8 @@ impl Iptables {
         Ok(true)
     }
 
-    /// See [`remove_forward_accept`].
+    /// Removes every copy of the FORWARD accept rule for `bridge`; returns
+    /// whether one was removed.
     pub fn remove_forward_accept(&self, bridge: &str) -> Result<bool, NetError> {
         let mut removed = false;
         // Bounded: each round deletes one copy; never loop forever on a
@@ -93,6 +126,10 @@ impl Iptables {
         }
     }
 
+    fn program_name(&self) -> String {
+        self.program.display().to_string()
+    }
+
     fn run(&self, args: &[String]) -> Result<std::process::Output, NetError> {
         Command::new(&self.program)
             .arg("-w")
@@ -100,9 +137,10 @@ impl Iptables {
             .output()
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => NetError::IptablesMissing {
-                    program: self.program.display().to_string(),
+                    program: self.program_name(),
                 },
                 _ => NetError::Iptables {
+                    program: self.program_name(),
                     args: args.join(" "),
                     cause: e.to_string(),
                 },
@@ -112,6 +150,7 @@ impl Iptables {
     fn failed(&self, args: &[String], out: &std::process::Output) -> NetError {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         NetError::Iptables {
+            program: self.program_name(),
             args: args.join(" "),
             cause: if stderr.is_empty() {
                 out.status.to_string()
@@ -122,9 +161,41 @@ impl Iptables {
     }
 }
 
+/// The rule's arguments after `-w`, with `op` = `-C`, `-I` or `-D`; the
+/// same for both families.
 fn rule(op: &str, bridge: &str) -> Vec<String> {
     [op, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
         .iter()
         .map(|s| s.to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_arguments() {
+        assert_eq!(
+            rule("-I", "weave").join(" "),
+            "-I FORWARD -i weave -o weave -j ACCEPT"
+        );
+        assert_eq!(
+            rule("-D", "br0").join(" "),
+            "-D FORWARD -i br0 -o br0 -j ACCEPT"
+        );
+        assert_eq!(Family::V4.program(), "iptables");
+        assert_eq!(Family::V6.program(), "ip6tables");
+    }
+
+    #[test]
+    fn missing_program_is_its_own_error() {
+        let e = Iptables::with_program("/nonexistent/ip6tables")
+            .ensure_forward_accept("weave")
+            .unwrap_err();
+        assert!(matches!(e, NetError::IptablesMissing { .. }), "{e:?}");
+        assert!(e
+            .to_string()
+            .starts_with("/nonexistent/ip6tables is not installed"));
+    }
 }

@@ -1,4 +1,5 @@
-//! Links and addresses over rtnetlink: the `weave` bridge, container veth
+//! Links and addresses over rtnetlink: the `weave` bridge (with a fixed
+//! MAC address, see [`Netlink::ensure_bridge`]), container veth
 //! pairs (`vethwr<id>` on the bridge, `ethwe` in the container), addresses
 //! on `ethwe` and on the bridge (expose/hide), and reset.
 //!
@@ -193,6 +194,33 @@ fn addr_of(m: &AddressMessage) -> Option<IpNetwork> {
     IpNetwork::new(ip, m.header.prefix_len).ok()
 }
 
+/// `addr_assign_type` of a link whose address was set by the user
+/// (`NET_ADDR_SET`).
+const NET_ADDR_SET: u8 = 3;
+
+fn fmt_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// How the kernel says link `s` got its MAC (sysfs `addr_assign_type`),
+/// or `None` if that cannot be told. Netlink does not carry it, and
+/// `/sys/class/net` shows the links of the namespace sysfs was mounted in,
+/// not necessarily this thread's: the answer counts only if the link there
+/// has the same index and MAC.
+fn addr_assign_type(s: &LinkSummary) -> Option<u8> {
+    let dir = std::path::Path::new("/sys/class/net").join(&s.name);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+    let index: u32 = read("ifindex")?.trim().parse().ok()?;
+    let mac = read("address")?;
+    if index != s.index || Some(mac.trim()) != s.mac.map(fmt_mac).as_deref() {
+        return None;
+    }
+    read("addr_assign_type")?.trim().parse().ok()
+}
+
 fn check_unicast(object: &str, cidrs: &[IpNetwork]) -> Result<(), NetError> {
     for c in cidrs {
         let bad = match c.ip() {
@@ -330,10 +358,17 @@ impl Netlink {
         }
     }
 
-    /// Creates the bridge `name` if missing, sets its MTU and brings it up;
-    /// returns its index. Idempotent. Fails if `name` exists and is not a
-    /// bridge.
-    pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<u32, NetError> {
+    /// Creates the bridge `name` if missing, with MAC `mac`, sets its MTU
+    /// and brings it up; returns its index. Idempotent. Fails if `name`
+    /// exists and is not a bridge.
+    ///
+    /// A bridge whose MAC nobody set takes the lowest MAC of its ports, so
+    /// attaching or removing a container could change it, and everything
+    /// that cached the old one (a container's ARP entry for an exposed
+    /// address) would lose the host for up to a minute. So the bridge is
+    /// made with `mac`, and an existing bridge whose MAC was not set by
+    /// anyone gets `mac` too; a MAC set by the user is kept.
+    pub async fn ensure_bridge(&self, name: &str, mtu: u32, mac: [u8; 6]) -> Result<u32, NetError> {
         let object = format!("bridge {name}");
         check_ifname(&object, name)?;
         let link = match self.get_link(name).await? {
@@ -341,6 +376,7 @@ impl Netlink {
             None => {
                 let msg = LinkMessageBuilder::<rtnetlink::LinkBridge>::new(name)
                     .mtu(mtu)
+                    .address(mac.to_vec())
                     .up()
                     .build();
                 match self.handle.link().add(msg).execute().await {
@@ -363,6 +399,28 @@ impl Netlink {
                 ),
                 errno: None,
             });
+        }
+        if s.mac != Some(mac) {
+            match addr_assign_type(&s) {
+                Some(NET_ADDR_SET) => {
+                    tracing::info!(
+                        "{object}: keeping the MAC address set on it ({})",
+                        s.mac.map(fmt_mac).unwrap_or_default()
+                    );
+                }
+                _ => {
+                    let msg = LinkUnspec::new_with_index(s.index)
+                        .address(mac.to_vec())
+                        .build();
+                    self.set_link(&object, &format!("set MAC address {}", fmt_mac(mac)), msg)
+                        .await?;
+                    tracing::info!(
+                        "{object}: MAC address fixed at {} (was {}, from a port)",
+                        fmt_mac(mac),
+                        s.mac.map(fmt_mac).unwrap_or_default()
+                    );
+                }
+            }
         }
         if s.mtu != mtu || !s.up {
             let msg = LinkUnspec::new_with_index(s.index).mtu(mtu).up().build();
