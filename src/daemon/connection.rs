@@ -312,7 +312,8 @@ pub async fn run(
     if let Some(f) = on_established {
         f(id);
     }
-    info!(peer = %hello.name, nickname = %hello.nickname, outbound, encryption = encryption.as_str(), "connection up, awaiting UDP heartbeats");
+    let nickname = crate::core::text::sanitize(&hello.nickname, 64);
+    info!(peer = %hello.name, %nickname, outbound, encryption = encryption.as_str(), "connection up, awaiting UDP heartbeats");
     let result = serve(shared, stream, &hello, id, rx, control_tx, control_rx)
         .instrument(info_span!("peer", name = %hello.name))
         .await;
@@ -429,17 +430,9 @@ async fn write_frame(
 /// A peer's own words (a close reason), fit to keep and log: cut short,
 /// control characters replaced.
 fn peer_text(bytes: &[u8]) -> String {
-    let cut = &bytes[..bytes.len().min(4 * PEER_TEXT_MAX)];
-    let text = String::from_utf8_lossy(cut);
-    let mut out: String = text
-        .chars()
-        .take(PEER_TEXT_MAX)
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect();
-    if text.chars().count() > PEER_TEXT_MAX || cut.len() < bytes.len() {
-        out.push('…');
-    }
-    out
+    // Only the start can be shown: do not decode megabytes to cut them.
+    let head = &bytes[..bytes.len().min(4 * PEER_TEXT_MAX + 4)];
+    crate::core::text::sanitize(&String::from_utf8_lossy(head), PEER_TEXT_MAX)
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

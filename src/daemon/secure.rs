@@ -127,9 +127,10 @@ async fn read_handshake_record<R: AsyncRead + Unpin>(
     body: &mut Vec<u8>,
 ) -> Result<(RecordKind, [u8; RECORD_HEADER_LEN]), ConnError> {
     match read_record(r, body).await {
-        Ok((RecordKind::Refusal, _)) => Err(ConnError::Refused(
-            String::from_utf8_lossy(body).chars().take(200).collect(),
-        )),
+        Ok((RecordKind::Refusal, _)) => Err(ConnError::Refused(crate::core::text::sanitize(
+            &String::from_utf8_lossy(body),
+            200,
+        ))),
         Err(ConnError::ClosedByPeer(_)) if initiator => Err(ConnError::Refused(
             "closed during the handshake (wrong password?)".into(),
         )),
