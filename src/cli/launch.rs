@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::api::client;
+use crate::api::protocol::SOCKET_NAME;
+use crate::api::{client, peer};
 use crate::core::crypto::keys::{Secret, KEY_LEN};
 use crate::core::crypto::noise::StaticKey;
 use crate::core::crypto::psk;
@@ -294,21 +295,43 @@ fn background_argv(args: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 pub fn launch(args: LaunchArgs) -> anyhow::Result<()> {
-    if let Ok(r) = client::report() {
-        bail!(
-            "weave-rs router is already running in this network namespace (name {}, pid {})",
-            r.router.name,
-            r.router.pid
-        );
-    }
     if !nix::unistd::geteuid().is_root() {
         bail!("launch: must be run as root");
     }
+    check_control_name()?;
     let cfg = config(&args)?;
     if args.foreground {
         return run_foreground(cfg);
     }
     spawn_background(&cfg)
+}
+
+/// Refuse to start when the control socket's name is taken, naming who
+/// holds it. Only a root process that answers like a router is "already
+/// running": anyone can bind an abstract socket's name.
+fn check_control_name() -> anyhow::Result<()> {
+    if peer::name_is_free().context("control socket")? {
+        return Ok(());
+    }
+    let name = String::from_utf8_lossy(SOCKET_NAME);
+    match peer::holder_of_name() {
+        Some(h) if h.is_root() => match client::report() {
+            Ok(r) => bail!(
+                "weave-rs router is already running in this network namespace (name {}, pid {})",
+                r.router.name,
+                r.router.pid
+            ),
+            Err(e) => bail!(
+                "the control socket name @{name} is taken by {h}, which does not answer like a weave-rs router ({e})"
+            ),
+        },
+        Some(h) => bail!(
+            "the control socket name @{name} is taken by {h}: not a weave-rs router (it does not run as root); stop that process and launch again"
+        ),
+        None => bail!(
+            "the control socket name @{name} is taken by a process that could not be identified"
+        ),
+    }
 }
 
 fn run_foreground(cfg: Config) -> anyhow::Result<()> {
