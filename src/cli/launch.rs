@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
+use super::lock;
 use crate::api::protocol::SOCKET_NAME;
 use crate::api::{client, peer};
 use crate::core::crypto::keys::{Secret, KEY_LEN};
@@ -72,12 +73,15 @@ pub struct LaunchArgs {
     /// the background router without putting the password in its argv).
     #[arg(long, hide = true)]
     pub psk_stdin: bool,
+    /// Internal: the instance lock's descriptor, inherited from `launch`.
+    #[arg(long, hide = true, value_name = "FD")]
+    pub lock_fd: Option<i32>,
 }
 
 const DEFAULT_REKEY_SECS: u64 = crate::daemon::secure::DEFAULT_REKEY_INTERVAL.as_secs();
-/// Launch options that carry the password, removed from the background
-/// router's command line.
-const SECRET_FLAGS: [&str; 2] = ["--password", "--password-file"];
+/// Launch options not passed on to the background router: the password
+/// (it gets the derived key on stdin) and a lock descriptor (it gets ours).
+const SECRET_FLAGS: [&str; 3] = ["--password", "--password-file", "--lock-fd"];
 
 /// `--http-addr`: an address, or `off`.
 #[derive(Debug, Clone, Copy)]
@@ -298,12 +302,45 @@ pub fn launch(args: LaunchArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("launch: must be run as root");
     }
-    check_control_name()?;
+    let lock_path = lock::path_for_this_netns().context("network namespace")?;
+    // Held until this process ends; the background router shares it.
+    let lock = match args.lock_fd {
+        // We are that background router: `launch` did the checks.
+        Some(fd) => lock::InstanceLock::adopt(fd, &lock_path)?,
+        None => {
+            let lock = take_lock(&lock_path)?;
+            check_control_name()?;
+            lock
+        }
+    };
     let cfg = config(&args)?;
     if args.foreground {
         return run_foreground(cfg);
     }
-    spawn_background(&cfg)
+    spawn_background(&cfg, &lock)
+}
+
+/// The instance lock, or an error naming who holds it.
+fn take_lock(path: &std::path::Path) -> anyhow::Result<lock::InstanceLock> {
+    match lock::InstanceLock::acquire_at(path) {
+        Ok(l) => Ok(l),
+        Err(lock::LockError::Held { pid, path }) => {
+            let holder = pid.map_or("an unknown process".to_string(), |p| format!("pid {p}"));
+            match client::report() {
+                Ok(r) => bail!(
+                    "weave-rs router is already running in this network namespace (name {}, pid {}; {holder} holds the lock {})",
+                    r.router.name,
+                    r.router.pid,
+                    path.display()
+                ),
+                Err(_) => bail!(
+                    "weave-rs router is already running or starting in this network namespace ({holder} holds the lock {})",
+                    path.display()
+                ),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Refuse to start when the control socket's name is taken, naming who
@@ -351,13 +388,15 @@ fn run_foreground(cfg: Config) -> anyhow::Result<()> {
 
 /// Start `launch --foreground` detached, logging to the state dir, and wait
 /// until it answers on the control socket.
-fn spawn_background(cfg: &Config) -> anyhow::Result<()> {
+fn spawn_background(cfg: &Config, held: &lock::InstanceLock) -> anyhow::Result<()> {
     let log_path = cfg.state_dir.join("router.log");
     let log =
         fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
     let exe = std::env::current_exe().context("locate the weave-rs binary")?;
     let mut argv = background_argv(std::env::args().skip(1));
     argv.push("--foreground".into());
+    let lock_fd = held.raw_fd();
+    argv.push(format!("--lock-fd={lock_fd}"));
     if cfg.crypto.is_some() {
         argv.push("--psk-stdin".into());
     }
@@ -379,13 +418,16 @@ fn spawn_background(cfg: &Config) -> anyhow::Result<()> {
         })
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it detaches the router from our
-    // session so it outlives this command and the terminal.
+    // SAFETY: setsid and fcntl are async-signal-safe. setsid detaches the
+    // router from our session so it outlives this command and the terminal;
+    // clearing FD_CLOEXEC lets it inherit the lock's descriptor.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::fcntl(lock_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
     let mut child = cmd.spawn().context("start the router")?;
@@ -468,6 +510,9 @@ pub fn reset() -> anyhow::Result<()> {
         Err(client::ClientError::NotRunning) => {}
         Err(e) => return Err(e.into()),
     }
+    // A launch under way would lose its devices: wait for none.
+    let lock_path = lock::path_for_this_netns().context("network namespace")?;
+    let _lock = take_lock(&lock_path).context("reset")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -521,6 +566,10 @@ mod tests {
         assert_eq!(
             argv(&["launch", "--password=x", "--password-file", "/p"]),
             ["launch"]
+        );
+        assert_eq!(
+            argv(&["launch", "--lock-fd", "7", "--lock-fd=8", "h2"]),
+            ["launch", "h2"]
         );
     }
 

@@ -1,6 +1,7 @@
 //! The command line: argument definitions and one function per command.
 
 mod launch;
+mod lock;
 mod run;
 pub(crate) mod status;
 
