@@ -1,7 +1,6 @@
 //! `launch`, `stop` and `reset`: the router's life cycle on this host.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -11,11 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::lock;
+use super::{lock, state_dir};
 use crate::api::protocol::SOCKET_NAME;
 use crate::api::{client, peer};
 use crate::core::crypto::keys::{Secret, KEY_LEN};
-use crate::core::crypto::noise::StaticKey;
 use crate::core::crypto::psk;
 use crate::core::PeerName;
 use crate::daemon::secure::CryptoConfig;
@@ -96,34 +94,9 @@ fn parse_http_addr(s: &str) -> Result<HttpAddr, String> {
         .map_err(|_| format!("{s}: expected host:port (e.g. 127.0.0.1:6784) or off"))
 }
 
-/// Where this network namespace's router keeps its files.
-pub fn state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("WEAVE_RS_STATE_DIR") {
-        return PathBuf::from(d);
-    }
-    let ns = fs::metadata("/proc/self/ns/net")
-        .map(|m| m.ino())
-        .unwrap_or(0);
-    PathBuf::from(format!("/var/lib/weave-rs/netns-{ns}"))
-}
-
-fn peer_name(dir: &std::path::Path, given: Option<PeerName>) -> anyhow::Result<PeerName> {
-    let file = dir.join("peer-name");
-    if let Some(n) = given {
-        fs::write(&file, format!("{n}\n")).with_context(|| format!("write {}", file.display()))?;
-        return Ok(n);
-    }
-    if let Ok(s) = fs::read_to_string(&file) {
-        if let Ok(n) = s.trim().parse() {
-            return Ok(n);
-        }
-    }
-    let n = PeerName::random();
-    fs::write(&file, format!("{n}\n")).with_context(|| format!("write {}", file.display()))?;
-    Ok(n)
-}
-
-fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
+/// The router's configuration, and a note for its log if its state dir
+/// had to be set aside (see `state_dir`).
+fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
     if !MTU_RANGE.contains(&args.mtu) {
         bail!(
             "--mtu {}: must be between {} and {}",
@@ -146,11 +119,11 @@ fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
             crate::core::topology::MAX_NICKNAME_LEN
         );
     }
-    let dir = state_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let (dir, chosen) = state_dir::path();
+    let note = state_dir::prepare(&dir, chosen)?;
     let crypto = crypto_config(args, &dir)?;
-    Ok(Config {
-        name: peer_name(&dir, args.name)?,
+    let cfg = Config {
+        name: state_dir::peer_name(&dir, args.name)?,
         nickname,
         port: args.port,
         mtu: args.mtu,
@@ -162,7 +135,8 @@ fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
         state_dir: dir,
         http_addr: args.http_addr.0,
         crypto,
-    })
+    };
+    Ok((cfg, note))
 }
 
 /// The password from --password, --password-file or WEAVE_PASSWORD.
@@ -206,7 +180,7 @@ fn crypto_config(
     };
     Ok(Some(Arc::new(CryptoConfig {
         psk,
-        key: static_key(dir)?,
+        key: state_dir::static_key(dir)?,
         trusted,
         rekey_interval: Duration::from_secs(args.rekey_interval),
     })))
@@ -224,45 +198,12 @@ fn read_psk_stdin() -> anyhow::Result<Secret> {
     Ok(key)
 }
 
-/// This router's long-term Noise key, made on first use and kept in the
-/// state dir. Nothing pins it, so an unreadable file is replaced.
-fn static_key(dir: &std::path::Path) -> anyhow::Result<StaticKey> {
-    let file = dir.join("noise-key");
-    if let Ok(s) = fs::read_to_string(&file) {
-        let mut lines = s.lines();
-        let mut private = zeroize::Zeroizing::new([0u8; KEY_LEN]);
-        let mut public = [0u8; KEY_LEN];
-        if let (Some(a), Some(b)) = (lines.next(), lines.next()) {
-            if hex_decode(a, &mut private[..]) && hex_decode(b, &mut public) {
-                return Ok(StaticKey { private, public });
-            }
-        }
-        tracing::warn!("{}: unreadable, making a new key", file.display());
-    }
-    let key = StaticKey::generate().map_err(|e| anyhow::anyhow!("generate a key: {e}"))?;
-    let text = zeroize::Zeroizing::new(format!(
-        "{}\n{}\n",
-        hex_encode(&key.private[..]),
-        hex_encode(&key.public)
-    ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&file)
-        .with_context(|| format!("create {}", file.display()))?;
-    std::io::Write::write_all(&mut f, text.as_bytes())
-        .with_context(|| format!("write {}", file.display()))?;
-    Ok(key)
-}
-
-fn hex_encode(b: &[u8]) -> String {
+pub(super) fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Fill `out` from exactly `2 * out.len()` hex digits.
-fn hex_decode(s: &str, out: &mut [u8]) -> bool {
+pub(super) fn hex_decode(s: &str, out: &mut [u8]) -> bool {
     if s.len() != 2 * out.len() || !s.is_ascii() {
         return false;
     }
@@ -313,11 +254,14 @@ pub fn launch(args: LaunchArgs) -> anyhow::Result<()> {
             lock
         }
     };
-    let cfg = config(&args)?;
+    let (cfg, note) = config(&args)?;
     if args.foreground {
-        return run_foreground(cfg);
+        return run_foreground(cfg, note);
     }
-    spawn_background(&cfg, &lock)
+    if let Some(n) = &note {
+        eprintln!("weave-rs: {n}");
+    }
+    spawn_background(&cfg, &lock, note)
 }
 
 /// The instance lock, or an error naming who holds it.
@@ -371,7 +315,7 @@ fn check_control_name() -> anyhow::Result<()> {
     }
 }
 
-fn run_foreground(cfg: Config) -> anyhow::Result<()> {
+fn run_foreground(cfg: Config, note: Option<String>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEAVE_RS_LOG")
@@ -380,6 +324,9 @@ fn run_foreground(cfg: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(n) = note {
+        tracing::warn!("{n}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -388,10 +335,18 @@ fn run_foreground(cfg: Config) -> anyhow::Result<()> {
 
 /// Start `launch --foreground` detached, logging to the state dir, and wait
 /// until it answers on the control socket.
-fn spawn_background(cfg: &Config, held: &lock::InstanceLock) -> anyhow::Result<()> {
+fn spawn_background(
+    cfg: &Config,
+    held: &lock::InstanceLock,
+    note: Option<String>,
+) -> anyhow::Result<()> {
     let log_path = cfg.state_dir.join("router.log");
-    let log =
+    let mut log =
         fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
+    if let Some(n) = note {
+        // The router appends after it (the descriptor is shared).
+        let _ = std::io::Write::write_all(&mut log, format!("launch: {n}\n").as_bytes());
+    }
     let exe = std::env::current_exe().context("locate the weave-rs binary")?;
     let mut argv = background_argv(std::env::args().skip(1));
     argv.push("--foreground".into());
@@ -524,7 +479,7 @@ pub fn reset() -> anyhow::Result<()> {
     if let Err(e) = crate::net::iptables::remove_forward_accept(BRIDGE) {
         tracing::debug!("iptables: {e}");
     }
-    let dir = state_dir();
+    let (dir, _) = state_dir::path();
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
     }

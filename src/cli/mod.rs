@@ -3,6 +3,7 @@
 mod launch;
 mod lock;
 mod run;
+mod state_dir;
 pub(crate) mod status;
 
 use std::process::ExitCode;
