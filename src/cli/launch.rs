@@ -95,7 +95,7 @@ fn parse_http_addr(s: &str) -> Result<HttpAddr, String> {
 }
 
 /// The router's configuration, and a note for its log if its state dir
-/// had to be set aside (see `state_dir`).
+/// had to be removed (see `state_dir`).
 fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
     if !MTU_RANGE.contains(&args.mtu) {
         bail!(

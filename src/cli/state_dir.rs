@@ -121,7 +121,7 @@ pub fn verdict(recorded: Option<&str>, now: &NetnsId, initial: bool) -> Verdict 
 }
 
 /// Make the state dir ready for this namespace's router. Returns a note
-/// for the log when an old identity was set aside.
+/// for the log when an old identity was removed.
 pub fn prepare(dir: &Path, chosen_by_user: bool) -> anyhow::Result<Option<String>> {
     if chosen_by_user {
         files::dir_if_missing(dir, 0o700).with_context(|| format!("create {}", dir.display()))?;
@@ -161,7 +161,7 @@ fn prepare_for(dir: &Path, now: &NetnsId, initial: bool) -> anyhow::Result<Optio
     if let Verdict::Fresh(why) = verdict {
         fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
         note = Some(format!(
-            "{} set aside: {why}; this router starts with a new identity",
+            "removed {}: {why}; this router starts with a new identity",
             dir.display()
         ));
     }
