@@ -11,5 +11,6 @@ pub mod cli;
 pub mod core;
 pub mod daemon;
 pub mod docker;
+pub mod files;
 pub mod net;
 pub mod waiter;

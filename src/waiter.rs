@@ -8,11 +8,10 @@
 //! [`write_argv`]; the waiter (`src/wait/main.rs`, built static by
 //! `build.rs`) execs it.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::files::write_atomic;
 
 /// The waiter executable: static, std-only, runs in any image.
 pub const WAITER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/weave-rs-wait"));
@@ -26,15 +25,19 @@ pub const ARGV_NAME: &str = "argv";
 /// container may be executing the old one), and returns its path.
 pub fn install(dir: &Path) -> io::Result<PathBuf> {
     let path = dir.join(WAIT_NAME);
-    write_atomic(&path, WAITER, 0o755)?;
+    write_atomic(&path, WAITER, 0o755, None)?;
     Ok(path)
 }
 
+/// Mode of the command file: a command line may carry secrets.
+pub const ARGV_MODE: u32 = 0o600;
+
 /// Writes the container's real command as `dir/argv`: each argument
 /// followed by a NUL, atomically, so the waiter never sees a partial
-/// command. An argument that itself contains a NUL cannot be passed to exec
-/// and is refused.
-pub fn write_argv(dir: &Path, argv: &[String]) -> io::Result<()> {
+/// command. `owner` (uid, gid) is the user the waiter runs as when that is
+/// not root: it must be able to read the file. An argument that itself
+/// contains a NUL cannot be passed to exec and is refused.
+pub fn write_argv(dir: &Path, argv: &[String], owner: Option<(u32, u32)>) -> io::Result<()> {
     let mut bytes = Vec::with_capacity(argv.iter().map(|a| a.len() + 1).sum());
     for a in argv {
         if a.as_bytes().contains(&0) {
@@ -46,41 +49,16 @@ pub fn write_argv(dir: &Path, argv: &[String]) -> io::Result<()> {
         bytes.extend_from_slice(a.as_bytes());
         bytes.push(0);
     }
-    write_atomic(&dir.join(ARGV_NAME), &bytes, 0o644)
-}
-
-/// Writes `bytes` to a fresh temporary file next to `path`, sets `mode`
-/// (regardless of the umask) and renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(
-        ".{name}.tmp.{}.{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    write_atomic(&dir.join(ARGV_NAME), &bytes, ARGV_MODE, owner)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
     use std::process::{Child, Command, Output, Stdio};
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -157,14 +135,20 @@ mod tests {
     #[test]
     fn write_argv_is_nul_separated_and_replaces() {
         let d = TempDir::new("argv");
-        write_argv(&d.0, &args(&["echo", "hello world", ""])).unwrap();
+        write_argv(&d.0, &args(&["echo", "hello world", ""]), None).unwrap();
         assert_eq!(
             fs::read(d.0.join("argv")).unwrap(),
             b"echo\0hello world\0\0"
         );
-        write_argv(&d.0, &args(&["sh"])).unwrap();
+        let mode = fs::metadata(d.0.join("argv")).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o7777,
+            0o600,
+            "the command must not be world-readable"
+        );
+        write_argv(&d.0, &args(&["sh"]), None).unwrap();
         assert_eq!(fs::read(d.0.join("argv")).unwrap(), b"sh\0");
-        write_argv(&d.0, &[]).unwrap();
+        write_argv(&d.0, &[], None).unwrap();
         assert_eq!(fs::read(d.0.join("argv")).unwrap(), b"");
         assert_eq!(entries(&d.0), ["argv"]);
     }
@@ -172,7 +156,7 @@ mod tests {
     #[test]
     fn write_argv_refuses_nul_in_an_argument() {
         let d = TempDir::new("nul");
-        let e = write_argv(&d.0, &args(&["a\0b"])).unwrap_err();
+        let e = write_argv(&d.0, &args(&["a\0b"]), None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(entries(&d.0).is_empty());
     }
@@ -231,6 +215,7 @@ mod tests {
         write_argv(
             &d.0,
             &args(&["sh", "-c", "echo \"$0\" \"$1\"; exit 3", "he llo", "x"]),
+            None,
         )
         .unwrap();
         let out = finish(child);
@@ -242,7 +227,7 @@ mod tests {
     fn waiter_keeps_waiting_without_the_interface() {
         let d = TempDir::new("noiface");
         let mut child = spawn_waiter(&d.0, "weavers-none0");
-        write_argv(&d.0, &args(&["true"])).unwrap();
+        write_argv(&d.0, &args(&["true"]), None).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         assert!(child.try_wait().unwrap().is_none());
         child.kill().unwrap();
@@ -255,7 +240,7 @@ mod tests {
             return;
         }
         let d = TempDir::new("fail");
-        write_argv(&d.0, &args(&["weave-rs-no-such-program", "x"])).unwrap();
+        write_argv(&d.0, &args(&["weave-rs-no-such-program", "x"]), None).unwrap();
         let out = finish(spawn_waiter(&d.0, "lo"));
         assert_eq!(out.status.code(), Some(127));
         assert_eq!(
@@ -263,7 +248,7 @@ mod tests {
             "weave-rs: cannot start weave-rs-no-such-program: No such file or directory\n"
         );
 
-        write_argv(&d.0, &[]).unwrap();
+        write_argv(&d.0, &[], None).unwrap();
         let out = finish(spawn_waiter(&d.0, "lo"));
         assert_eq!(out.status.code(), Some(127));
         let err = String::from_utf8_lossy(&out.stderr);

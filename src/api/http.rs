@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -27,7 +28,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::protocol::Report;
 use crate::daemon::Shared;
@@ -202,6 +203,24 @@ pub async fn bind(addr: Option<SocketAddr>) -> Option<TcpListener> {
     }
 }
 
+/// What the HTTP server allows each client.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more are closed at once.
+    pub max_conns: usize,
+    /// A request's headers must arrive within this (also the longest a
+    /// kept-alive connection may sit idle).
+    pub header_timeout: Duration,
+    /// Longest a connection lives, whatever it does.
+    pub conn_lifetime: Duration,
+}
+
+pub const LIMITS: Limits = Limits {
+    max_conns: 64,
+    header_timeout: Duration::from_secs(5),
+    conn_lifetime: Duration::from_secs(60),
+};
+
 /// Serve the running router's status. Never returns: a failure of the HTTP
 /// server is logged and must not stop the router.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result<()> {
@@ -209,10 +228,45 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result
         let shared = shared.clone();
         async move { super::server::full_report(&shared).await }
     });
-    if let Err(e) = axum::serve(listener, app).await {
-        warn!("HTTP status server stopped: {e}");
+    serve_app(listener, app, LIMITS).await
+}
+
+/// Serve `app` on `listener` within `limits`, for ever.
+pub async fn serve_app(listener: TcpListener, app: axum::Router, limits: Limits) -> ! {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_conns));
+    let mut backoff = super::accept::AcceptBackoff::new("HTTP server");
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => {
+                backoff.reset();
+                s
+            }
+            Err(e) => {
+                backoff.after_error(&e).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(
+                "HTTP: {} connections open, closing a new one",
+                limits.max_conns
+            );
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            match tokio::time::timeout(limits.conn_lifetime, conn).await {
+                Ok(Err(e)) => debug!("HTTP connection: {e}"),
+                Err(_) => debug!("HTTP connection closed after {:?}", limits.conn_lifetime),
+                Ok(Ok(())) => {}
+            }
+        });
     }
-    std::future::pending().await
 }
 
 #[cfg(test)]
@@ -330,7 +384,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(|| async { sample() });
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let server = tokio::spawn(serve_app(listener, app, LIMITS));
 
         let (code, head, body) = get(addr, "GET", "/status").await;
         assert_eq!(code, 200);
@@ -359,6 +413,116 @@ mod tests {
         let (code, _, _) = get(addr, "POST", "/status").await;
         assert_eq!(code, 405);
 
+        server.abort();
+    }
+
+    /// Reads until the server closes; None if it has not within `within`.
+    async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        tokio::time::timeout(within, s.read_to_end(&mut buf))
+            .await
+            .ok()
+            .map(|_| buf)
+    }
+
+    async fn start(limits: Limits) -> (SocketAddr, tokio::task::AbortHandle) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(|| async { sample() });
+        (
+            addr,
+            tokio::spawn(serve_app(listener, app, limits)).abort_handle(),
+        )
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_are_closed_and_slots_come_back() {
+        let limits = Limits {
+            max_conns: 3,
+            header_timeout: Duration::from_secs(30),
+            conn_lifetime: Duration::from_secs(30),
+        };
+        let (addr, server) = start(limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /st").await.unwrap(); // half a request
+            idle.push(s);
+        }
+        // Accepted in order: the cap is reached once the 4th is refused.
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let got = closed_within(&mut extra, Duration::from_secs(5)).await;
+        assert_eq!(got.as_deref(), Some(&b""[..]), "4th connection not closed");
+        drop(idle);
+        // The slots come back once the idle clients are gone.
+        let mut ok = None;
+        for _ in 0..100 {
+            let (code, _, _) = get(addr, "GET", "/status").await;
+            if code == 200 {
+                ok = Some(code);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ok, Some(200));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn slow_and_idle_clients_are_cut_off() {
+        let limits = Limits {
+            max_conns: 8,
+            header_timeout: Duration::from_millis(300),
+            conn_lifetime: Duration::from_secs(2),
+        };
+        let (addr, server) = start(limits).await;
+        // Headers trickled: cut at the header timeout.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let t = std::time::Instant::now();
+        assert!(closed_within(&mut slow, Duration::from_secs(5))
+            .await
+            .is_some());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+
+        // A kept-alive connection that answered once and then idles.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let got = closed_within(&mut idle, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+
+        // A client that keeps sending requests is cut at the lifetime.
+        let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let t = std::time::Instant::now();
+        let mut reply = vec![0u8; 1 << 16];
+        let closed = loop {
+            if busy
+                .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .is_err()
+            {
+                break true;
+            }
+            match tokio::time::timeout(Duration::from_secs(5), busy.read(&mut reply)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(_)) => {}
+                Err(_) => break false,
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "never cut off");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(closed);
+        assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
         server.abort();
     }
 

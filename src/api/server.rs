@@ -2,7 +2,9 @@
 //!
 //! An abstract unix socket (per network namespace); each client sends one
 //! JSON request line and reads one JSON reply line. Requests that change
-//! the router are refused unless the client runs as root.
+//! the router are refused unless the client runs as root. Root has
+//! connection slots of its own (`slots`), slow clients time out, and a
+//! failing `accept` (out of descriptors) is retried, never fatal.
 
 use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
@@ -10,25 +12,37 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tracing::{info, warn};
+use tracing::{debug, info};
 
+use super::accept::AcceptBackoff;
+use super::peer;
 use super::protocol::*;
+use super::slots::{Slots, LIMITS};
 use crate::core::cidr;
 use crate::daemon::state::{Encryption, TargetSource, TargetStatus};
 use crate::daemon::{attachments, targets, Shared};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 << 10;
-/// Concurrent API clients.
-const MAX_CLIENTS: usize = 64;
+/// A client must send its request line within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client must take its reply within this.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Bind the control socket. If its name is taken, the error names the
+/// process holding it.
 pub fn bind() -> std::io::Result<UnixListener> {
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(SOCKET_NAME)?;
     let l = std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
+            let who = peer::holder_of_name()
+                .map_or_else(|| "another process".to_string(), |h| h.to_string());
             std::io::Error::new(
                 e.kind(),
-                "another weave-rs router is already running in this network namespace",
+                format!(
+                    "the name @{} is taken by {who}",
+                    String::from_utf8_lossy(SOCKET_NAME)
+                ),
             )
         } else {
             e
@@ -38,57 +52,83 @@ pub fn bind() -> std::io::Result<UnixListener> {
     UnixListener::from_std(l)
 }
 
+/// Accept clients until the router stops. Never fails: accept errors are
+/// logged and retried after a pause.
 pub async fn serve(shared: Arc<Shared>, listener: UnixListener) -> anyhow::Result<()> {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let slots = Slots::new(LIMITS);
+    let mut backoff = AcceptBackoff::new("control socket");
     loop {
-        let (stream, _) = listener.accept().await?;
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            continue; // dropped: too many clients at once
+        let stream = match listener.accept().await {
+            Ok((s, _)) => {
+                backoff.reset();
+                s
+            }
+            Err(e) => {
+                backoff.after_error(&e).await;
+                continue;
+            }
+        };
+        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let slot = match slots.try_take(uid) {
+            Ok(s) => s,
+            Err(why) => {
+                debug!("control client refused: {why}");
+                // Best effort, never waiting: the client may not read.
+                let _ = stream.try_write(&reply_line(&Reply::error(why)));
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = client(&shared, stream).await {
-                warn!("control client: {e}");
+            let _slot = slot;
+            if let Err(e) = client(&shared, stream, uid).await {
+                debug!("control client (uid {uid}): {e}");
             }
         });
     }
 }
 
-async fn client(shared: &Arc<Shared>, stream: UnixStream) -> std::io::Result<()> {
-    let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+fn reply_line(reply: &Reply) -> Vec<u8> {
+    let mut out = serde_json::to_vec(reply)
+        .unwrap_or_else(|_| br#"{"status":"error","error":"reply not serialisable"}"#.to_vec());
+    out.push(b'\n');
+    out
+}
+
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> std::io::Result<()> {
+    tokio::time::timeout(REPLY_TIMEOUT, write.write_all(&reply_line(reply)))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "reply not taken"))?
+}
+
+async fn client(shared: &Arc<Shared>, stream: UnixStream, uid: u32) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let n = tokio::time::timeout(
-        Duration::from_secs(10),
+        REQUEST_TIMEOUT,
         BufReader::new(read)
             .take(MAX_REQUEST as u64)
             .read_line(&mut line),
     )
     .await
     .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
-    let reply = if n == 0 {
+    if n == 0 {
         return Ok(());
-    } else {
-        match serde_json::from_str::<Request>(&line) {
-            Err(e) => Reply::error(format!("bad request: {e}")),
-            Ok(req) if req.mutates() && uid != 0 => Reply::error(format!(
-                "permission denied: only root may change the router (you are uid {uid})"
-            )),
-            Ok(Request::Stop) => {
-                let mut out = serde_json::to_vec(&Reply::ok("router stopping"))?;
-                out.push(b'\n');
-                write.write_all(&out).await?;
-                info!("stop requested over the control socket");
-                shared.shutdown();
-                return Ok(());
-            }
-            Ok(req) => handle(shared, req).await,
+    }
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Reply::error(format!("bad request: {e}")),
+        Ok(req) if req.mutates() && uid != 0 => Reply::error(format!(
+            "permission denied: only root may change the router (you are uid {uid})"
+        )),
+        Ok(Request::Stop) => {
+            send(&mut write, &Reply::ok("router stopping")).await?;
+            info!("stop requested over the control socket");
+            shared.shutdown();
+            return Ok(());
         }
+        Ok(req) => handle(shared, req).await,
     };
-    let mut out = serde_json::to_vec(&reply)?;
-    out.push(b'\n');
-    write.write_all(&out).await
+    send(&mut write, &reply).await
 }
 
 async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {

@@ -1,7 +1,6 @@
 //! `launch`, `stop` and `reset`: the router's life cycle on this host.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -11,9 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::api::client;
+use super::{lock, state_dir};
+use crate::api::protocol::SOCKET_NAME;
+use crate::api::{client, peer};
 use crate::core::crypto::keys::{Secret, KEY_LEN};
-use crate::core::crypto::noise::StaticKey;
 use crate::core::crypto::psk;
 use crate::core::PeerName;
 use crate::daemon::secure::CryptoConfig;
@@ -76,12 +76,15 @@ pub struct LaunchArgs {
     /// the background router without putting the password in its argv).
     #[arg(long, hide = true)]
     pub psk_stdin: bool,
+    /// Internal: the instance lock's descriptor, inherited from `launch`.
+    #[arg(long, hide = true, value_name = "FD")]
+    pub lock_fd: Option<i32>,
 }
 
 const DEFAULT_REKEY_SECS: u64 = crate::daemon::secure::DEFAULT_REKEY_INTERVAL.as_secs();
-/// Launch options that carry the password, removed from the background
-/// router's command line.
-const SECRET_FLAGS: [&str; 2] = ["--password", "--password-file"];
+/// Launch options not passed on to the background router: the password
+/// (it gets the derived key on stdin) and a lock descriptor (it gets ours).
+const SECRET_FLAGS: [&str; 3] = ["--password", "--password-file", "--lock-fd"];
 
 /// `--http-addr`: an address, or `off`.
 #[derive(Debug, Clone, Copy)]
@@ -96,34 +99,9 @@ fn parse_http_addr(s: &str) -> Result<HttpAddr, String> {
         .map_err(|_| format!("{s}: expected host:port (e.g. 127.0.0.1:6784) or off"))
 }
 
-/// Where this network namespace's router keeps its files.
-pub fn state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("WEAVE_RS_STATE_DIR") {
-        return PathBuf::from(d);
-    }
-    let ns = fs::metadata("/proc/self/ns/net")
-        .map(|m| m.ino())
-        .unwrap_or(0);
-    PathBuf::from(format!("/var/lib/weave-rs/netns-{ns}"))
-}
-
-fn peer_name(dir: &std::path::Path, given: Option<PeerName>) -> anyhow::Result<PeerName> {
-    let file = dir.join("peer-name");
-    if let Some(n) = given {
-        fs::write(&file, format!("{n}\n")).with_context(|| format!("write {}", file.display()))?;
-        return Ok(n);
-    }
-    if let Ok(s) = fs::read_to_string(&file) {
-        if let Ok(n) = s.trim().parse() {
-            return Ok(n);
-        }
-    }
-    let n = PeerName::random();
-    fs::write(&file, format!("{n}\n")).with_context(|| format!("write {}", file.display()))?;
-    Ok(n)
-}
-
-fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
+/// The router's configuration, and a note for its log if its state dir
+/// had to be removed (see `state_dir`).
+fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
     if !MTU_RANGE.contains(&args.mtu) {
         bail!(
             "--mtu {}: must be between {} and {}",
@@ -148,11 +126,11 @@ fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
     }
     psk::check_mesh_name(&args.mesh_name)
         .map_err(|e| anyhow::anyhow!("--mesh-name {:?}: {e}", args.mesh_name))?;
-    let dir = state_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let (dir, chosen) = state_dir::path();
+    let note = state_dir::prepare(&dir, chosen)?;
     let crypto = crypto_config(args, &dir)?;
-    Ok(Config {
-        name: peer_name(&dir, args.name)?,
+    let cfg = Config {
+        name: state_dir::peer_name(&dir, args.name)?,
         nickname,
         port: args.port,
         mtu: args.mtu,
@@ -165,7 +143,8 @@ fn config(args: &LaunchArgs) -> anyhow::Result<Config> {
         http_addr: args.http_addr.0,
         mesh_name: args.mesh_name.clone(),
         crypto,
-    })
+    };
+    Ok((cfg, note))
 }
 
 /// The password from --password, --password-file or WEAVE_PASSWORD.
@@ -210,7 +189,7 @@ fn crypto_config(
     };
     Ok(Some(Arc::new(CryptoConfig {
         psk,
-        key: static_key(dir)?,
+        key: state_dir::static_key(dir)?,
         trusted,
         rekey_interval: Duration::from_secs(args.rekey_interval),
     })))
@@ -228,45 +207,12 @@ fn read_psk_stdin() -> anyhow::Result<Secret> {
     Ok(key)
 }
 
-/// This router's long-term Noise key, made on first use and kept in the
-/// state dir. Nothing pins it, so an unreadable file is replaced.
-fn static_key(dir: &std::path::Path) -> anyhow::Result<StaticKey> {
-    let file = dir.join("noise-key");
-    if let Ok(s) = fs::read_to_string(&file) {
-        let mut lines = s.lines();
-        let mut private = zeroize::Zeroizing::new([0u8; KEY_LEN]);
-        let mut public = [0u8; KEY_LEN];
-        if let (Some(a), Some(b)) = (lines.next(), lines.next()) {
-            if hex_decode(a, &mut private[..]) && hex_decode(b, &mut public) {
-                return Ok(StaticKey { private, public });
-            }
-        }
-        tracing::warn!("{}: unreadable, making a new key", file.display());
-    }
-    let key = StaticKey::generate().map_err(|e| anyhow::anyhow!("generate a key: {e}"))?;
-    let text = zeroize::Zeroizing::new(format!(
-        "{}\n{}\n",
-        hex_encode(&key.private[..]),
-        hex_encode(&key.public)
-    ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&file)
-        .with_context(|| format!("create {}", file.display()))?;
-    std::io::Write::write_all(&mut f, text.as_bytes())
-        .with_context(|| format!("write {}", file.display()))?;
-    Ok(key)
-}
-
-fn hex_encode(b: &[u8]) -> String {
+pub(super) fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Fill `out` from exactly `2 * out.len()` hex digits.
-fn hex_decode(s: &str, out: &mut [u8]) -> bool {
+pub(super) fn hex_decode(s: &str, out: &mut [u8]) -> bool {
     if s.len() != 2 * out.len() || !s.is_ascii() {
         return false;
     }
@@ -303,24 +249,82 @@ fn background_argv(args: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 pub fn launch(args: LaunchArgs) -> anyhow::Result<()> {
-    if let Ok(r) = client::report() {
-        bail!(
-            "weave-rs router is already running in this network namespace (name {}, pid {})",
-            r.router.name,
-            r.router.pid
-        );
-    }
     if !nix::unistd::geteuid().is_root() {
         bail!("launch: must be run as root");
     }
-    let cfg = config(&args)?;
+    let lock_path = lock::path_for_this_netns().context("network namespace")?;
+    // Held until this process ends; the background router shares it.
+    let lock = match args.lock_fd {
+        // We are that background router: `launch` did the checks.
+        Some(fd) => lock::InstanceLock::adopt(fd, &lock_path)?,
+        None => {
+            let lock = take_lock(&lock_path)?;
+            check_control_name()?;
+            lock
+        }
+    };
+    let (cfg, note) = config(&args)?;
     if args.foreground {
-        return run_foreground(cfg);
+        return run_foreground(cfg, note);
     }
-    spawn_background(&cfg)
+    if let Some(n) = &note {
+        eprintln!("weave-rs: {n}");
+    }
+    spawn_background(&cfg, &lock, note)
 }
 
-fn run_foreground(cfg: Config) -> anyhow::Result<()> {
+/// The instance lock, or an error naming who holds it.
+fn take_lock(path: &std::path::Path) -> anyhow::Result<lock::InstanceLock> {
+    match lock::InstanceLock::acquire_at(path) {
+        Ok(l) => Ok(l),
+        Err(lock::LockError::Held { pid, path }) => {
+            let holder = pid.map_or("an unknown process".to_string(), |p| format!("pid {p}"));
+            match client::report() {
+                Ok(r) => bail!(
+                    "weave-rs router is already running in this network namespace (name {}, pid {}; {holder} holds the lock {})",
+                    r.router.name,
+                    r.router.pid,
+                    path.display()
+                ),
+                Err(_) => bail!(
+                    "weave-rs router is already running or starting in this network namespace ({holder} holds the lock {})",
+                    path.display()
+                ),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Refuse to start when the control socket's name is taken, naming who
+/// holds it. Only a root process that answers like a router is "already
+/// running": anyone can bind an abstract socket's name.
+fn check_control_name() -> anyhow::Result<()> {
+    if peer::name_is_free().context("control socket")? {
+        return Ok(());
+    }
+    let name = String::from_utf8_lossy(SOCKET_NAME);
+    match peer::holder_of_name() {
+        Some(h) if h.is_root() => match client::report() {
+            Ok(r) => bail!(
+                "weave-rs router is already running in this network namespace (name {}, pid {})",
+                r.router.name,
+                r.router.pid
+            ),
+            Err(e) => bail!(
+                "the control socket name @{name} is taken by {h}, which does not answer like a weave-rs router ({e})"
+            ),
+        },
+        Some(h) => bail!(
+            "the control socket name @{name} is taken by {h}: not a weave-rs router (it does not run as root); stop that process and launch again"
+        ),
+        None => bail!(
+            "the control socket name @{name} is taken by a process that could not be identified"
+        ),
+    }
+}
+
+fn run_foreground(cfg: Config, note: Option<String>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEAVE_RS_LOG")
@@ -329,6 +333,9 @@ fn run_foreground(cfg: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(n) = note {
+        tracing::warn!("{n}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -337,13 +344,23 @@ fn run_foreground(cfg: Config) -> anyhow::Result<()> {
 
 /// Start `launch --foreground` detached, logging to the state dir, and wait
 /// until it answers on the control socket.
-fn spawn_background(cfg: &Config) -> anyhow::Result<()> {
+fn spawn_background(
+    cfg: &Config,
+    held: &lock::InstanceLock,
+    note: Option<String>,
+) -> anyhow::Result<()> {
     let log_path = cfg.state_dir.join("router.log");
-    let log =
+    let mut log =
         fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
+    if let Some(n) = note {
+        // The router appends after it (the descriptor is shared).
+        let _ = std::io::Write::write_all(&mut log, format!("launch: {n}\n").as_bytes());
+    }
     let exe = std::env::current_exe().context("locate the weave-rs binary")?;
     let mut argv = background_argv(std::env::args().skip(1));
     argv.push("--foreground".into());
+    let lock_fd = held.raw_fd();
+    argv.push(format!("--lock-fd={lock_fd}"));
     if cfg.crypto.is_some() {
         argv.push("--psk-stdin".into());
     }
@@ -365,13 +382,16 @@ fn spawn_background(cfg: &Config) -> anyhow::Result<()> {
         })
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it detaches the router from our
-    // session so it outlives this command and the terminal.
+    // SAFETY: setsid and fcntl are async-signal-safe. setsid detaches the
+    // router from our session so it outlives this command and the terminal;
+    // clearing FD_CLOEXEC lets it inherit the lock's descriptor.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::fcntl(lock_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
     let mut child = cmd.spawn().context("start the router")?;
@@ -454,6 +474,9 @@ pub fn reset() -> anyhow::Result<()> {
         Err(client::ClientError::NotRunning) => {}
         Err(e) => return Err(e.into()),
     }
+    // A launch under way would lose its devices: wait for none.
+    let lock_path = lock::path_for_this_netns().context("network namespace")?;
+    let _lock = take_lock(&lock_path).context("reset")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -467,7 +490,7 @@ pub fn reset() -> anyhow::Result<()> {
             tracing::debug!("{}: {e}", family.program());
         }
     }
-    let dir = state_dir();
+    let (dir, _) = state_dir::path();
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
     }
@@ -509,6 +532,10 @@ mod tests {
         assert_eq!(
             argv(&["launch", "--password=x", "--password-file", "/p"]),
             ["launch"]
+        );
+        assert_eq!(
+            argv(&["launch", "--lock-fd", "7", "--lock-fd=8", "h2"]),
+            ["launch", "h2"]
         );
     }
 

@@ -1,7 +1,9 @@
 //! The command line: argument definitions and one function per command.
 
 mod launch;
+mod lock;
 mod run;
+mod state_dir;
 pub(crate) mod status;
 
 use std::process::ExitCode;

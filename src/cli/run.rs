@@ -9,7 +9,7 @@
 //! command, and execs it. On a restart the waiter waits again until the
 //! router has re-attached ethwe (the router follows Docker's events).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use crate::api::protocol::{Reply, Request};
 use crate::core::cidr;
 use crate::daemon::attachments::{remove_run_dir, RUN_DIR, RUN_DIR_LABEL};
 use crate::docker;
+use crate::files;
 use crate::waiter;
 
 /// Where the waiter and the command appear inside the container.
@@ -51,7 +52,7 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
     rt.block_on(docker::ping())?;
 
     let dir = PathBuf::from(RUN_DIR).join(format!("{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    make_run_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
     let dir_s = dir.display().to_string();
     let result = start(&rt, &dir, &dir_s, cidrs, docker_args);
     match result {
@@ -61,6 +62,38 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             Err(e)
         }
     }
+}
+
+/// Host users see nothing under the run dir (0700 down to it). A container's
+/// own dir is 0711: the waiter runs as the container's user, which may not
+/// be root, and must reach `wait` and its own `argv` (0600, given to that
+/// user) without being able to list anything.
+const CONTAINER_DIR_MODE: u32 = 0o711;
+
+fn make_run_dir(dir: &Path) -> std::io::Result<()> {
+    files::dir_with_mode(Path::new(files::BASE_DIR), 0o700)?;
+    files::dir_with_mode(Path::new(RUN_DIR), 0o700)?;
+    files::dir_with_mode(dir, CONTAINER_DIR_MODE)
+}
+
+/// Effective uid and gid from a `/proc/PID/status`.
+fn effective_ids(status: &str) -> Option<(u32, u32)> {
+    let field = |name: &str| -> Option<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("Uid:")?, field("Gid:")?))
+}
+
+/// Who must be able to read `argv`: the user the container's waiter (its
+/// main process, `pid`) runs as, if not root. Unknown: root (the file
+/// stays root's, and a non-root waiter reports it cannot read it).
+fn waiter_owner(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    effective_ids(&status).filter(|(uid, _)| *uid != 0)
 }
 
 /// Start the container, attach it, release the waiter; the docker run exit code.
@@ -104,7 +137,7 @@ fn start(
             Reply::Ok { .. } => {}
             Reply::Error { error } => bail!(error),
         }
-        waiter::write_argv(dir, &argv)?;
+        waiter::write_argv(dir, &argv, waiter_owner(container.pid))?;
         Ok(())
     })();
     if let Err(e) = attached {
@@ -117,4 +150,21 @@ fn start(
     }
     let status = child.wait()?;
     Ok(status.code().unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_effective_ids() {
+        let status = "Name:\tsh\nUid:\t1000\t1001\t1001\t1001\nGid:\t50\t51\t51\t51\n";
+        assert_eq!(effective_ids(status), Some((1001, 51)));
+        assert_eq!(effective_ids("Uid:\t1\n"), None);
+        assert_eq!(effective_ids("Uid:\tx y\nGid:\t1 2\n"), None);
+        // This process: root's files stay root's.
+        let me = nix::unistd::geteuid().as_raw();
+        let want = (me != 0).then(|| (me, nix::unistd::getegid().as_raw()));
+        assert_eq!(waiter_owner(std::process::id()), want);
+    }
 }

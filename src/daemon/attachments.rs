@@ -78,18 +78,22 @@ fn file(shared: &Shared) -> PathBuf {
     shared.config.state_dir.join("attached.json")
 }
 
-/// Write the registry to the state dir (atomically).
+/// Write the registry to the state dir. Saves from concurrent tasks are
+/// serialised, each taking its snapshot under the lock, so the last file
+/// written is the latest state; each write is atomic and durable.
 fn save(shared: &Shared) {
+    static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SAVING.lock().unwrap_or_else(|e| e.into_inner());
     let list: Vec<Attachment> = shared.state().attached.values().cloned().collect();
     let path = file(shared);
-    let tmp = path.with_extension("json.tmp");
-    let r = serde_json::to_vec_pretty(&list)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = r {
+    if let Err(e) = save_list(&path, &list) {
         warn!("saving attachments to {}: {e}", path.display());
     }
+}
+
+fn save_list(path: &Path, list: &[Attachment]) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(list).map_err(std::io::Error::other)?;
+    crate::files::write_atomic(path, &bytes, 0o600, None)
 }
 
 /// Attach `target` with `nets`; returns the ethwe MAC.
@@ -269,10 +273,109 @@ pub async fn watch_docker(shared: Arc<Shared>) -> anyhow::Result<()> {
     }
 }
 
-/// Remove a run dir, but only one of ours.
+/// Remove a run dir named by a container's label, but only one of ours:
+/// the label comes from Docker, where anyone who can start a container can
+/// write anything.
 pub fn remove_run_dir(dir: &str) {
-    let p = Path::new(dir);
-    if p.parent() == Some(Path::new(RUN_DIR)) {
-        let _ = std::fs::remove_dir_all(p);
+    match remove_run_dir_in(Path::new(RUN_DIR), dir) {
+        Ok(()) => {}
+        Err(e) => warn!("not removing run dir {dir:?}: {e}"),
+    }
+}
+
+/// Remove `dir` if, with symlinks and `..` resolved, it is a directory
+/// directly inside `base`. A dir already gone is fine.
+fn remove_run_dir_in(base: &Path, dir: &str) -> Result<(), String> {
+    if !Path::new(dir).is_absolute() {
+        return Err("not an absolute path".into());
+    }
+    let base = base
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", base.display()))?;
+    let p = match Path::new(dir).canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    if p.parent() != Some(base.as_path()) || !p.is_dir() {
+        return Err(format!("outside {}", base.display()));
+    }
+    std::fs::remove_dir_all(&p).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn attachment(i: usize) -> Attachment {
+        Attachment {
+            label: format!("c{i}"),
+            container_id: None,
+            target: Some(format!("/var/run/netns/c{i}")),
+            cidrs: vec![format!("10.2.1.{i}/24")],
+            host_veth: format!("vethwr{i:08x}"),
+            mac: "02:00:00:00:00:01".into(),
+        }
+    }
+
+    #[test]
+    fn run_dirs_outside_the_base_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("run");
+        let ours = base.join("0123456789abcdef");
+        fs::create_dir_all(&ours).unwrap();
+        fs::write(ours.join("argv"), "x").unwrap();
+        let precious = root.path().join("netns-1");
+        fs::create_dir_all(&precious).unwrap();
+        fs::write(precious.join("noise-key"), "secret").unwrap();
+        fs::create_dir_all(base.join("sub/deeper")).unwrap();
+        std::os::unix::fs::symlink(&precious, base.join("link")).unwrap();
+
+        let s = |p: PathBuf| p.to_string_lossy().into_owned();
+        for crafted in [
+            s(base.join("..")),
+            s(base.join("../netns-1")),
+            s(base.join("0123456789abcdef/../../netns-1")),
+            s(base.join("link")),
+            s(base.clone()),
+            s(base.join("sub/deeper")),
+            s(base.join("0123456789abcdef/argv")),
+            "/".to_string(),
+            "relative/../..".to_string(),
+        ] {
+            let e = remove_run_dir_in(&base, &crafted);
+            assert!(e.is_err(), "{crafted} was accepted");
+            assert!(precious.join("noise-key").exists(), "{crafted} deleted it");
+        }
+        assert!(base.join("sub/deeper").exists());
+        assert!(ours.join("argv").exists());
+
+        remove_run_dir_in(&base, &s(ours.clone())).unwrap();
+        assert!(!ours.exists());
+        // Gone already: nothing to do.
+        remove_run_dir_in(&base, &s(ours)).unwrap();
+    }
+
+    #[test]
+    fn concurrent_saves_always_leave_a_whole_registry() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("attached.json");
+        std::thread::scope(|s| {
+            for t in 1..=8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..25 {
+                        let list: Vec<Attachment> = (0..t * 10).map(attachment).collect();
+                        save_list(path, &list).unwrap();
+                        let read: Vec<Attachment> =
+                            serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+                        assert!(!read.is_empty() && read.len() % 10 == 0);
+                    }
+                });
+            }
+        });
+        let left: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files left behind");
     }
 }
