@@ -78,8 +78,9 @@ pub async fn serve(shared: Arc<Shared>, listener: UnixListener) -> anyhow::Resul
                 continue;
             }
         };
-        let shared = shared.clone();
-        tokio::spawn(async move {
+        let task_shared = shared.clone();
+        shared.spawn(async move {
+            let shared = task_shared;
             let _slot = slot;
             if let Err(e) = client(&shared, stream, uid).await {
                 debug!("control client (uid {uid}): {e}");
