@@ -34,7 +34,7 @@ pub enum Behaviour {
     /// heartbeat frame every second, so it stays registered.
     FakePeer,
     /// A fake peer that, after its hello, announces a control frame of the
-    /// largest allowed length (4 MiB) and sends its body at 1 KiB a second.
+    /// largest allowed length (1 MiB) and sends its body at 1 KiB a second.
     FakePeerHugeFrame,
 }
 

@@ -4,7 +4,7 @@
 //! TCP handshake (both sides send at once):
 //!   "weave-rs" (8) min_version u8 max_version u8 body_len u16be body
 //!   body: name[6] uid u64be port u16be features u32be nick_len u8 nick
-//! TCP control frames: len u32be (type + body, <= 4 MiB), type u8, body.
+//! TCP control frames: len u32be (type + body, <= 1 MiB), type u8, body.
 //! UDP sleeve: magic 0xE7, kind u8 (1 frames, 2 heartbeat), hops u8,
 //!   flags u8, src[6], dst[6]; kind 1: { len u16be, frame }*; kind 2: uid u64be.
 
@@ -15,7 +15,7 @@ pub const VERSION: u8 = 1;
 /// Default control/data port.
 pub const PORT: u16 = 6783;
 /// Largest control frame the router accepts (type + body).
-pub const MAX_FRAME: u32 = 4 << 20;
+pub const MAX_FRAME: u32 = 1 << 20;
 /// First byte of every UDP sleeve datagram.
 pub const SLEEVE_MAGIC: u8 = 0xE7;
 

@@ -2,7 +2,8 @@
 //! switch, with one IP, holds 300 TCP connections to h1's port 6783 and
 //! opens again every one h1 closes: idle ones, trickling ones, fake peers
 //! that keep themselves registered with heartbeats, fake peers that
-//! announce a 4 MiB control frame and send its body slowly, and fake peers
+//! announce a control frame of the largest size (1 MiB) and send its body
+//! slowly, and fake peers
 //! that close and reopen every second. In each case, while the attack
 //! lasts:
 //!
@@ -97,10 +98,12 @@ fn under_attack(behaviour: Behaviour, lifetime: Option<Duration>) {
     lab.step(&format!("x opens {spec:?} to {target}"));
     let attack_start = Instant::now();
     let flood = Flood::start(&x, target, spec);
+    // Every slot has tried at least once (the router may refuse most of
+    // them at once: that is the defence).
     wait_until(
         secs(20),
-        &format!("x has opened its {CONNS} connections to h1 and sent their opening bytes"),
-        || flood.stats().slots_started == CONNS,
+        &format!("x has opened its {CONNS} connections to h1"),
+        || flood.stats().opened >= CONNS as u64,
     );
     lab.step(&format!("attack under way: {:?}", flood.stats()));
 
@@ -193,7 +196,7 @@ fn fake_peers_with_heartbeats() {
     under_attack(Behaviour::FakePeer, None);
 }
 
-/// Fake peers announcing a 4 MiB control frame, its body at 1 KiB/s.
+/// Fake peers announcing a 1 MiB control frame, its body at 1 KiB/s.
 #[test]
 fn fake_peers_with_a_huge_frame() {
     under_attack(Behaviour::FakePeerHugeFrame, None);
