@@ -52,6 +52,8 @@ pub enum ConnError {
     Limit(usize),
     #[error("already connected to peer {0}")]
     Duplicate(PeerName),
+    #[error("replaced by a connection from the other side")]
+    Replaced(PeerName),
     #[error("no heartbeat from peer for {}s", HEARTBEAT_TIMEOUT.as_secs())]
     HeartbeatTimeout,
     #[error("no UDP heartbeats from peer for {}s", PENDING_TIMEOUT.as_secs())]
@@ -383,10 +385,13 @@ async fn serve(
                     }
                 }
                 Some(ConnCmd::Close(reason)) => {
-                    let bye = control::emit(control::Kind::Close, reason.as_bytes());
-                    let _ = write_frame(&mut control_tx, &mut write, &bye, Duration::from_secs(1)).await;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), write.shutdown()).await;
+                    say_goodbye(&mut control_tx, &mut write, &reason).await;
                     return ConnError::ClosedByUs(reason);
+                }
+                Some(ConnCmd::Replaced) => {
+                    let e = ConnError::Replaced(hello.name);
+                    say_goodbye(&mut control_tx, &mut write, &e.to_string()).await;
+                    return e;
                 }
                 None => return ConnError::ClosedByUs("router stopping".into()),
             },
@@ -412,6 +417,17 @@ async fn serve(
             }
         }
     }
+}
+
+/// Tell the peer why we close, if it listens within a second, and close.
+async fn say_goodbye(
+    control_tx: &mut ControlTx,
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    reason: &str,
+) {
+    let bye = control::emit(control::Kind::Close, reason.as_bytes());
+    let _ = write_frame(control_tx, write, &bye, Duration::from_secs(1)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), write.shutdown()).await;
 }
 
 /// Write one control frame, or give up after `timeout`.

@@ -27,6 +27,8 @@ pub enum ConnCmd {
     Send(Vec<u8>),
     /// Close with this reason (sent to the peer, shown in status).
     Close(String),
+    /// Close: a connection from the other side replaced this one.
+    Replaced,
 }
 
 /// A connection whose handshake completed.
@@ -201,9 +203,7 @@ impl State {
             if !new_wins {
                 return Err(ConnError::Duplicate(peer));
             }
-            let _ = existing.tx.try_send(ConnCmd::Close(
-                "replaced by a connection from the other side".into(),
-            ));
+            let _ = existing.tx.try_send(ConnCmd::Replaced);
         } else if self.conns.len() >= conn_limit {
             return Err(ConnError::Limit(conn_limit));
         }

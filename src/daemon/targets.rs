@@ -146,6 +146,21 @@ fn still_wanted(shared: &Shared, key: &str, id: u64) -> bool {
     true
 }
 
+/// If `peer` has a connection (the one its own dial made), show target
+/// `id` as connected through it and return what ends when it closes.
+fn reached_otherwise(
+    shared: &Shared,
+    key: &str,
+    id: u64,
+    peer: PeerName,
+) -> Option<impl std::future::Future<Output = ()>> {
+    let mut st = shared.state();
+    let (conn_id, tx) = st.conns.get(&peer).map(|c| (c.id, c.tx.clone()))?;
+    let t = st.targets.get_mut(key).filter(|t| t.id == id)?;
+    t.status = TargetStatus::Connected { conn_id };
+    Some(async move { tx.closed().await })
+}
+
 fn set_status(shared: &Shared, key: &str, id: u64, status: TargetStatus) {
     if let Some(t) = shared.state().targets.get_mut(key).filter(|t| t.id == id) {
         t.status = status;
@@ -169,6 +184,16 @@ async fn dial_loop(shared: Arc<Shared>, key: String, id: u64) {
                 },
             );
             return;
+        }
+        // Both sides dialled, and the peer's connection is the one kept:
+        // the target is reached that way. Wait for that connection to end
+        // instead of dialling into a duplicate again and again.
+        if let ConnError::Duplicate(peer) | ConnError::Replaced(peer) = err {
+            if let Some(closed) = reached_otherwise(&shared, &key, id, peer) {
+                info!("{key} is connected through the peer's own connection");
+                closed.await;
+                backoff.reset();
+            }
         }
         // A connection that lived a while earns a fresh backoff.
         if started.elapsed() > std::time::Duration::from_secs(10) {
