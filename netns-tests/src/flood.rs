@@ -6,8 +6,8 @@
 //!
 //! Reopening: a connection that lived a second or more is reopened at once
 //! (the attacker takes back a freed slot immediately); one closed sooner
-//! waits 50 ms, doubling up to 1 s, so a router that refuses at once is not
-//! hammered harder than a real attacker on one core would.
+//! waits 50 ms, doubling up to 1 s, so a router that refuses at once sees
+//! a few hundred attempts a second, not a busy loop.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -33,19 +33,20 @@ pub enum Behaviour {
     /// A fake peer: a complete plain hello (a name of its own), then a
     /// heartbeat frame every second, so it stays registered.
     FakePeer,
+    /// A fake peer that sends a complete plain hello and then nothing, so
+    /// the router drops it when its heartbeats time out (and the flood opens
+    /// another at once).
+    SilentFakePeer,
     /// A fake peer that, after its hello, announces a control frame of the
     /// largest allowed length (1 MiB) and sends its body at 1 KiB a second.
     FakePeerHugeFrame,
 }
 
-/// How many connections, doing what, and whether we recycle them.
+/// How many connections, doing what.
 #[derive(Clone, Copy, Debug)]
 pub struct FloodSpec {
     pub conns: usize,
     pub behaviour: Behaviour,
-    /// Close each connection ourselves (RST) this long after opening it and
-    /// open it again at once. None: keep it until the router closes it.
-    pub lifetime: Option<Duration>,
 }
 
 /// Counters of a running flood.
@@ -55,8 +56,6 @@ pub struct FloodStats {
     pub opened: u64,
     /// Connections the router closed (EOF, reset, refused).
     pub closed_by_router: u64,
-    /// Connections we closed ourselves (`lifetime`).
-    pub recycled: u64,
     /// Connections open right now (TCP established).
     pub open_now: usize,
     /// Slots whose connection, at least once, was established and had sent
@@ -69,7 +68,6 @@ pub struct FloodStats {
 struct Counters {
     opened: AtomicU64,
     closed_by_router: AtomicU64,
-    recycled: AtomicU64,
     open_now: AtomicUsize,
     slots_started: AtomicUsize,
 }
@@ -105,7 +103,6 @@ impl Flood {
         FloodStats {
             opened: c.opened.load(Ordering::Relaxed),
             closed_by_router: c.closed_by_router.load(Ordering::Relaxed),
-            recycled: c.recycled.load(Ordering::Relaxed),
             open_now: c.open_now.load(Ordering::Relaxed),
             slots_started: c.slots_started.load(Ordering::Relaxed),
         }
@@ -187,11 +184,6 @@ struct Driver {
     next_name: u16,
 }
 
-enum Closed {
-    ByRouter,
-    ByUs,
-}
-
 impl Driver {
     fn new(to: SocketAddr, spec: FloodSpec, counters: Arc<Counters>) -> Driver {
         let now = Instant::now();
@@ -252,8 +244,8 @@ impl Driver {
             }
             let now = Instant::now();
             for i in readable {
-                if let Some(reason) = self.on_ready(i, &mut buf) {
-                    self.close(i, reason, now);
+                if self.on_ready(i, &mut buf) {
+                    self.close(i, now);
                 }
             }
         }
@@ -261,7 +253,7 @@ impl Driver {
         self.counters.open_now.store(0, Ordering::Relaxed);
     }
 
-    /// Opens, paces, recycles and flushes slot `i`.
+    /// Opens, paces and flushes slot `i`.
     fn service(&mut self, i: usize, now: Instant) {
         let slot = &mut self.slots[i];
         let Some(c) = &mut slot.conn else {
@@ -271,15 +263,7 @@ impl Driver {
             return;
         };
         if !c.connected && now.duration_since(c.opened) > CONNECT_TIMEOUT {
-            self.close(i, Closed::ByRouter, now);
-            return;
-        }
-        if self
-            .spec
-            .lifetime
-            .is_some_and(|l| now.duration_since(c.opened) >= l)
-        {
-            self.close(i, Closed::ByUs, now);
+            self.close(i, now);
             return;
         }
         if now >= c.next_pace {
@@ -295,13 +279,12 @@ impl Driver {
                     c.script_pos += 1;
                 }
                 Behaviour::FakePeer => c.out.extend(wire::control_frame(1, &[])),
+                Behaviour::SilentFakePeer => {}
                 Behaviour::FakePeerHugeFrame => c.out.extend([0u8; BODY_CHUNK]),
             }
         }
-        if c.connected {
-            if let Err(reason) = self.flush(i) {
-                self.close(i, reason, now);
-            }
+        if c.connected && !self.flush(i) {
+            self.close(i, now);
         }
     }
 
@@ -331,7 +314,7 @@ impl Driver {
         let (out, script) = match self.spec.behaviour {
             Behaviour::Idle => (Vec::new(), Vec::new()),
             Behaviour::Trickle => (Vec::new(), self.next_hello()),
-            Behaviour::FakePeer => (self.next_hello(), Vec::new()),
+            Behaviour::FakePeer | Behaviour::SilentFakePeer => (self.next_hello(), Vec::new()),
             Behaviour::FakePeerHugeFrame => {
                 let mut out = self.next_hello();
                 out.extend_from_slice(&wire::MAX_FRAME.to_be_bytes());
@@ -367,39 +350,44 @@ impl Driver {
     }
 
     /// Slot `i`'s socket has an event: finish the connect, write, drain.
-    /// Some(reason) when the connection is over.
-    fn on_ready(&mut self, i: usize, buf: &mut [u8]) -> Option<Closed> {
-        let c = self.slots[i].conn.as_mut()?;
+    /// True when the connection is over (closed, reset or refused).
+    fn on_ready(&mut self, i: usize, buf: &mut [u8]) -> bool {
+        let Some(c) = self.slots[i].conn.as_mut() else {
+            return false;
+        };
         if !c.connected {
             if matches!(c.sock.take_error(), Ok(Some(_)) | Err(_)) {
-                return Some(Closed::ByRouter);
+                return true;
             }
             if c.sock.peer_addr().is_err() {
-                return None; // still connecting
+                return false; // still connecting
             }
             c.connected = true;
             self.counters.open_now.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(reason) = self.flush(i) {
-            return Some(reason);
+        if !self.flush(i) {
+            return true;
         }
-        let c = self.slots[i].conn.as_mut()?;
+        let Some(c) = self.slots[i].conn.as_mut() else {
+            return false;
+        };
         loop {
             match c.sock.read(buf) {
-                Ok(0) => return Some(Closed::ByRouter),
+                Ok(0) => return true,
                 Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Some(Closed::ByRouter),
+                Err(_) => return true,
             }
         }
     }
 
     /// Writes what slot `i` has queued, as far as the socket takes it.
-    fn flush(&mut self, i: usize) -> Result<(), Closed> {
+    /// False when the connection is broken.
+    fn flush(&mut self, i: usize) -> bool {
         let slot = &mut self.slots[i];
         let Some(c) = slot.conn.as_mut() else {
-            return Ok(());
+            return true;
         };
         while !c.out.is_empty() {
             match c.sock.write(&c.out) {
@@ -408,7 +396,7 @@ impl Driver {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Err(Closed::ByRouter),
+                Err(_) => return false,
             }
         }
         let opening_sent = match self.spec.behaviour {
@@ -420,10 +408,12 @@ impl Driver {
             slot.started = true;
             self.counters.slots_started.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        true
     }
 
-    fn close(&mut self, i: usize, why: Closed, now: Instant) {
+    /// The router closed (or refused) slot `i`'s connection: count it and
+    /// schedule the next one.
+    fn close(&mut self, i: usize, now: Instant) {
         let slot = &mut self.slots[i];
         let Some(c) = slot.conn.take() else {
             return;
@@ -431,24 +421,14 @@ impl Driver {
         if c.connected {
             self.counters.open_now.fetch_sub(1, Ordering::Relaxed);
         }
-        match why {
-            Closed::ByUs => {
-                // RST: no TIME_WAIT on our side, however many we recycle.
-                let _ = socket2::SockRef::from(&c.sock).set_linger(Some(Duration::ZERO));
-                self.counters.recycled.fetch_add(1, Ordering::Relaxed);
-                slot.backoff = Duration::ZERO;
-            }
-            Closed::ByRouter => {
-                self.counters
-                    .closed_by_router
-                    .fetch_add(1, Ordering::Relaxed);
-                slot.backoff = if now.duration_since(c.opened) >= LONG_LIVED {
-                    Duration::ZERO
-                } else {
-                    next_backoff(slot.backoff)
-                };
-            }
-        }
+        self.counters
+            .closed_by_router
+            .fetch_add(1, Ordering::Relaxed);
+        slot.backoff = if now.duration_since(c.opened) >= LONG_LIVED {
+            Duration::ZERO
+        } else {
+            next_backoff(slot.backoff)
+        };
         slot.next_open = now + slot.backoff;
     }
 }

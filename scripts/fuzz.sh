@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (the [[bin]] names of fuzz/Cargo.toml, as
+# scripts/test.sh lists them) for SECONDS each, and prints a markdown table:
+# target, seconds, executions (libFuzzer's stat::number_of_executed_units)
+# and crashes (new files in fuzz/artifacts/<target>/).
+#
+#   scripts/fuzz.sh [SECONDS]      # default 600 per target
+#
+# Needs the nightly toolchain and cargo-fuzz. Exits non-zero when a target
+# crashed or did not run; each target's full output is kept in a log
+# directory named at the end.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+die() { printf 'fuzz.sh: %s\n' "$*" >&2; exit 1; }
+
+secs=${1:-600}
+[[ $secs =~ ^[1-9][0-9]*$ ]] || die "SECONDS must be a positive whole number, got '$secs'"
+[[ -f fuzz/Cargo.toml ]] || die "no fuzz/Cargo.toml"
+cargo +nightly fuzz --version >/dev/null 2>&1 ||
+    die "cargo +nightly fuzz is not available (install the nightly toolchain and cargo-fuzz)"
+
+# Targets = the [[bin]] names of fuzz/Cargo.toml.
+if command -v python3 >/dev/null 2>&1; then
+    list=$(python3 -c '
+import tomllib
+with open("fuzz/Cargo.toml", "rb") as f:
+    doc = tomllib.load(f)
+for b in doc.get("bin", []):
+    print(b["name"])
+')
+else
+    list=$(cargo +nightly fuzz list)
+fi
+targets=()
+[[ -z $list ]] || mapfile -t targets <<<"$list"
+((${#targets[@]} > 0)) || die "fuzz/Cargo.toml lists no targets"
+
+logs=$(mktemp -d "${TMPDIR:-/tmp}/weave-rs-fuzz.XXXXXX")
+printf 'fuzz.sh: building %d targets\n' "${#targets[@]}" >&2
+cargo +nightly fuzz build >"$logs/build.log" 2>&1 ||
+    die "cargo +nightly fuzz build failed: see $logs/build.log"
+
+# The artifact files (crashes, OOMs, timeouts, leaks) of target $1.
+artifacts() {
+    local dir=fuzz/artifacts/$1
+    [[ -d $dir ]] || return 0
+    find "$dir" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'oom-*' \
+        -o -name 'timeout-*' -o -name 'leak-*' \) | sort
+}
+
+rows=()
+failed=()
+for t in "${targets[@]}"; do
+    printf 'fuzz.sh: %s for %s s\n' "$t" "$secs" >&2
+    before=$(artifacts "$t")
+    log=$logs/$t.log
+    start=$SECONDS
+    rc=0
+    cargo +nightly fuzz run "$t" -- -max_total_time="$secs" -print_final_stats=1 \
+        >"$log" 2>&1 || rc=$?
+    wall=$((SECONDS - start))
+    # libFuzzer's own count of the time it fuzzed ("Done N runs in S
+    # second(s)"), else the wall clock.
+    ran=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1)
+    execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
+    new=$(comm -13 <(printf '%s\n' "$before") <(artifacts "$t") | sed '/^$/d')
+    crashes=0
+    [[ -z $new ]] || crashes=$(printf '%s\n' "$new" | wc -l)
+    if ((rc != 0 || crashes > 0)) || [[ -z $execs ]]; then
+        failed+=("$t (exit $rc; log $log${new:+; artifacts: ${new//$'\n'/ }})")
+        ((crashes > 0)) || crashes="? (exit $rc)"
+    fi
+    rows+=("| $t | ${ran:-$wall} | ${execs:-?} | $crashes |")
+done
+
+printf '\n| target | seconds | executions | crashes |\n'
+printf '| --- | ---: | ---: | ---: |\n'
+printf '%s\n' "${rows[@]}"
+printf '\nfuzz.sh: logs in %s\n' "$logs" >&2
+if ((${#failed[@]} > 0)); then
+    printf 'fuzz.sh: failed: %s\n' "${failed[@]}" >&2
+    exit 1
+fi
