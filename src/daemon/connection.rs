@@ -135,9 +135,13 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
                 let shared = task_shared;
                 let _slot = slot;
                 if let Err(e) = run(&shared, stream, remote, false, Some(admitted), None).await {
-                    info!("inbound connection from {remote} ended: {e}");
                     if e.is_refusal() {
+                        // Kept, merged with a count, in `status`; strangers
+                        // knocking must not fill the log.
+                        debug!("inbound connection from {remote} refused: {e}");
                         shared.state().refuse(remote, e.to_string(), Instant::now());
+                    } else {
+                        info!("inbound connection from {remote} ended: {e}");
                     }
                 }
             }
