@@ -184,6 +184,23 @@ fn mac_table(c: &mut Criterion) {
             black_box(t.learn(black_box(known), l, now))
         })
     });
+    // A full table, all of it a local flood: each new MAC evicts the
+    // flood's least recently seen entry.
+    let flood = |i: u32| -> [u8; 6] {
+        let b = i.to_be_bytes();
+        [0x0a, 0x66, b[0], b[1], b[2], b[3]]
+    };
+    let mut full = MacTable::new(65_536, ttl);
+    for i in 0..65_536 {
+        full.learn(flood(i), MacLocation::Local, now);
+    }
+    let mut next = 65_536u32;
+    g.bench_function("learn/evict", |b| {
+        b.iter(|| {
+            next = next.wrapping_add(1);
+            black_box(full.learn(black_box(flood(next)), MacLocation::Local, now))
+        })
+    });
     // MACs the table has not seen: each round fills a fresh table (made
     // untimed) with 4096 new MACs, as far as it preallocates.
     const ROUND: u64 = 4096;
