@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weave_rs::core::mac_table::{MacLocation, MacTable};
 use weave_rs::core::router::{DatagramDecision, Relay, Router, TapDecision};
 use weave_rs::core::routes::Routes;
-use weave_rs::core::test_fixtures::{entry, name};
+use weave_rs::core::test_fixtures::{entry, name, NOW_MS};
 use weave_rs::core::topology::Topology;
 use weave_rs::core::wire::sleeve::{self, Header, Kind};
 use weave_rs::core::PeerName;
@@ -32,7 +32,7 @@ fn chain_router(me: u8) -> Router {
     let (peers, edges): (&[u8], &[(u8, u8)]) = (&[1, 2, 3], &[(1, 2), (2, 3)]);
     let mut t = Topology::new(entry(me, edges));
     let others = peers.iter().filter(|&&p| p != me).map(|&p| entry(p, edges));
-    t.merge(others.collect()).expect("valid topology");
+    t.merge(others.collect(), NOW_MS);
     Router::new(name(me), Routes::compute(&t))
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::mac_table::{Learned, MacLocation, MacTable};
 use super::routes::Routes;
+use super::topology::GossipDrops;
 use super::wire::sleeve::{self, Header, Kind, SleeveError};
 use super::wire::vnet;
 use super::PeerName;
@@ -111,9 +112,23 @@ pub struct Stats {
     /// MACs learned in place of another (the table was full): the least
     /// recently seen entry of the origin holding the most went.
     pub mac_evictions: u64,
+    /// Gossiped peer entries dropped (see `topology::GossipDrops`): new
+    /// peers past the cap, versions implausibly far ahead of our clock, the
+    /// reserved name; and entries merged with part cut.
+    pub dropped_gossip_over_peer_cap: u64,
+    pub dropped_gossip_future_version: u64,
+    pub dropped_gossip_reserved_name: u64,
+    pub gossip_entries_trimmed: u64,
 }
 
 impl Stats {
+    pub fn count_gossip_drops(&mut self, d: &GossipDrops) {
+        self.dropped_gossip_over_peer_cap += d.over_peer_cap;
+        self.dropped_gossip_future_version += d.future_version;
+        self.dropped_gossip_reserved_name += d.reserved_name;
+        self.gossip_entries_trimmed += d.trimmed;
+    }
+
     pub fn count_drop(&mut self, r: DropReason) {
         let c = match r {
             DropReason::Malformed(_) => &mut self.dropped_malformed,
@@ -376,7 +391,7 @@ fn decide_datagram<'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::test_fixtures::{entry, name};
+    use crate::core::test_fixtures::{entry, name, NOW_MS};
     use crate::core::topology::Topology;
     use crate::core::wire::sleeve::{HEADER_LEN, MAX_HOPS, MIN_FRAME_LEN};
 
@@ -393,7 +408,7 @@ mod tests {
     fn routes(me: u8, peers: &[u8], edges: &[(u8, u8)]) -> Routes {
         let mut t = Topology::new(entry(me, edges));
         let others = peers.iter().filter(|&&p| p != me).map(|&p| entry(p, edges));
-        t.merge(others.collect()).unwrap();
+        t.merge(others.collect(), NOW_MS);
         Routes::compute(&t)
     }
 
