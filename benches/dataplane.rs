@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weave_rs::core::mac_table::{MacLocation, MacTable};
 use weave_rs::core::router::{DatagramDecision, Relay, Router, TapDecision};
 use weave_rs::core::routes::Routes;
-use weave_rs::core::test_fixtures::{entry, name};
+use weave_rs::core::test_fixtures::{entry, name, NOW_MS};
 use weave_rs::core::topology::Topology;
 use weave_rs::core::wire::sleeve::{self, Header, Kind};
 use weave_rs::core::PeerName;
@@ -32,7 +32,7 @@ fn chain_router(me: u8) -> Router {
     let (peers, edges): (&[u8], &[(u8, u8)]) = (&[1, 2, 3], &[(1, 2), (2, 3)]);
     let mut t = Topology::new(entry(me, edges));
     let others = peers.iter().filter(|&&p| p != me).map(|&p| entry(p, edges));
-    t.merge(others.collect()).expect("valid topology");
+    t.merge(others.collect(), NOW_MS);
     Router::new(name(me), Routes::compute(&t))
 }
 
@@ -182,6 +182,23 @@ fn mac_table(c: &mut Criterion) {
                 MacLocation::Peer(name(2))
             };
             black_box(t.learn(black_box(known), l, now))
+        })
+    });
+    // A full table, all of it a local flood: each new MAC evicts the
+    // flood's least recently seen entry.
+    let flood = |i: u32| -> [u8; 6] {
+        let b = i.to_be_bytes();
+        [0x0a, 0x66, b[0], b[1], b[2], b[3]]
+    };
+    let mut full = MacTable::new(65_536, ttl);
+    for i in 0..65_536 {
+        full.learn(flood(i), MacLocation::Local, now);
+    }
+    let mut next = 65_536u32;
+    g.bench_function("learn/evict", |b| {
+        b.iter(|| {
+            next = next.wrapping_add(1);
+            black_box(full.learn(black_box(flood(next)), MacLocation::Local, now))
         })
     });
     // MACs the table has not seen: each round fills a fresh table (made

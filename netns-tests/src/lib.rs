@@ -50,4 +50,7 @@ pub use tools::{
     assert_pings, icmp_echo_reply_sniffer, iperf3_client, ping, ping_count, secs, try_wait_until,
     wait_ping, wait_until, Iperf3Server, IperfResult,
 };
-pub use traffic::{mac_of, raw_udp_send, repeated, tcp_transfer, udp_send, IptablesRule};
+pub use traffic::{
+    eth_send, mac_of, random_local_mac, raw_udp_send, repeated, tcp_transfer, udp_send,
+    IptablesRule,
+};

@@ -174,6 +174,12 @@ impl Report {
             .and_then(|p| u32::try_from(p).ok())
     }
 
+    /// `mac_table_entries`: MAC addresses the router holds (None when
+    /// absent).
+    pub fn mac_table_entries(&self) -> Option<u64> {
+        self.raw.get("mac_table_entries").and_then(Value::as_u64)
+    }
+
     /// `router.encryption`: does this router require encryption?
     pub fn router_encryption(&self) -> Option<bool> {
         self.raw

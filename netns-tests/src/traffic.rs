@@ -1,6 +1,6 @@
 //! Traffic made from Rust inside namespaces: a TCP transfer of known bytes
-//! between two containers, raw UDP datagrams, and reading an interface's
-//! MAC address.
+//! between two containers, raw UDP datagrams, raw Ethernet frames, and
+//! reading an interface's MAC address.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -173,6 +173,77 @@ pub fn raw_udp_send(
             .unwrap_or_else(|e| panic!("raw send to {dst}: {e}"));
         assert_eq!(n, packet.len(), "short raw send");
     });
+}
+
+/// Sends `count` Ethernet frames, `frame(i)` for i in 0..count, out of
+/// `ifname` inside `from` through an AF_PACKET socket, back to back as fast
+/// as the kernel takes them (a frame the kernel has no room for is retried,
+/// so all are sent). The frames leave only through that interface.
+#[track_caller]
+pub fn eth_send(
+    from: &impl AsNetns,
+    ifname: &str,
+    count: usize,
+    frame: impl Fn(usize) -> Vec<u8> + Send + 'static,
+) {
+    let ifname = ifname.to_string();
+    from.netns().in_netns(move || {
+        use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
+        let name = std::ffi::CString::new(ifname.as_str()).expect("interface name");
+        // SAFETY: a NUL-terminated string that outlives the call.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert!(
+            ifindex != 0,
+            "no interface {ifname}: {}",
+            std::io::Error::last_os_error()
+        );
+        let eth_p_all = (libc::ETH_P_ALL as u16).to_be();
+        let sock = Socket::new(
+            Domain::PACKET,
+            Type::RAW,
+            Some(Protocol::from(i32::from(eth_p_all))),
+        )
+        .expect("AF_PACKET socket");
+        let mut storage = SockAddrStorage::zeroed();
+        // SAFETY: sockaddr_ll fits in sockaddr_storage; every field is set.
+        let addr = unsafe {
+            let ll = storage.view_as::<libc::sockaddr_ll>();
+            ll.sll_family = libc::AF_PACKET as u16;
+            ll.sll_protocol = eth_p_all;
+            ll.sll_ifindex = ifindex as i32;
+            SockAddr::new(
+                storage,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        sock.bind(&addr)
+            .unwrap_or_else(|e| panic!("bind AF_PACKET socket to {ifname}: {e}"));
+        for i in 0..count {
+            let f = frame(i);
+            loop {
+                match sock.send(&f) {
+                    Ok(n) => {
+                        assert_eq!(n, f.len(), "short send on {ifname}");
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => std::thread::yield_now(),
+                    Err(e) => panic!("send frame {i} on {ifname}: {e}"),
+                }
+            }
+        }
+    });
+}
+
+/// A random unicast, locally administered MAC for each `i` (a fixed
+/// sequence per `seed`; distinct with overwhelming odds).
+pub fn random_local_mac(seed: u64, i: usize) -> [u8; 6] {
+    // splitmix64
+    let mut z = seed.wrapping_add((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let b = z.to_be_bytes();
+    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
 }
 
 /// An iptables rule in a namespace, deleted on drop:

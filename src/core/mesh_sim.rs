@@ -16,7 +16,7 @@ use proptest::prelude::*;
 
 use super::router::{DatagramDecision, DropReason, Relay, Router, TapDecision, MAC_TTL};
 use super::routes::Routes;
-use super::test_fixtures::{entry, name};
+use super::test_fixtures::{entry, name, NOW_MS};
 use super::topology::{PeerEntry, Topology};
 use super::wire::sleeve::{self, Header, Kind};
 use super::PeerName;
@@ -132,7 +132,7 @@ impl Mesh {
         for e in &entries {
             let mut t = Topology::new(e.clone());
             let others = entries.iter().filter(|o| o.name != e.name).cloned();
-            t.merge(others.collect()).unwrap();
+            t.merge(others.collect(), NOW_MS);
             let node = self.nodes.get_mut(&e.name).unwrap();
             node.router.set_routes(Routes::compute(&t));
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::mac_table::{Learned, MacLocation, MacTable};
 use super::routes::Routes;
+use super::topology::GossipDrops;
 use super::wire::sleeve::{self, Header, Kind, SleeveError};
 use super::wire::vnet;
 use super::PeerName;
@@ -31,8 +32,6 @@ pub enum DropReason {
     TooManyHops,
     /// Our own datagram came back to us.
     OwnDatagram,
-    /// The MAC table is full.
-    MacTableFull,
 }
 
 /// What to do with a frame read from the TAP.
@@ -89,7 +88,6 @@ pub struct Stats {
     pub dropped_no_route: u64,
     pub dropped_too_many_hops: u64,
     pub dropped_own_datagram: u64,
-    pub dropped_mac_table_full: u64,
     pub dropped_unknown_sender: u64,
     /// Sealed datagrams whose tag did not verify (tampered, or wrong key).
     pub dropped_auth_failed: u64,
@@ -111,9 +109,26 @@ pub struct Stats {
     pub dropped_too_big: u64,
     pub icmp_too_big_sent: u64,
     pub mac_moves: u64,
+    /// MACs learned in place of another (the table was full): the least
+    /// recently seen entry of the origin holding the most went.
+    pub mac_evictions: u64,
+    /// Gossiped peer entries dropped (see `topology::GossipDrops`): new
+    /// peers past the cap, versions implausibly far ahead of our clock, the
+    /// reserved name; and entries merged with part cut.
+    pub dropped_gossip_over_peer_cap: u64,
+    pub dropped_gossip_future_version: u64,
+    pub dropped_gossip_reserved_name: u64,
+    pub gossip_entries_trimmed: u64,
 }
 
 impl Stats {
+    pub fn count_gossip_drops(&mut self, d: &GossipDrops) {
+        self.dropped_gossip_over_peer_cap += d.over_peer_cap;
+        self.dropped_gossip_future_version += d.future_version;
+        self.dropped_gossip_reserved_name += d.reserved_name;
+        self.gossip_entries_trimmed += d.trimmed;
+    }
+
     pub fn count_drop(&mut self, r: DropReason) {
         let c = match r {
             DropReason::Malformed(_) => &mut self.dropped_malformed,
@@ -122,7 +137,6 @@ impl Stats {
             DropReason::NoRoute => &mut self.dropped_no_route,
             DropReason::TooManyHops => &mut self.dropped_too_many_hops,
             DropReason::OwnDatagram => &mut self.dropped_own_datagram,
-            DropReason::MacTableFull => &mut self.dropped_mac_table_full,
         };
         *c += 1;
     }
@@ -227,6 +241,14 @@ impl Router {
     }
 }
 
+fn count_learned(stats: &mut Stats, learned: Learned) {
+    match learned {
+        Learned::Moved { .. } => stats.mac_moves += 1,
+        Learned::Evicted { .. } => stats.mac_evictions += 1,
+        Learned::New | Learned::Refreshed => {}
+    }
+}
+
 fn decide_tap<'r>(
     ourself: PeerName,
     macs: &mut MacTable,
@@ -241,11 +263,7 @@ fn decide_tap<'r>(
     if is_multicast(&src) {
         return TapDecision::Drop(DropReason::BadSourceMac);
     }
-    match macs.learn(src, MacLocation::Local, now) {
-        Learned::Moved { .. } => stats.mac_moves += 1,
-        Learned::Full => return TapDecision::Drop(DropReason::MacTableFull),
-        Learned::New | Learned::Refreshed => {}
-    }
+    count_learned(stats, macs.learn(src, MacLocation::Local, now));
     if !is_multicast(&dst) {
         match macs.lookup(&dst, now) {
             Some(MacLocation::Local) => return TapDecision::Drop(DropReason::LocalDestination),
@@ -331,9 +349,7 @@ fn decide_datagram<'r>(
             .chain(frame_sources.into_iter().flatten())
         {
             if !is_multicast(&src) {
-                if let Learned::Moved { .. } = macs.learn(src, MacLocation::Peer(header.src), now) {
-                    stats.mac_moves += 1;
-                }
+                count_learned(stats, macs.learn(src, MacLocation::Peer(header.src), now));
             }
         }
         stats.frames_to_tap += count;
@@ -375,7 +391,7 @@ fn decide_datagram<'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::test_fixtures::{entry, name};
+    use crate::core::test_fixtures::{entry, name, NOW_MS};
     use crate::core::topology::Topology;
     use crate::core::wire::sleeve::{HEADER_LEN, MAX_HOPS, MIN_FRAME_LEN};
 
@@ -392,7 +408,7 @@ mod tests {
     fn routes(me: u8, peers: &[u8], edges: &[(u8, u8)]) -> Routes {
         let mut t = Topology::new(entry(me, edges));
         let others = peers.iter().filter(|&&p| p != me).map(|&p| entry(p, edges));
-        t.merge(others.collect()).unwrap();
+        t.merge(others.collect(), NOW_MS);
         Routes::compute(&t)
     }
 
@@ -592,37 +608,38 @@ mod tests {
     }
 
     #[test]
-    fn tap_new_sources_are_dropped_when_the_mac_table_is_full() {
+    fn a_full_mac_table_never_blocks_forwarding() {
         let t0 = Instant::now();
         let mut r = chain_router(1);
+        // Host 3 behind peer 3, then a local flood well past the cap.
+        let mut d = datagram(name(3), PeerName::NONE, 1, &[&frame(BROADCAST, host(3), 0)]);
+        r.datagram(&mut d, t0);
         let mac = |i: usize| {
             let b = (i as u32).to_be_bytes();
             [0x0a, 0x66, b[0], b[1], b[2], b[3]]
         };
-        for i in 0..MAC_TABLE_CAPACITY {
+        let flood = MAC_TABLE_CAPACITY + 1000;
+        for i in 0..flood {
             assert!(matches!(
                 r.frame_from_tap(&frame(BROADCAST, mac(i), 0), t0),
                 TapDecision::Broadcast { .. }
             ));
         }
-        let new = mac(MAC_TABLE_CAPACITY);
+        assert_eq!(r.macs().len(), MAC_TABLE_CAPACITY);
+        assert_eq!(r.stats.mac_evictions, 1001);
+        // A newcomer's frames go out, and it is learned at once.
+        let new = host(7);
         assert_eq!(
-            r.frame_from_tap(&frame(BROADCAST, new, 0), t0),
-            TapDecision::Drop(DropReason::MacTableFull)
+            r.frame_from_tap(&frame(host(3), new, 1), t0),
+            TapDecision::Unicast {
+                dst: name(3),
+                next_hop: name(2)
+            },
+            "what peer 3 taught survived the local flood"
         );
-        assert_eq!(r.stats.dropped_mac_table_full, 1);
-        // A known source still gets through.
-        assert!(matches!(
-            r.frame_from_tap(&frame(BROADCAST, mac(7), 0), t0),
-            TapDecision::Broadcast { .. }
-        ));
-        // Once the old entries expire, the new source is learned.
-        let later = t0 + MAC_TTL;
-        assert!(matches!(
-            r.frame_from_tap(&frame(BROADCAST, new, 0), later),
-            TapDecision::Broadcast { .. }
-        ));
-        assert_eq!(r.macs().lookup(&new, later), Some(MacLocation::Local));
+        assert_eq!(r.macs().lookup(&new, t0), Some(MacLocation::Local));
+        assert_eq!(r.stats.mac_evictions, 1002);
+        assert_eq!(r.stats.frames_from_tap, flood as u64 + 1);
     }
 
     #[test]

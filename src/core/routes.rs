@@ -191,6 +191,7 @@ fn children_in_tree(g: &Graph, origin: usize, us: usize) -> Vec<PeerName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::test_fixtures::NOW_MS;
     use crate::core::topology::{ConnectionInfo, PeerEntry};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
@@ -226,7 +227,7 @@ mod tests {
             .map(|ours| {
                 let mut t = Topology::new(ours.clone());
                 let others = entries.iter().filter(|e| e.name != ours.name).cloned();
-                t.merge(others.collect()).unwrap();
+                t.merge(others.collect(), NOW_MS);
                 (ours.name, Routes::compute(&t))
             })
             .collect()

@@ -6,6 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use super::topology::{ConnectionInfo, PeerEntry};
 use super::PeerName;
 
+/// A wall clock (ms) for merges: fixture entries' versions are far behind.
+pub const NOW_MS: u64 = 1_700_000_000_000;
+
 pub fn name(i: u8) -> PeerName {
     PeerName([0x02, 0, 0, 0, 0, i])
 }

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -593,20 +592,31 @@ async fn read_loop(
     }
 }
 
+/// Merges a gossip message. Only a malformed body is an error (it closes
+/// the connection); entries the topology's rules drop or cut are counted.
 fn on_gossip(shared: &Arc<Shared>, from: PeerName, body: &[u8]) -> anyhow::Result<()> {
     let entries = gossip::parse(body)?;
     let mut st = shared.state();
-    let news = st.topology.merge(entries).map_err(|e| anyhow!(e))?;
-    if news.is_empty() {
-        return Ok(());
-    }
-    for f in super::state::State::gossip_frames(&news) {
+    let merged = st.topology.merge(entries, super::now_millis());
+    for f in super::state::State::gossip_frames(&merged.changed) {
         st.send_all(&f, Some(from));
     }
     drop(st);
-    // A past incarnation of ours was gossiped: our bumped entry must reach
-    // everyone, the sender included.
-    let ours_bumped = news.iter().any(|e| e.name == shared.config.name);
+    if !merged.dropped.is_empty() {
+        debug!(peer = %from, "gossip entries dropped or cut: {:?}", merged.dropped);
+        shared
+            .data()
+            .router
+            .stats
+            .count_gossip_drops(&merged.dropped);
+    }
+    if merged.changed.is_empty() {
+        return Ok(());
+    }
+    // An entry for our name that we do not hold was gossiped (a past
+    // incarnation, or a forgery): our bumped entry must reach everyone, the
+    // sender included.
+    let ours_bumped = merged.changed.iter().any(|e| e.name == shared.config.name);
     shared.topology_changed(ours_bumped);
     Ok(())
 }

@@ -317,13 +317,21 @@ impl State {
         }
     }
 
-    /// A gossip frame carrying `entries`, split so no frame is too large.
+    /// Gossip frames carrying `entries`, split by bytes (at most
+    /// `gossip::MAX_BODY` each, whole entries). Entries within the
+    /// topology's caps always fit; were one not to, nothing is sent and the
+    /// error is logged.
     pub fn gossip_frames(entries: &[PeerEntry]) -> Vec<Vec<u8>> {
-        entries
-            .chunks(256)
-            .filter_map(|chunk| gossip::emit(chunk).ok())
-            .map(|body| control::emit(control::Kind::Gossip, &body))
-            .collect()
+        match gossip::emit_split(entries, gossip::MAX_BODY) {
+            Ok(bodies) => bodies
+                .iter()
+                .map(|body| control::emit(control::Kind::Gossip, body))
+                .collect(),
+            Err(e) => {
+                tracing::error!("gossip not sent: {e}");
+                Vec::new()
+            }
+        }
     }
 
     pub fn full_gossip(&self) -> Vec<Vec<u8>> {
@@ -552,6 +560,40 @@ mod tests {
             st.handshaking.len() <= 2,
             "the map holds live addresses only"
         );
+    }
+
+    #[test]
+    fn a_full_topology_goes_out_in_frames_of_at_most_64_kib() {
+        use crate::core::topology::{MAX_CONNECTIONS_PER_PEER, MAX_PEERS};
+        // Every peer at the caps: 1024 entries of 1024 IPv6 connections.
+        let entries: Vec<PeerEntry> = (0..MAX_PEERS as u16)
+            .map(|i| PeerEntry {
+                name: PeerName([6, 0, 0, 0, (i >> 8) as u8, i as u8]),
+                nickname: "n".repeat(crate::core::topology::MAX_NICKNAME_LEN),
+                uid: u64::from(i),
+                version: u64::from(i),
+                connections: (0..MAX_CONNECTIONS_PER_PEER as u16)
+                    .map(|c| ConnectionInfo {
+                        peer: PeerName([6, 0, 0, 1, (c >> 8) as u8, c as u8]),
+                        addr: SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), c),
+                        outbound: false,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let frames = State::gossip_frames(&entries);
+        assert_eq!(frames.len(), MAX_PEERS / 2);
+        let mut back = Vec::new();
+        for f in &frames {
+            let prefix: [u8; control::LEN_PREFIX] = f[..control::LEN_PREFIX].try_into().unwrap();
+            let len = control::frame_len(prefix).unwrap();
+            assert!(len <= 64 * 1024, "frame of {len} bytes");
+            assert_eq!(len, f.len() - control::LEN_PREFIX);
+            let (kind, body) = control::parse(&f[control::LEN_PREFIX..]).unwrap();
+            assert_eq!(kind, control::Kind::Gossip);
+            back.extend(gossip::parse(body).unwrap());
+        }
+        assert_eq!(back, entries);
     }
 
     #[test]
