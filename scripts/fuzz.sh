@@ -8,13 +8,56 @@
 #
 # Needs the nightly toolchain and cargo-fuzz. Exits non-zero when a target
 # crashed or did not run; each target's full output is kept in a log
-# directory named at the end.
+# directory named at the end. The table, with the machine, date and commit,
+# also replaces the "Fuzz" section of RELIABILITY.md (between its
+# <!-- fuzz:begin --> and <!-- fuzz:end --> markers; the "Soak" section,
+# written by scripts/soak.sh, is kept). FUZZ_OUT=path writes another file,
+# FUZZ_OUT=- none.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 die() { printf 'fuzz.sh: %s\n' "$*" >&2; exit 1; }
+
+# replace_section NAME FILE BODY: put BODY's lines between FILE's markers
+# <!-- NAME:begin --> and <!-- NAME:end -->, keeping everything else (the
+# same function is in scripts/soak.sh). A missing file gets the skeleton; a
+# file without the markers gets the section appended.
+replace_section() {
+    local name=$1 file=$2 body=$3 title
+    local begin="<!-- $name:begin -->" end="<!-- $name:end -->"
+    if [[ ! -f $file ]]; then
+        cat >"$file" <<'EOF'
+# Reliability
+
+How weave-rs holds up over time and against malformed input. Both sections
+are written by scripts, each between its own marker comments; text outside
+the markers is kept.
+
+## Soak
+
+<!-- soak:begin -->
+Not run yet: `scripts/soak.sh [MINUTES]` writes this section.
+<!-- soak:end -->
+
+## Fuzz
+
+<!-- fuzz:begin -->
+Not run yet: `scripts/fuzz.sh [SECONDS]` writes this section.
+<!-- fuzz:end -->
+EOF
+    fi
+    if ! grep -qxF "$begin" "$file" || ! grep -qxF "$end" "$file"; then
+        title=${name^}
+        printf '\n## %s\n\n%s\n%s\n' "$title" "$begin" "$end" >>"$file"
+    fi
+    awk -v b="$begin" -v e="$end" -v body="$body" '
+        $0 == b { print; while ((getline l < body) > 0) print l; skip = 1; next }
+        $0 == e { skip = 0 }
+        !skip { print }' "$file" >"$file.tmp"
+    mv "$file.tmp" "$file"
+}
 
 secs=${1:-600}
 [[ $secs =~ ^[1-9][0-9]*$ ]] || die "SECONDS must be a positive whole number, got '$secs'"
@@ -76,9 +119,40 @@ for t in "${targets[@]}"; do
     rows+=("| $t | ${ran:-$wall} | ${execs:-?} | $crashes |")
 done
 
-printf '\n| target | seconds | executions | crashes |\n'
-printf '| --- | ---: | ---: | ---: |\n'
-printf '%s\n' "${rows[@]}"
+table=$logs/table.md
+{
+    printf '| target | seconds | executions | crashes |\n'
+    printf '| --- | ---: | ---: | ---: |\n'
+    printf '%s\n' "${rows[@]}"
+} >"$table"
+printf '\n'
+cat "$table"
+
+out=${FUZZ_OUT:-$ROOT/RELIABILITY.md}
+if [[ $out != - ]]; then
+    # The commit, "-dirty" when files other than the figures differ from it.
+    git=(git -c safe.directory="$ROOT" -C "$ROOT")
+    commit=$("${git[@]}" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [[ -z $("${git[@]}" status --porcelain -- . ':!RELIABILITY.md' ':!BENCHMARKS.md' 2>/dev/null) ]] ||
+        commit+=-dirty
+    cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+    mem=$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+    {
+        # shellcheck disable=SC2016 # the backquotes are markdown
+        printf 'Run of %s: every target of `fuzz/` for %s s (`scripts/fuzz.sh %s`), commit %s, %s.\n\n' \
+            "$(date -u '+%Y-%m-%d %H:%M UTC')" "$secs" "$secs" "$commit" \
+            "$(cargo +nightly --version 2>/dev/null || echo 'cargo +nightly')"
+        printf 'Machine: %s cores (%s), %s, kernel %s.\n\n' "$(nproc)" "${cpu:-unknown CPU}" "$mem" "$(uname -r)"
+        if ((${#failed[@]} > 0)); then
+            printf '**%d target(s) crashed or did not run**: %s.\n\n' "${#failed[@]}" "${failed[*]}"
+        else
+            printf 'No crashes.\n\n'
+        fi
+        cat "$table"
+    } >"$logs/section.md"
+    replace_section fuzz "$out" "$logs/section.md"
+    printf 'fuzz.sh: wrote the Fuzz section of %s\n' "$out" >&2
+fi
 printf '\nfuzz.sh: logs in %s\n' "$logs" >&2
 if ((${#failed[@]} > 0)); then
     printf 'fuzz.sh: failed: %s\n' "${failed[@]}" >&2
