@@ -171,6 +171,15 @@ fn mac_table(c: &mut Criterion) {
     g.bench_function("learn/refresh", |b| {
         b.iter(|| black_box(t.learn(black_box(known), loc(513), now)))
     });
+    // Known MACs in turn: each refresh moves an entry to the back of its
+    // origin's list (refreshing the most recent one again does not).
+    let mut turn = 0u16;
+    g.bench_function("learn/refresh_rotating", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % 1024;
+            black_box(t.learn(black_box(mac(turn)), loc(turn), now))
+        })
+    });
     // Alternates between two locations: every call is a move.
     let mut flip = false;
     g.bench_function("learn/move", |b| {

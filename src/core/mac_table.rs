@@ -120,6 +120,15 @@ impl MacTable {
             let was_live = now.saturating_duration_since(e.last_seen) < self.ttl;
             let from = e.loc;
             e.last_seen = now;
+            if from == loc && e.next == NIL {
+                // Already its origin's most recently seen (frames of one
+                // stream come in runs): nothing to move.
+                return if was_live {
+                    Learned::Refreshed
+                } else {
+                    Learned::New
+                };
+            }
             let origin = e.origin;
             self.unlink(k);
             if from == loc {
@@ -143,13 +152,19 @@ impl MacTable {
             };
         }
 
-        // Evict first: the victim's origin may be `loc`'s and empty after.
+        // Evict first: the victim's origin may be `loc`'s.
         let victim = if self.map.len() >= self.capacity {
-            self.evict()
+            self.evict(loc)
         } else {
             None
         };
-        let to = self.origin_for(loc);
+        // A victim of `loc` itself (a flood churning its own entries) leaves
+        // the origin's count as it was: no B-tree work.
+        let same = victim.and_then(|v| v.2);
+        let to = match same {
+            Some(o) => o,
+            None => self.origin_for(loc),
+        };
         let entry = Entry {
             mac,
             loc,
@@ -160,7 +175,7 @@ impl MacTable {
         };
         let (k, learned) = match victim {
             // The victim's slot is reused: no allocation while flooded.
-            Some((evicted, k)) => {
+            Some((evicted, k, _)) => {
                 if let Some(e) = self.entries.get_mut(k) {
                     *e = entry;
                 }
@@ -170,21 +185,28 @@ impl MacTable {
         };
         self.map.insert(mac, k);
         self.push_back(to, k);
-        self.grow(to);
+        if same.is_none() {
+            self.grow(to);
+        }
         learned
     }
 
     /// Takes the least recently seen entry of the largest origin out of the
-    /// table, keeping its slot for reuse; returns its location and slot.
-    fn evict(&mut self) -> Option<(MacLocation, usize)> {
+    /// table, keeping its slot for reuse; returns its location and slot,
+    /// and the origin if it is `for_loc`'s (whose count is then left as it
+    /// was, for the newcomer).
+    fn evict(&mut self, for_loc: MacLocation) -> Option<(MacLocation, usize, Option<usize>)> {
         let &(_, o) = self.by_size.last()?;
         let k = self.origins.get(o)?.head;
         let e = self.entries.get(k)?;
         let (mac, loc) = (e.mac, e.loc);
         self.map.remove(&mac);
         self.unlink(k);
+        if loc == for_loc {
+            return Some((loc, k, Some(o)));
+        }
         self.shrink(o);
-        Some((loc, k))
+        Some((loc, k, None))
     }
 
     /// Where `mac` is, unless unknown or expired.
