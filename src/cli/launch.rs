@@ -350,6 +350,8 @@ fn spawn_background(
     note: Option<String>,
 ) -> anyhow::Result<()> {
     let log_path = cfg.state_dir.join("router.log");
+    // The previous router's log (perhaps its last words) is kept one launch.
+    let _ = fs::rename(&log_path, cfg.state_dir.join("router.log.1"));
     let mut log =
         fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
     if let Some(n) = note {
