@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod cidr;
 pub mod crypto;
 pub mod icmp;
+pub mod ipam;
 pub mod mac_table;
 #[cfg(test)]
 mod mesh_sim;
