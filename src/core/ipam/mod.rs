@@ -1,11 +1,12 @@
 //! IP address management (issue 11), pure parts: the mesh shares one
 //! allocation range (`--ipalloc-range`), split into spans owned by peers;
-//! each peer allocates from its own spans (`space`). The ring that says
-//! who owns what, its gossip and consensus come next.
+//! each peer allocates from its own spans (`space`); the ring (`ring`) says
+//! who owns what. Its gossip, consensus and the daemon's part come next.
 //!
 //! Inside the core an address is its offset from the start of the range,
 //! so IPv4 and IPv6 ranges work alike; `Offsets` converts at the edges.
 
+pub mod ring;
 pub mod space;
 
 use std::net::IpAddr;
