@@ -119,6 +119,9 @@ pub struct Stats {
     pub dropped_gossip_future_version: u64,
     pub dropped_gossip_reserved_name: u64,
     pub gossip_entries_trimmed: u64,
+    /// Control frames of a kind this version does not know (a newer
+    /// peer's), skipped; the connection stays up.
+    pub control_frames_skipped: u64,
 }
 
 impl Stats {

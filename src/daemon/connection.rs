@@ -587,6 +587,12 @@ async fn read_loop(
                     return ConnError::Protocol(e.to_string());
                 }
             }
+            // A newer peer's kind (IPAM or DNS gossip, say): not ours to
+            // understand, and no reason to drop the peer.
+            Err(control::ControlError::UnknownKind(kind)) => {
+                debug!(%peer, kind, "skipped a control frame of a kind we do not know");
+                shared.data().router.stats.control_frames_skipped += 1;
+            }
             Err(e) => return ConnError::Protocol(e.to_string()),
         }
     }

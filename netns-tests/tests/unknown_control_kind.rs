@@ -1,0 +1,54 @@
+//! A control frame of a kind this version does not know (a newer router's
+//! IPAM or DNS gossip, say) is skipped and counted, and the connection that
+//! carried it stays up. On c153852 the router closed it ("unknown control
+//! message type").
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use netns_tests::wire::{self, Hello};
+use netns_tests::*;
+
+const UNKNOWN: [u8; 3] = [4, 9, 200];
+
+#[test]
+fn unknown_control_kinds_are_skipped() {
+    let lab = Lab::new();
+    let h1 = lab.switched_host("h1");
+    let v = lab.switched_host("v"); // a newer peer, faked: no router
+    h1.launch(NO_ARGS);
+    let to = SocketAddr::from((h1.addr_for(&v), wire::PORT));
+
+    lab.step("a peer sends frames of unknown kinds after its hello");
+    let mut s = v.ns().in_netns(move || {
+        let mut s = wire::connect(to);
+        let mut out = wire::handshake(wire::VERSION, wire::VERSION, &Hello::fake(0x42));
+        for kind in UNKNOWN {
+            out.extend(wire::control_frame(kind, b"from a newer version"));
+        }
+        out.extend(wire::control_frame(1, &[])); // a heartbeat
+        s.write_all(&out).expect("send to h1");
+        s
+    });
+
+    wait_until(secs(10), "h1 counts the skipped frames", || {
+        h1.status_json().stat("control_frames_skipped") >= UNKNOWN.len() as u64
+    });
+    let report = h1.status_json();
+    assert_eq!(
+        report.stat("control_frames_skipped"),
+        UNKNOWN.len() as u64,
+        "{}",
+        report.summary()
+    );
+    assert!(
+        report.connections_with(&v).count() == 1,
+        "the newer peer's connection is gone from h1's report:\n{}",
+        report.summary()
+    );
+    let (_, closed) = wire::read_until_closed(&mut s, secs(1));
+    assert!(
+        !closed,
+        "h1 closed the connection that carried unknown kinds"
+    );
+}
