@@ -67,6 +67,21 @@ impl AcceptBackoff {
         let d = self.next_delay(e, Instant::now());
         tokio::time::sleep(d).await;
     }
+
+    /// What an `accept` gave: the connection (and the pause is reset), or
+    /// `None` after logging the error and pausing.
+    pub async fn accepted<T>(&mut self, r: std::io::Result<T>) -> Option<T> {
+        match r {
+            Ok(t) => {
+                self.reset();
+                Some(t)
+            }
+            Err(e) => {
+                self.after_error(&e).await;
+                None
+            }
+        }
+    }
 }
 
 fn is_resource_exhaustion(e: &std::io::Error) -> bool {

@@ -236,15 +236,8 @@ pub async fn serve_app(listener: TcpListener, app: axum::Router, limits: Limits)
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_conns));
     let mut backoff = super::accept::AcceptBackoff::new("HTTP server");
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => {
-                backoff.reset();
-                s
-            }
-            Err(e) => {
-                backoff.after_error(&e).await;
-                continue;
-            }
+        let Some((stream, _)) = backoff.accepted(listener.accept().await).await else {
+            continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             debug!(

@@ -58,15 +58,8 @@ pub async fn serve(shared: Arc<Shared>, listener: UnixListener) -> anyhow::Resul
     let slots = Slots::new(LIMITS);
     let mut backoff = AcceptBackoff::new("control socket");
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => {
-                backoff.reset();
-                s
-            }
-            Err(e) => {
-                backoff.after_error(&e).await;
-                continue;
-            }
+        let Some((stream, _)) = backoff.accepted(listener.accept().await).await else {
+            continue;
         };
         let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
         let slot = match slots.try_take(uid) {

@@ -64,16 +64,7 @@ impl InstanceLock {
             .mode(0o600)
             .open(path)
             .map_err(io_err)?;
-        match flock_exclusive(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(LockError::Held {
-                    path: path.to_path_buf(),
-                    pid: holder_pid(&file),
-                })
-            }
-            Err(e) => return Err(io_err(e)),
-        }
+        lock_or_held(&file, path, io_err)?;
         let lock = InstanceLock { file };
         lock.record_pid().map_err(io_err)?;
         Ok(lock)
@@ -101,16 +92,7 @@ impl InstanceLock {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         )
         .map_err(|e| bad(e.to_string()))?;
-        match flock_exclusive(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(LockError::Held {
-                    path: path.to_path_buf(),
-                    pid: holder_pid(&file),
-                })
-            }
-            Err(e) => return Err(bad(e.to_string())),
-        }
+        lock_or_held(&file, path, |e| bad(e.to_string()))?;
         let lock = InstanceLock { file };
         lock.record_pid().map_err(|source| LockError::Io {
             path: path.to_path_buf(),
@@ -150,6 +132,23 @@ fn flock_exclusive(f: &File) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Locks `file` (the lock at `path`): a lock held elsewhere is `Held`, naming
+/// its holder; any other failure goes through `other`.
+fn lock_or_held(
+    file: &File,
+    path: &Path,
+    other: impl FnOnce(io::Error) -> LockError,
+) -> Result<(), LockError> {
+    match flock_exclusive(file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(LockError::Held {
+            path: path.to_path_buf(),
+            pid: holder_pid(file),
+        }),
+        Err(e) => Err(other(e)),
     }
 }
 
