@@ -6,8 +6,10 @@
 //! Inside the core an address is its offset from the start of the range,
 //! so IPv4 and IPv6 ranges work alike; `Offsets` converts at the edges.
 
+pub mod config;
 pub mod ring;
 pub mod space;
+pub mod spec;
 
 use std::net::IpAddr;
 
