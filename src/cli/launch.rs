@@ -15,6 +15,7 @@ use crate::api::protocol::SOCKET_NAME;
 use crate::api::{client, peer};
 use crate::core::crypto::keys::{Secret, KEY_LEN};
 use crate::core::crypto::psk;
+use crate::core::ipam::config::{self as ipam_config, IpamConfig};
 use crate::core::PeerName;
 use crate::daemon::secure::CryptoConfig;
 use crate::daemon::{self, Config, BRIDGE, DEFAULT_CONN_LIMIT, DEFAULT_MTU, DEFAULT_PORT, TAP};
@@ -72,6 +73,19 @@ pub struct LaunchArgs {
     /// Replace the encryption keys of every connection this often.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REKEY_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub rekey_interval: u64,
+    /// The addresses the mesh allocates from (IPv4 or IPv6; the same on
+    /// every peer). Refused if it overlaps a route or address of the host.
+    #[arg(long, value_name = "CIDR", default_value_t = ipam_config::DEFAULT_RANGE.to_string())]
+    pub ipalloc_range: String,
+    /// Where addresses come from when none is asked for (net:default);
+    /// within --ipalloc-range (default: all of it).
+    #[arg(long, value_name = "CIDR")]
+    pub ipalloc_default_subnet: Option<String>,
+    /// How the first ring is made: consensus (a majority of the peers given
+    /// here agree), consensus=N (N peers agree), seed=NAME,... (split
+    /// between those peers at once) or observer (owns nothing, asks).
+    #[arg(long, value_name = "MODE", default_value = "consensus")]
+    pub ipalloc_init: String,
     /// Internal: read the derived key on stdin (how `launch` hands it to
     /// the background router without putting the password in its argv).
     #[arg(long, hide = true)]
@@ -114,6 +128,7 @@ fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
     for p in &args.peers {
         peers.push(daemon::targets::parse_target(p, args.port).map_err(anyhow::Error::msg)?);
     }
+    let (ipam, ipam_quorum) = ipam(args, &peers)?;
     let nickname = match &args.nickname {
         Some(n) => n.clone(),
         None => hostname(),
@@ -143,8 +158,58 @@ fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
         http_addr: args.http_addr.0,
         mesh_name: args.mesh_name.clone(),
         crypto,
+        ipam,
+        ipam_quorum,
     };
     Ok((cfg, note))
+}
+
+/// `--ipalloc-*`, checked, and the consensus quorum: inferred, when not
+/// given, from the distinct `peers` (as parsed) named at launch.
+fn ipam(args: &LaunchArgs, peers: &[String]) -> anyhow::Result<(IpamConfig, Option<u32>)> {
+    let range = parse_network("--ipalloc-range", &args.ipalloc_range)?;
+    let subnet = match &args.ipalloc_default_subnet {
+        Some(s) => Some(parse_network("--ipalloc-default-subnet", s)?),
+        None => None,
+    };
+    let init = ipam_config::parse_init(&args.ipalloc_init).map_err(anyhow::Error::msg)?;
+    let cfg = IpamConfig::new(range, subnet, init).map_err(anyhow::Error::msg)?;
+    let mut distinct = peers.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    let quorum = ipam_config::quorum(&cfg.init, distinct.len());
+    Ok((cfg, quorum))
+}
+
+/// A CIDR given to `flag`; its prefix length is required (a bare address
+/// is not taken for a /32).
+fn parse_network(flag: &str, s: &str) -> anyhow::Result<ipnetwork::IpNetwork> {
+    let s = s.trim();
+    match s.contains('/').then(|| s.parse().ok()).flatten() {
+        Some(n) => Ok(n),
+        None => bail!(
+            "{flag} {s}: not a CIDR (expected a network with a prefix length, e.g. 10.32.0.0/12)"
+        ),
+    }
+}
+
+/// Refuses an IPAM range that overlaps a route or an address of this host
+/// (our own bridge aside: it holds exposed overlay addresses), with one
+/// line naming the clash and the flag.
+fn check_range_is_free(range: ipnetwork::IpNetwork) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let host = rt
+        .block_on(async {
+            let nl = crate::net::netlink::Netlink::connect()?;
+            nl.host_networks(BRIDGE).await
+        })
+        .context("list this host's routes and addresses")?;
+    if let Some(clash) = ipam_config::overlap(range, &host) {
+        bail!(clash);
+    }
+    Ok(())
 }
 
 /// The password from --password, --password-file or WEAVE_PASSWORD.
@@ -264,6 +329,10 @@ pub fn launch(args: LaunchArgs) -> anyhow::Result<()> {
         }
     };
     let (cfg, note) = config(&args)?;
+    if args.lock_fd.is_none() {
+        // Here, not in the background router, so that the user reads why.
+        check_range_is_free(cfg.ipam.range)?;
+    }
     if args.foreground {
         return run_foreground(cfg, note);
     }
@@ -539,6 +608,82 @@ mod tests {
             argv(&["launch", "--lock-fd", "7", "--lock-fd=8", "h2"]),
             ["launch", "h2"]
         );
+        // The IPAM flags reach the router.
+        let ipam = [
+            "launch",
+            "--ipalloc-range",
+            "fd00::/64",
+            "--ipalloc-default-subnet=fd00::/80",
+            "--ipalloc-init",
+            "consensus=2",
+            "h2",
+        ];
+        assert_eq!(argv(&ipam), ipam);
+    }
+
+    fn launch_args(argv: &[&str]) -> LaunchArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            launch: LaunchArgs,
+        }
+        let argv = std::iter::once("launch").chain(argv.iter().copied());
+        Cli::try_parse_from(argv).unwrap().launch
+    }
+
+    #[test]
+    fn ipam_flags() {
+        let peers = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (c, q) = ipam(&launch_args(&[]), &[]).unwrap();
+        assert_eq!(c.range, ipam_config::DEFAULT_RANGE);
+        assert_eq!(c.default_subnet, ipam_config::DEFAULT_RANGE);
+        assert_eq!(c.init, ipam_config::Init::Consensus(None));
+        assert_eq!(q, Some(1));
+        // Inferred from the distinct peers named: 2 of 3.
+        let two = peers(&["10.0.0.2:6783", "10.0.0.3:6783", "10.0.0.2:6783"]);
+        assert_eq!(ipam(&launch_args(&[]), &two).unwrap().1, Some(2));
+        let a = launch_args(&[
+            "--ipalloc-range",
+            "fd00:1::/64",
+            "--ipalloc-default-subnet",
+            "fd00:1::/96",
+            "--ipalloc-init",
+            "consensus=3",
+        ]);
+        let (c, q) = ipam(&a, &two).unwrap();
+        assert_eq!(c.range.to_string(), "fd00:1::/64");
+        assert_eq!(c.default_subnet.to_string(), "fd00:1::/96");
+        assert_eq!(q, Some(3));
+        let (_, q) = ipam(&launch_args(&["--ipalloc-init", "observer"]), &two).unwrap();
+        assert_eq!(q, None);
+    }
+
+    #[test]
+    fn bad_ipam_flags_are_one_line_naming_the_flag() {
+        let err = |argv: &[&str]| ipam(&launch_args(argv), &[]).unwrap_err().to_string();
+        assert_eq!(
+            err(&["--ipalloc-range", "10.32.0.0"]),
+            "--ipalloc-range 10.32.0.0: not a CIDR (expected a network with a prefix length, e.g. 10.32.0.0/12)"
+        );
+        assert_eq!(
+            err(&["--ipalloc-range", "10.32.0.0/33"]),
+            "--ipalloc-range 10.32.0.0/33: not a CIDR (expected a network with a prefix length, e.g. 10.32.0.0/12)"
+        );
+        assert_eq!(
+            err(&["--ipalloc-range", "10.32.0.1/12"]),
+            "--ipalloc-range 10.32.0.1/12: not a network address (host bits set); did you mean 10.32.0.0/12?"
+        );
+        assert_eq!(
+            err(&["--ipalloc-default-subnet", "10.1.0.0/16"]),
+            "--ipalloc-default-subnet 10.1.0.0/16: not within --ipalloc-range 10.32.0.0/12"
+        );
+        assert_eq!(
+            err(&["--ipalloc-default-subnet", "x"]),
+            "--ipalloc-default-subnet x: not a CIDR (expected a network with a prefix length, e.g. 10.32.0.0/12)"
+        );
+        assert!(err(&["--ipalloc-init", "consensus=0"]).starts_with("--ipalloc-init consensus=0: "));
+        assert!(err(&["--ipalloc-init", "seed="]).starts_with("--ipalloc-init seed=: "));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start the router on this host and connect to the given peers.
-    Launch(launch::LaunchArgs),
+    Launch(Box<launch::LaunchArgs>),
     /// docker run a container with ethwe up before its own process starts:
     /// run CIDR... <docker run arguments>.
     #[command(disable_help_flag = true)]
@@ -119,7 +119,7 @@ fn cidrs_and_target(args: &[String]) -> anyhow::Result<(Vec<String>, String)> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Launch(args) => launch::launch(args),
+        Command::Launch(args) => launch::launch(*args),
         Command::Run { args } => run::run(args),
         Command::Connect { peers } => call(Request::Connect { peers }).map(drop),
         Command::Forget { peers } => call(Request::Forget { peers }).map(drop),

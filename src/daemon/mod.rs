@@ -80,6 +80,12 @@ pub struct Config {
     pub mesh_name: String,
     /// `--password` and friends; None: nothing is encrypted.
     pub crypto: Option<Arc<secure::CryptoConfig>>,
+    /// `--ipalloc-range`, `--ipalloc-default-subnet`, `--ipalloc-init`.
+    pub ipam: crate::core::ipam::config::IpamConfig,
+    /// Peers that must take part in the first ring's consensus
+    /// (`crate::core::ipam::config::quorum`); None: no consensus is held
+    /// (`seed` or `observer`).
+    pub ipam_quorum: Option<u32>,
 }
 
 /// What every task shares.
