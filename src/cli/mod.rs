@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::api::client;
 use crate::api::protocol::{Reply, Request};
 use crate::core::cidr;
+use crate::core::ipam::spec::{self, AddrSpec};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,10 +32,12 @@ pub enum Command {
     /// Start the router on this host and connect to the given peers.
     Launch(Box<launch::LaunchArgs>),
     /// docker run a container with ethwe up before its own process starts:
-    /// run CIDR... <docker run arguments>.
+    /// run [ADDR...] <docker run arguments>. ADDR: CIDR (that address),
+    /// net:CIDR (one allocated in that subnet), net:default, ip:ADDR/LEN
+    /// (claim that address); none: one from the default subnet.
     #[command(disable_help_flag = true)]
     Run {
-        #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CIDR... DOCKER-RUN-ARGS")]
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "[ADDR...] DOCKER-RUN-ARGS")]
         args: Vec<String>,
     },
     /// Connect to more peers (address or address:port).
@@ -48,20 +51,23 @@ pub enum Command {
         peers: Vec<String>,
     },
     /// Give a network namespace an interface ethwe on the overlay:
-    /// attach CIDR... TARGET, TARGET = /var/run/netns/NAME or pid:N.
+    /// attach [ADDR...] TARGET, TARGET = /var/run/netns/NAME, pid:N or a
+    /// container. ADDR: CIDR, net:CIDR, net:default or ip:ADDR/LEN; none:
+    /// one from the default subnet.
     Attach {
-        #[arg(required = true, num_args = 2.., value_name = "CIDR... TARGET")]
+        #[arg(required = true, num_args = 1.., value_name = "[ADDR...] TARGET")]
         args: Vec<String>,
     },
     /// Remove addresses (or, with none given, ethwe) from a namespace:
-    /// detach [CIDR...] TARGET.
+    /// detach [ADDR...] TARGET.
     Detach {
-        #[arg(required = true, num_args = 1.., value_name = "[CIDR...] TARGET")]
+        #[arg(required = true, num_args = 1.., value_name = "[ADDR...] TARGET")]
         args: Vec<String>,
     },
-    /// Give this host an address on the overlay.
+    /// Give this host an address on the overlay: expose [ADDR...], as for
+    /// attach (none: one from the default subnet).
     Expose {
-        #[arg(required = true)]
+        #[arg(value_name = "ADDR")]
         cidrs: Vec<String>,
     },
     /// Remove this host's overlay addresses (all, if none given).
@@ -104,17 +110,39 @@ fn call(req: Request) -> anyhow::Result<String> {
     }
 }
 
-/// Split "CIDR... TARGET" and check every CIDR before asking the router.
-fn cidrs_and_target(args: &[String]) -> anyhow::Result<(Vec<String>, String)> {
-    let (target, cidrs) = args.split_last().context("missing TARGET")?;
-    cidr::parse_all(cidrs)?;
-    if cidr::looks_like_cidr(target) {
-        bail!("{target}: expected a TARGET (/var/run/netns/NAME, pid:N or a container) after the CIDRs");
-    }
+/// Split "[ADDR...] TARGET" and check every address before asking the
+/// router; the addresses as the router reads them.
+fn specs_and_target(args: &[String]) -> anyhow::Result<(Vec<String>, String)> {
+    let (specs, rest) = spec::split_specs(args)?;
+    let target = match rest {
+        [target] => target,
+        [] => match args.last() {
+            Some(last) => bail!("{last}: expected a TARGET (/var/run/netns/NAME, pid:N or a container) after the addresses"),
+            None => bail!("missing TARGET"),
+        },
+        [first, .., last] => {
+            if spec::looks_like_spec(last) {
+                bail!("{last}: expected a TARGET (/var/run/netns/NAME, pid:N or a container) after the addresses");
+            }
+            bail!("{first}: not an address (CIDR, net:CIDR, net:default or ip:ADDR/LEN); give the addresses, then one TARGET");
+        }
+    };
     if !crate::docker::looks_like_container(target) {
         target.parse::<crate::net::netns::NetnsTarget>()?;
     }
-    Ok((cidrs.to_vec(), target.clone()))
+    Ok((strings(&specs), target.clone()))
+}
+
+fn strings(specs: &[AddrSpec]) -> Vec<String> {
+    specs.iter().map(AddrSpec::to_string).collect()
+}
+
+/// "attach 10.2.1.1/24 TARGET", "attach TARGET": what was asked, for errors.
+fn asked(command: &str, specs: &[String], target: &str) -> String {
+    let mut words = vec![command];
+    words.extend(specs.iter().map(String::as_str));
+    words.push(target);
+    words.join(" ")
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -124,17 +152,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connect { peers } => call(Request::Connect { peers }).map(drop),
         Command::Forget { peers } => call(Request::Forget { peers }).map(drop),
         Command::Attach { args } => {
-            let (cidrs, target) = cidrs_and_target(&args)?;
-            let mac = call(Request::Attach {
-                target: target.clone(),
-                cidrs: cidrs.clone(),
-            })
-            .with_context(|| format!("attach {} {target}", cidrs.join(" ")))?;
+            let (cidrs, target) = specs_and_target(&args)?;
+            let what = asked("attach", &cidrs, &target);
+            let mac = call(Request::Attach { target, cidrs }).context(what)?;
             println!("{mac}");
             Ok(())
         }
         Command::Detach { args } => {
-            let (cidrs, target) = cidrs_and_target(&args)?;
+            let (cidrs, target) = specs_and_target(&args)?;
             call(Request::Detach {
                 target: target.clone(),
                 cidrs,
@@ -143,8 +168,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .map(drop)
         }
         Command::Expose { cidrs } => {
-            cidr::parse_all(&cidrs)?;
-            call(Request::Expose { cidrs }).context("expose").map(drop)
+            let specs = cidrs
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<Vec<AddrSpec>, _>>()?;
+            call(Request::Expose {
+                cidrs: strings(&specs),
+            })
+            .context("expose")
+            .map(drop)
         }
         Command::Hide { cidrs } => {
             cidr::parse_all(&cidrs)?;
@@ -163,5 +195,110 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stop => launch::stop(),
         Command::Reset => launch::reset(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(v: &[&str]) -> Result<(Vec<String>, String), String> {
+        let args: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        specs_and_target(&args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn addresses_are_optional_and_mix() {
+        assert_eq!(
+            split(&["/var/run/netns/x"]),
+            Ok((vec![], "/var/run/netns/x".into()))
+        );
+        assert_eq!(
+            split(&[
+                "net:10.32.1.0/24",
+                "ip:10.32.0.9/12",
+                "10.0.1.2/24",
+                "net:default",
+                "pid:42"
+            ]),
+            Ok((
+                vec![
+                    "net:10.32.1.0/24".into(),
+                    "ip:10.32.0.9/12".into(),
+                    "10.0.1.2/24".into(),
+                    "net:default".into()
+                ],
+                "pid:42".into()
+            ))
+        );
+        assert_eq!(
+            split(&["10.0.1.2/24", "redis-1"]),
+            Ok((vec!["10.0.1.2/24".into()], "redis-1".into()))
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_targets_are_named() {
+        assert_eq!(
+            split(&["10.2.1.300/24", "/var/run/netns/x"]),
+            Err("10.2.1.300/24: invalid CIDR (expected an address with a prefix length, e.g. 10.2.1.1/24)".into())
+        );
+        assert_eq!(
+            split(&["ip:10.32.0.9", "/var/run/netns/x"]),
+            Err("ip:10.32.0.9: ip: needs ADDR/LEN, the address and its subnet's prefix length (e.g. ip:10.32.0.9/12)".into())
+        );
+        assert_eq!(
+            split(&["not-a-cidr", "/var/run/netns/x"]),
+            Err("not-a-cidr: not an address (CIDR, net:CIDR, net:default or ip:ADDR/LEN); give the addresses, then one TARGET".into())
+        );
+        assert_eq!(
+            split(&["10.2.1.1/24"]),
+            Err("10.2.1.1/24: expected a TARGET (/var/run/netns/NAME, pid:N or a container) after the addresses".into())
+        );
+        assert_eq!(
+            split(&["/var/run/netns/x", "10.2.1.1/24"]),
+            Err("10.2.1.1/24: expected a TARGET (/var/run/netns/NAME, pid:N or a container) after the addresses".into())
+        );
+        assert!(split(&["pid:0"]).unwrap_err().contains("pid:0"));
+        assert_eq!(split(&[]), Err("missing TARGET".into()));
+    }
+
+    #[test]
+    fn what_was_asked() {
+        assert_eq!(asked("attach", &[], "pid:4"), "attach pid:4");
+        assert_eq!(
+            asked("attach", &["net:default".into()], "pid:4"),
+            "attach net:default pid:4"
+        );
+    }
+
+    #[test]
+    fn commands_parse_with_and_without_addresses() {
+        let parse =
+            |v: &[&str]| Cli::try_parse_from(std::iter::once("weave-rs").chain(v.iter().copied()));
+        assert!(parse(&["run", "-d", "redis"]).is_ok());
+        assert!(parse(&[
+            "run",
+            "net:10.32.1.0/24",
+            "ip:10.32.0.9/12",
+            "10.0.1.2/24",
+            "-d",
+            "redis"
+        ])
+        .is_ok());
+        assert!(parse(&["attach", "/var/run/netns/x"]).is_ok());
+        assert!(parse(&["detach", "/var/run/netns/x"]).is_ok());
+        assert!(parse(&["expose"]).is_ok());
+        assert!(parse(&["expose", "net:default"]).is_ok());
+        assert!(parse(&["attach"]).is_err());
+        assert!(parse(&["run"]).is_err());
+        match parse(&["launch"]).map(|c| c.command) {
+            Ok(Command::Launch(a)) => {
+                assert_eq!(a.ipalloc_range, "10.32.0.0/12");
+                assert_eq!(a.ipalloc_init, "consensus");
+                assert_eq!(a.ipalloc_default_subnet, None);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

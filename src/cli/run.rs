@@ -1,5 +1,7 @@
-//! `weave-rs run CIDR... <docker run arguments>`: a container that has its
-//! overlay interface before its own process starts.
+//! `weave-rs run [ADDR...] <docker run arguments>`: a container that has
+//! its overlay interface before its own process starts. The addresses are
+//! those of `attach` (`crate::core::ipam::spec`), none meaning one from
+//! the default subnet.
 //!
 //! The container's entrypoint is replaced by weave-rs's waiter (a static
 //! binary, bind-mounted read-only at /.weave-rs). Once the container runs,
@@ -17,7 +19,7 @@ use anyhow::{bail, Context};
 
 use crate::api::client;
 use crate::api::protocol::{Reply, Request};
-use crate::core::cidr;
+use crate::core::ipam::spec;
 use crate::daemon::attachments::{remove_run_dir, RUN_DIR, RUN_DIR_LABEL};
 use crate::docker;
 use crate::files;
@@ -27,15 +29,8 @@ use crate::waiter;
 const MOUNT: &str = "/.weave-rs";
 
 pub fn run(args: Vec<String>) -> anyhow::Result<()> {
-    let split = args
-        .iter()
-        .position(|a| !cidr::looks_like_cidr(a))
-        .unwrap_or(args.len());
-    let (cidrs, docker_args) = args.split_at(split);
-    if cidrs.is_empty() {
-        bail!("run: give the container's overlay address(es) first, e.g. weave-rs run 10.2.1.1/24 -d IMAGE");
-    }
-    cidr::parse_all(cidrs)?;
+    let (specs, docker_args) = spec::split_specs(&args)?;
+    let cidrs: Vec<String> = specs.iter().map(ToString::to_string).collect();
     if docker_args.is_empty() {
         bail!("run: missing docker run arguments (at least an image)");
     }
@@ -54,7 +49,7 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
     let dir = PathBuf::from(RUN_DIR).join(format!("{:016x}", rand::random::<u64>()));
     make_run_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
     let dir_s = dir.display().to_string();
-    let result = start(&rt, &dir, &dir_s, cidrs, docker_args);
+    let result = start(&rt, &dir, &dir_s, &cidrs, docker_args);
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
