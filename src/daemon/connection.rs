@@ -587,6 +587,7 @@ async fn read_loop(
                     return ConnError::Protocol(e.to_string());
                 }
             }
+            Ok((control::Kind::Ipam, body)) => super::ipam::on_gossip(shared, peer, body),
             // A newer peer's kind (IPAM or DNS gossip, say): not ours to
             // understand, and no reason to drop the peer.
             Err(control::ControlError::UnknownKind(kind)) => {

@@ -15,6 +15,7 @@
 pub mod attachments;
 pub mod connection;
 pub mod dataplane;
+pub mod ipam;
 pub mod secure;
 pub mod state;
 pub mod targets;

@@ -6,7 +6,11 @@
 //! Inside the core an address is its offset from the start of the range,
 //! so IPv4 and IPv6 ranges work alike; `Offsets` converts at the edges.
 
+pub mod allocator;
 pub mod config;
+pub mod consensus;
+#[cfg(test)]
+mod mesh_sim;
 pub mod ring;
 pub mod space;
 pub mod spec;

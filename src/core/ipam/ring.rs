@@ -19,8 +19,12 @@ use super::space::Span;
 use crate::core::PeerName;
 
 /// At most this many tokens: a ring of 1,000 peers that each split their
-/// share many times stays far below it; gossip beyond it is dropped.
-pub const MAX_TOKENS: usize = 1 << 16;
+/// share a few times stays below it, and a whole ring fits one control
+/// frame (46 bytes a token); gossip beyond it is refused.
+pub const MAX_TOKENS: usize = 1 << 13;
+
+/// How far a take-over raises a token's version (see `Ring::take_over`).
+pub const TAKE_OVER_LEAP: u64 = 1 << 32;
 
 /// One token's claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -100,6 +104,47 @@ impl Ring {
             );
         }
         ring
+    }
+
+    /// A ring as read from the wire or a file: refused, like a merge, if a
+    /// token lies outside `0..size` or there are too many.
+    pub fn from_entries(
+        cluster: u64,
+        size: u128,
+        entries: impl IntoIterator<Item = (u128, Entry)>,
+    ) -> Result<Ring, RingError> {
+        let mut ring = Ring::new(cluster, size);
+        for (token, e) in entries {
+            if token >= ring.size {
+                return Err(RingError::OutOfRange(token));
+            }
+            if ring.entries.len() >= MAX_TOKENS && !ring.entries.contains_key(&token) {
+                return Err(RingError::TooManyTokens);
+            }
+            let ours = ring.entries.entry(token).or_insert(e);
+            *ours = (*ours).max(e);
+        }
+        Ok(ring)
+    }
+
+    /// Every token and its entry, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (u128, Entry)> + '_ {
+        self.entries.iter().map(|(&t, &e)| (t, e))
+    }
+
+    /// A digest of who owns what (tokens and owners, not versions or free
+    /// counts): two peers with the same digest agree on every owner.
+    pub fn ownership_digest(&self) -> u64 {
+        let mut h = ::ring::digest::Context::new(&::ring::digest::SHA256);
+        h.update(&self.cluster.to_be_bytes());
+        for (t, e) in &self.entries {
+            h.update(&t.to_be_bytes());
+            h.update(&e.owner.0);
+        }
+        let d = h.finish();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d.as_ref()[..8]);
+        u64::from_be_bytes(b)
     }
 
     pub fn cluster(&self) -> u64 {
@@ -250,7 +295,9 @@ impl Ring {
         Ok(true)
     }
 
-    /// rmpeer: `me` takes every range of `dead`; returns them.
+    /// rmpeer: `me` takes every range of `dead`; returns them. The version
+    /// leaps by `TAKE_OVER_LEAP`, so that changes the dead peer made but
+    /// never gossiped (free counts) cannot outrank the take-over.
     pub fn take_over(&mut self, me: PeerName, dead: PeerName) -> Vec<Span> {
         let taken: Vec<Span> = self
             .ranges()
@@ -259,7 +306,7 @@ impl Ring {
             .collect();
         for s in &taken {
             if let Some(e) = self.entries.get_mut(&s.start()) {
-                e.version = e.version.saturating_add(1);
+                e.version = e.version.saturating_add(TAKE_OVER_LEAP);
                 e.owner = me;
             }
         }

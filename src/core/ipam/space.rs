@@ -244,13 +244,15 @@ impl Space {
         self.owned.iter()
     }
 
-    /// What to donate to a peer that asked for space: the upper half of the
-    /// largest free interval (all of it when it is one address), at most
-    /// `max` offsets. Not taken out yet: `remove` it once the ring says so.
-    pub fn donation(&self, max: u128) -> Option<Span> {
+    /// What to donate to a peer that asked for space in `within`: the upper
+    /// half of the largest free interval there (all of it when it is one
+    /// address), at most `max` offsets. Not taken out yet: `remove` it once
+    /// the ring says so.
+    pub fn donation(&self, within: Span, max: u128) -> Option<Span> {
         let largest = self
             .free
             .iter()
+            .filter_map(|s| s.intersect(within))
             .max_by_key(|s| (s.size(), u128::MAX - s.start))?;
         let give = largest.size().div_ceil(2).min(max.max(1));
         Span::new(largest.end - give, largest.end)
@@ -302,11 +304,11 @@ mod tests {
         sp.add(span(0, 16));
         sp.claim(3).unwrap();
         assert_eq!(sp.remove(span(0, 8)), Err(SpaceError::NotFree(0, 8)));
-        let d = sp.donation(u128::MAX).unwrap();
+        let d = sp.donation(span(0, u128::MAX), u128::MAX).unwrap();
         assert_eq!(d, span(10, 16));
         sp.remove(d).unwrap();
         assert_eq!(sp.owned().collect::<Vec<_>>(), vec![span(0, 10)]);
-        assert_eq!(sp.donation(2), Some(span(8, 10)));
+        assert_eq!(sp.donation(span(0, 100), 2), Some(span(8, 10)));
         // Space handed back keeps what was allocated before.
         sp.add(span(0, 16));
         assert!(sp.is_allocated(3));

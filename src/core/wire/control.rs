@@ -16,6 +16,8 @@ pub enum Kind {
     Heartbeat = 1,
     Gossip = 2,
     Close = 3,
+    /// IPAM gossip (`wire::ipam`).
+    Ipam = 4,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -44,6 +46,7 @@ pub fn parse(frame: &[u8]) -> Result<(Kind, &[u8]), ControlError> {
         1 => Kind::Heartbeat,
         2 => Kind::Gossip,
         3 => Kind::Close,
+        4 => Kind::Ipam,
         other => return Err(ControlError::UnknownKind(other)),
     };
     Ok((kind, body))

@@ -4,6 +4,7 @@
 pub mod control;
 pub mod gossip;
 pub mod handshake;
+pub mod ipam;
 pub mod sealed;
 pub mod sleeve;
 pub mod vnet;
