@@ -37,6 +37,11 @@ pub fn looks_like_container(s: &str) -> bool {
         && s.len() <= 128
 }
 
+/// A full container ID (64 hex digits), as the registry keys containers.
+pub fn looks_like_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 async fn connect() -> Result<bollard::Docker, DockerError> {
     let d = bollard::Docker::connect_with_unix_defaults()
         .map_err(|e| DockerError::Unreachable(e.to_string()))?;

@@ -42,10 +42,16 @@ fn socket_name() -> String {
 }
 
 /// How long the router may take to answer `req`: attaching may wait for
-/// Docker and netlink, the rest is quick.
+/// Docker and netlink, and an allocation for the mesh up to the router's
+/// own deadline (`--ipalloc-timeout`, at most an hour), which it enforces;
+/// the rest is quick.
 pub fn reply_timeout(req: &Request) -> Duration {
     match req {
-        Request::Attach { .. } | Request::Detach { .. } => Duration::from_secs(60),
+        Request::Attach { .. }
+        | Request::Expose { .. }
+        | Request::Allocate { .. }
+        | Request::Claim { .. } => Duration::from_secs(3_600 + 60),
+        Request::Detach { .. } => Duration::from_secs(60),
         _ => Duration::from_secs(15),
     }
 }

@@ -283,6 +283,7 @@ mod tests {
             encrypted: false,
             encryption: "none".into(),
             remote_key: None,
+            ipam_refused: None,
         };
         let peer = |name, nickname: &str| PeerReport {
             name,
@@ -325,6 +326,7 @@ mod tests {
             exposed: Vec::new(),
             mac_table_entries: 9,
             stats: (&stats).into(),
+            ipam: None,
         }
     }
 

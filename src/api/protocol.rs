@@ -14,19 +14,59 @@ pub const SOCKET_NAME: &[u8] = b"weave-rs/control";
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Report,
-    Connect { peers: Vec<String> },
-    Forget { peers: Vec<String> },
-    Attach { target: String, cidrs: Vec<String> },
-    Detach { target: String, cidrs: Vec<String> },
-    Expose { cidrs: Vec<String> },
-    Hide { cidrs: Vec<String> },
+    Connect {
+        peers: Vec<String>,
+    },
+    Forget {
+        peers: Vec<String>,
+    },
+    Attach {
+        target: String,
+        cidrs: Vec<String>,
+    },
+    Detach {
+        target: String,
+        cidrs: Vec<String>,
+    },
+    Expose {
+        cidrs: Vec<String>,
+    },
+    Hide {
+        cidrs: Vec<String>,
+    },
+    /// An address for `id` in `subnet` (a CIDR within the range; None: the
+    /// default subnet). Idempotent: the same id gets the same address.
+    Allocate {
+        id: String,
+        #[serde(default)]
+        subnet: Option<String>,
+    },
+    /// Exactly `cidr`'s address for `id`; refused if another holds it.
+    Claim {
+        id: String,
+        cidr: String,
+    },
+    /// Free every address of `id`.
+    Release {
+        id: String,
+    },
+    /// The addresses of `id`.
+    Lookup {
+        id: String,
+    },
+    /// rmpeer: take over the address ranges of a peer that is gone.
+    RemovePeer {
+        peer: String,
+    },
+    /// Free every address and hand this peer's ranges to another (reset).
+    IpamLeave,
     Stop,
 }
 
 impl Request {
     /// Requests that change the router; only root may send them.
     pub fn mutates(&self) -> bool {
-        !matches!(self, Request::Report)
+        !matches!(self, Request::Report | Request::Lookup { .. })
     }
 }
 
@@ -74,6 +114,72 @@ pub struct Report {
     pub exposed: Vec<String>,
     pub mac_table_entries: usize,
     pub stats: StatsReport,
+    /// Address allocation (`status ipam`).
+    #[serde(default)]
+    pub ipam: Option<IpamReport>,
+}
+
+/// The allocation range, who owns what, and what waits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IpamReport {
+    pub range: String,
+    pub default_subnet: String,
+    /// `--ipalloc-init`, as understood.
+    pub init: String,
+    /// The ring exists: addresses can be allocated.
+    pub ready: bool,
+    /// The ring's cluster identity (hex); empty before it exists.
+    pub cluster: String,
+    /// While the first ring is being agreed.
+    #[serde(default)]
+    pub consensus: Option<ConsensusReport>,
+    pub owners: Vec<IpamOwnerReport>,
+    /// This host's allocations.
+    pub allocations: Vec<IpamAllocationReport>,
+    /// Requests waiting here, and what for.
+    pub pending: Vec<String>,
+    /// Peers asking for space or addresses.
+    pub wants: Vec<IpamWantReport>,
+    /// Addresses taken over with rmpeer, not yet acknowledged by all.
+    pub quarantined: u64,
+    /// Peers whose IPAM gossip is refused (another range or cluster).
+    pub refused: Vec<IpamRefusedReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsensusReport {
+    pub quorum: usize,
+    pub heard: Vec<PeerName>,
+    pub waiting_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamOwnerReport {
+    pub peer: PeerName,
+    pub nickname: String,
+    pub reachable: bool,
+    pub ranges: usize,
+    /// Addresses owned, and free among them (as last reported).
+    pub addresses: u64,
+    pub free: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamAllocationReport {
+    pub id: String,
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamWantReport {
+    pub peer: PeerName,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamRefusedReport {
+    pub peer: PeerName,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +218,9 @@ pub struct ConnectionReport {
     /// Fingerprint of the peer's long-term key, on encrypted connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_key: Option<String>,
+    /// Why this peer's IPAM gossip is refused (another range or cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_refused: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,9 +6,12 @@
 //! connection slots of its own (`slots`), slow clients time out, and a
 //! failing `accept` (out of descriptors) is retried, never fatal.
 
+use std::net::IpAddr;
 use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use ipnetwork::IpNetwork;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -19,8 +22,9 @@ use super::peer;
 use super::protocol::*;
 use super::slots::{Slots, LIMITS};
 use crate::core::cidr;
+use crate::core::ipam::spec::AddrSpec;
 use crate::daemon::state::{Encryption, TargetSource, TargetStatus};
-use crate::daemon::{attachments, targets, Shared};
+use crate::daemon::{attachments, ipam, targets, Shared};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 << 10;
@@ -158,36 +162,88 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
         }
         Request::Attach { target, cidrs } => attach(shared, &target, &cidrs).await,
         Request::Detach { target, cidrs } => detach(shared, &target, &cidrs).await,
-        Request::Expose { cidrs } => {
-            let nets = match cidr::parse_all(&cidrs) {
-                Ok(n) => n,
-                Err(e) => return Reply::error(e),
-            };
-            for n in nets {
-                if let Err(e) = shared.netlink.expose(&shared.config.bridge, n).await {
-                    return Reply::error(e);
-                }
-            }
-            Reply::ok("")
-        }
+        Request::Expose { cidrs } => expose(shared, &cidrs).await,
         Request::Hide { cidrs } => {
             let nets = match cidr::parse_all(&cidrs) {
                 Ok(n) => n,
                 Err(e) => return Reply::error(e),
             };
             match shared.netlink.hide(&shared.config.bridge, &nets).await {
-                Ok(_) => Reply::ok(""),
+                Ok(_) if nets.is_empty() => {
+                    ipam::release(shared, ipam::EXPOSE_ID);
+                    Reply::ok("")
+                }
+                Ok(_) => {
+                    let ips: Vec<IpAddr> = nets.iter().map(|n| n.ip()).collect();
+                    ipam::release_addrs(shared, ipam::EXPOSE_ID, &ips);
+                    Reply::ok("")
+                }
                 Err(e) => Reply::error(e),
             }
         }
+        Request::Allocate { id, subnet } => {
+            let subnet = match subnet.as_deref().map(cidr::parse) {
+                None => None,
+                Some(Ok(s)) => Some(s),
+                Some(Err(e)) => return Reply::error(e),
+            };
+            match valid_id(&id) {
+                Ok(()) => addr_reply(ipam::allocate(shared, &id, subnet).await),
+                Err(e) => Reply::error(e),
+            }
+        }
+        Request::Claim { id, cidr } => match (valid_id(&id), cidr::parse(&cidr)) {
+            (Err(e), _) => Reply::error(e),
+            (_, Err(e)) => Reply::error(e),
+            (Ok(()), Ok(net)) => addr_reply(ipam::claim(shared, &id, net).await),
+        },
+        Request::Release { id } => Reply::ok(join(&ipam::release(shared, &id))),
+        Request::Lookup { id } => Reply::ok(join(&shared.ipam().lookup(&id))),
+        Request::RemovePeer { peer } => match ipam::remove_peer(shared, &peer) {
+            Ok(m) => Reply::ok(m),
+            Err(e) => Reply::error(e),
+        },
+        Request::IpamLeave => Reply::ok(ipam::leave(shared)),
         Request::Stop => Reply::ok(""),
     }
 }
 
+/// Allocation ids name what an address serves: printable, and short.
+fn valid_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_control()) {
+        return Err(format!(
+            "{:?}: an allocation id is 1 to 256 printable characters",
+            crate::core::text::sanitize(id, 64)
+        ));
+    }
+    Ok(())
+}
+
+fn join(nets: &[IpNetwork]) -> String {
+    nets.iter()
+        .map(IpNetwork::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn addr_reply(r: Result<IpNetwork, String>) -> Reply {
+    match r {
+        Ok(n) => Reply::ok(n.to_string()),
+        Err(e) => Reply::error(e),
+    }
+}
+
+fn parse_specs(specs: &[String]) -> Result<Vec<AddrSpec>, String> {
+    specs
+        .iter()
+        .map(|s| s.parse::<AddrSpec>().map_err(|e| e.to_string()))
+        .collect()
+}
+
 async fn attach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
-    match cidr::parse_all(cidrs) {
-        Ok(nets) => match attachments::attach(shared, target, &nets).await {
-            Ok(mac) => Reply::ok(mac),
+    match parse_specs(cidrs) {
+        Ok(specs) => match attachments::attach(shared, target, &specs).await {
+            Ok((_, nets)) => Reply::ok(join(&nets)),
             Err(e) => Reply::error(e),
         },
         Err(e) => Reply::error(e),
@@ -195,13 +251,53 @@ async fn attach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
 }
 
 async fn detach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
-    match cidr::parse_all(cidrs) {
-        Ok(nets) => match attachments::detach(shared, target, &nets).await {
-            Ok(()) => Reply::ok(""),
-            Err(e) => Reply::error(e),
-        },
+    let mut nets = Vec::new();
+    for spec in match parse_specs(cidrs) {
+        Ok(s) => s,
+        Err(e) => return Reply::error(e),
+    } {
+        match spec {
+            AddrSpec::Cidr(n) | AddrSpec::Ip(n) => nets.push(n),
+            other => {
+                return Reply::error(format!(
+                    "{other}: detach takes the addresses to remove, not a subnet to allocate in"
+                ))
+            }
+        }
+    }
+    match attachments::detach(shared, target, &nets).await {
+        Ok(()) => Reply::ok(""),
         Err(e) => Reply::error(e),
     }
+}
+
+/// expose: literal addresses outside the range as given; the rest (none
+/// given: one from the default subnet) allocated for the host.
+async fn expose(shared: &Arc<Shared>, cidrs: &[String]) -> Reply {
+    let specs = match parse_specs(cidrs) {
+        Ok(s) if s.is_empty() => vec![AddrSpec::NetDefault],
+        Ok(s) => s,
+        Err(e) => return Reply::error(e),
+    };
+    let id = ipam::EXPOSE_ID;
+    let mut exposed = Vec::new();
+    for spec in specs {
+        let net = match spec {
+            AddrSpec::Cidr(n) if !ipam::in_range(shared, n.ip()) => Ok(n),
+            AddrSpec::Cidr(n) | AddrSpec::Ip(n) => ipam::claim(shared, id, n).await,
+            AddrSpec::Net(s) => ipam::allocate(shared, id, Some(s)).await,
+            AddrSpec::NetDefault => ipam::allocate(shared, id, None).await,
+        };
+        let net = match net {
+            Ok(n) => n,
+            Err(e) => return Reply::error(e),
+        };
+        if let Err(e) = shared.netlink.expose(&shared.config.bridge, net).await {
+            return Reply::error(e);
+        }
+        exposed.push(net);
+    }
+    Reply::ok(join(&exposed))
 }
 
 /// Everything `report` shows, the bridge's addresses included.
@@ -228,6 +324,8 @@ pub(crate) async fn full_report(shared: &Arc<Shared>) -> Report {
 fn report(shared: &Arc<Shared>) -> Report {
     let now = Instant::now();
     let c = &shared.config;
+    let ipam_refused = shared.ipam().refused.clone();
+    let ipam = ipam::report(shared);
     let st = shared.state();
     let mut connections: Vec<ConnectionReport> = Vec::new();
     for conn in st.conns.values() {
@@ -246,6 +344,7 @@ fn report(shared: &Arc<Shared>) -> Report {
             encrypted: conn.encryption == Encryption::Full,
             encryption: conn.encryption.as_str().into(),
             remote_key: conn.remote_key.clone(),
+            ipam_refused: ipam_refused.get(&conn.peer).cloned(),
         });
     }
     for (key, t) in &st.targets {
@@ -277,6 +376,7 @@ fn report(shared: &Arc<Shared>) -> Report {
             encrypted: false,
             encryption: String::new(),
             remote_key: None,
+            ipam_refused: None,
         });
     }
     connections.sort_by(|a, b| a.addr.cmp(&b.addr));
@@ -347,5 +447,6 @@ fn report(shared: &Arc<Shared>) -> Report {
         exposed: Vec::new(),
         mac_table_entries: data.router.macs().len(),
         stats: (&data.router.stats).into(),
+        ipam: Some(ipam),
     }
 }

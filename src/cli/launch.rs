@@ -86,6 +86,10 @@ pub struct LaunchArgs {
     /// between those peers at once) or observer (owns nothing, asks).
     #[arg(long, value_name = "MODE", default_value = "consensus")]
     pub ipalloc_init: String,
+    /// How long an allocation may wait (for consensus, a donation, a
+    /// claim) before it fails with the reason.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ipalloc_timeout: u64,
     /// Internal: read the derived key on stdin (how `launch` hands it to
     /// the background router without putting the password in its argv).
     #[arg(long, hide = true)]
@@ -160,6 +164,7 @@ fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
         crypto,
         ipam,
         ipam_quorum,
+        ipam_timeout: std::time::Duration::from_secs(args.ipalloc_timeout),
     };
     Ok((cfg, note))
 }
@@ -539,6 +544,16 @@ pub fn reset() -> anyhow::Result<()> {
     }
     match client::report() {
         Ok(r) => {
+            // Our addresses and ranges go to a peer rather than be lost.
+            match client::call(&crate::api::protocol::Request::IpamLeave) {
+                Ok(crate::api::protocol::Reply::Ok { message, .. }) => {
+                    tracing::info!("{message}")
+                }
+                Ok(crate::api::protocol::Reply::Error { error }) => {
+                    tracing::warn!("IPAM: {error}")
+                }
+                Err(e) => tracing::warn!("IPAM: {e}"),
+            }
             client::call(&crate::api::protocol::Request::Stop)?;
             wait_gone(r.router.pid)?;
         }

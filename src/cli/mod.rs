@@ -74,13 +74,16 @@ pub enum Command {
     Hide { cidrs: Vec<String> },
     /// Router summary; `status peers` or `status connections` for detail.
     Status {
-        #[arg(value_parser = ["peers", "connections", "targets"])]
+        #[arg(value_parser = ["peers", "connections", "targets", "ipam"])]
         what: Option<String>,
     },
     /// Everything the router knows, as JSON.
     Report,
     /// Attached namespaces and containers: target, ethwe MAC, addresses.
     Ps,
+    /// Take over the address ranges of a peer that is gone for good (by
+    /// name or nickname). Safe to run on several hosts at once.
+    Rmpeer { peer: String },
     /// Stop the router (the bridge and attached namespaces stay).
     Stop,
     /// Stop the router and remove everything weave-rs made on this host.
@@ -154,8 +157,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach { args } => {
             let (cidrs, target) = specs_and_target(&args)?;
             let what = asked("attach", &cidrs, &target);
-            let mac = call(Request::Attach { target, cidrs }).context(what)?;
-            println!("{mac}");
+            let addrs = call(Request::Attach { target, cidrs }).context(what)?;
+            println!("{addrs}");
             Ok(())
         }
         Command::Detach { args } => {
@@ -172,11 +175,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|s| s.parse())
                 .collect::<Result<Vec<AddrSpec>, _>>()?;
-            call(Request::Expose {
+            let addrs = call(Request::Expose {
                 cidrs: strings(&specs),
             })
-            .context("expose")
-            .map(drop)
+            .context("expose")?;
+            println!("{addrs}");
+            Ok(())
         }
         Command::Hide { cidrs } => {
             cidr::parse_all(&cidrs)?;
@@ -191,6 +195,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ps => {
             let r = client::report()?;
             print!("{}", status::ps(&r));
+            Ok(())
+        }
+        Command::Rmpeer { peer } => {
+            let m = call(Request::RemovePeer { peer: peer.clone() })
+                .with_context(|| format!("rmpeer {peer}"))?;
+            println!("{m}");
             Ok(())
         }
         Command::Stop => launch::stop(),

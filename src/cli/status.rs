@@ -42,7 +42,10 @@ pub fn status(what: Option<&str>) -> anyhow::Result<()> {
             .iter()
             .map(|t| format!("{}\n", clean_long(t)))
             .collect(),
-        Some(other) => anyhow::bail!("status {other}: unknown (peers, connections, targets)"),
+        Some("ipam") => ipam(&r),
+        Some(other) => {
+            anyhow::bail!("status {other}: unknown (peers, connections, targets, ipam)")
+        }
     };
     print!("{text}");
     Ok(())
@@ -161,11 +164,14 @@ pub fn connections(r: &Report) -> String {
             "none" => "unencrypted",
             _ => "",
         };
-        let info = match (c.last_error.as_deref().map(clean_long), protection) {
+        let mut info = match (c.last_error.as_deref().map(clean_long), protection) {
             (Some(e), "") => e,
             (Some(e), p) => format!("{p}; {e}"),
             (None, p) => p.to_string(),
         };
+        if let Some(why) = &c.ipam_refused {
+            info = format!("{info}; IPAM refused: {}", clean_long(why));
+        }
         let _ = writeln!(
             s,
             "{dir} {:<24} {:<12} {:<28} {info}",
@@ -221,6 +227,93 @@ pub fn peers(r: &Report) -> String {
     s
 }
 
+/// `status ipam`: the range, each owner's share, and what waits.
+pub fn ipam(r: &Report) -> String {
+    let Some(i) = &r.ipam else {
+        return "this router reports no IPAM state\n".to_string();
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Range: {} (default subnet {})",
+        clean(&i.range),
+        clean(&i.default_subnet)
+    );
+    let ring = if i.ready {
+        format!("ready (cluster {})", clean(&i.cluster))
+    } else {
+        "not yet made".to_string()
+    };
+    let _ = writeln!(s, "Init: {}; ring {ring}", clean(&i.init));
+    if let Some(c) = &i.consensus {
+        let waiting = c
+            .waiting_secs
+            .map(|w| format!(", a request waiting for {w}s"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "Consensus: heard from {} of {} peers{waiting}",
+            c.heard.len(),
+            c.quorum
+        );
+    }
+    let total: u64 = i
+        .owners
+        .iter()
+        .map(|o| o.addresses)
+        .fold(0, u64::saturating_add);
+    if !i.owners.is_empty() {
+        let _ = writeln!(s, "Owners:");
+    }
+    let mut lost = Vec::new();
+    for o in &i.owners {
+        let share = if total > 0 {
+            o.addresses as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        };
+        let who = format!("{}({})", o.peer, clean(&o.nickname));
+        let state = if o.reachable { "" } else { "  UNREACHABLE" };
+        let _ = writeln!(
+            s,
+            "  {who:<32} {:>12} addresses ({share:5.1}%) {:>12} free in {} ranges{state}",
+            o.addresses, o.free, o.ranges
+        );
+        if !o.reachable {
+            lost.push((o.peer, o.addresses));
+        }
+    }
+    for (p, n) in lost {
+        let _ = writeln!(
+            s,
+            "  {p} is unreachable and holds {n} addresses: if it is gone for good, run weave-rs rmpeer {p}"
+        );
+    }
+    let _ = writeln!(s, "Allocated here: {}", i.allocations.len());
+    for p in &i.pending {
+        let _ = writeln!(s, "Waiting: {}", clean_long(p));
+    }
+    for w in &i.wants {
+        let _ = writeln!(s, "Asked by {}: {}", w.peer, clean_long(&w.what));
+    }
+    if i.quarantined > 0 {
+        let _ = writeln!(
+            s,
+            "Taken over (rmpeer), awaiting every peer's acknowledgement: {} addresses",
+            i.quarantined
+        );
+    }
+    for f in &i.refused {
+        let _ = writeln!(
+            s,
+            "Refused IPAM gossip from {}: {}",
+            f.peer,
+            clean_long(&f.reason)
+        );
+    }
+    s
+}
+
 /// `ps`: one line per attached target, then the host's own (exposed) addresses.
 pub fn ps(r: &Report) -> String {
     let mut s = String::new();
@@ -271,7 +364,18 @@ mod tests {
             "targets": [],
             "refused": [{ "addr": "10.0.0.3:40000",
                           "reason": "bad hello: \u{1b}[1;31mFAKE\u{202e}", "secs_ago": 3 }],
-            "attached": [], "exposed": [], "mac_table_entries": 0, "stats": {}
+            "attached": [], "exposed": [], "mac_table_entries": 0, "stats": {},
+            "ipam": { "range": "10.32.0.0/12", "default_subnet": "10.32.0.0/12",
+                      "init": "consensus (quorum 2)", "ready": false, "cluster": "",
+                      "consensus": { "quorum": 2, "heard": ["02:00:00:00:00:01"],
+                                     "waiting_secs": 3 },
+                      "owners": [{ "peer": "02:00:00:00:00:02", "nickname": "evil\u{1b}[2J",
+                                   "reachable": false, "ranges": 1, "addresses": 10,
+                                   "free": 5 }],
+                      "allocations": [], "pending": [format!("claim \u{9b}{huge}")],
+                      "wants": [{ "peer": "02:00:00:00:00:02", "what": "x\ny" }],
+                      "quarantined": 0,
+                      "refused": [{ "peer": "02:00:00:00:00:03", "reason": huge.clone() }] }
         });
         serde_json::from_value(json).expect("sample report")
     }
@@ -295,6 +399,13 @@ mod tests {
         assert!(conns.contains("evil\u{FFFD}]0;pwned\u{FFFD}"), "{conns}");
         assert!(conns.contains("FAKE\u{FFFD}"), "{conns}");
         assert!(conns.contains('…'), "long reason not cut: {conns}");
+        let ipam_text = ipam(&r);
+        assert_printable("status ipam", &ipam_text);
+        assert!(ipam_text.contains("UNREACHABLE"), "{ipam_text}");
+        assert!(
+            ipam_text.contains("rmpeer 02:00:00:00:00:02"),
+            "{ipam_text}"
+        );
         let peers = peers(&r);
         assert_printable("status peers", &peers);
         assert_eq!(

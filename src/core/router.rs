@@ -122,6 +122,10 @@ pub struct Stats {
     /// Control frames of a kind this version does not know (a newer
     /// peer's), skipped; the connection stays up.
     pub control_frames_skipped: u64,
+    /// IPAM gossip that did not parse (dropped), or that came from another
+    /// cluster or range (refused; `status` shows why).
+    pub dropped_ipam_gossip: u64,
+    pub refused_ipam_gossip: u64,
 }
 
 impl Stats {

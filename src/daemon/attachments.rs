@@ -11,8 +11,9 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::Shared;
+use super::{ipam, Shared};
 use crate::core::cidr;
+use crate::core::ipam::spec::AddrSpec;
 use crate::docker;
 use crate::net::netns::NetnsTarget;
 
@@ -96,16 +97,88 @@ fn save_list(path: &Path, list: &[Attachment]) -> std::io::Result<()> {
     crate::files::write_atomic(path, &bytes, 0o600, None)
 }
 
-/// Attach `target` with `nets`; returns the ethwe MAC.
+/// Attach `target` with addresses as `specs` say (none: one from the
+/// default subnet); returns the ethwe MAC and the addresses. Literal
+/// addresses within the allocation range are claimed; addresses allocated
+/// here are released again if the attach fails.
 pub async fn attach(
     shared: &Arc<Shared>,
     target: &str,
+    specs: &[AddrSpec],
+) -> Result<(String, Vec<IpNetwork>), String> {
+    let r = resolve(target).await?;
+    let key = r
+        .container_id
+        .clone()
+        .or(r.target.clone())
+        .unwrap_or_default();
+    let before = shared.ipam().lookup(&key);
+    let nets = match addresses(shared, &key, specs).await {
+        Ok(n) => n,
+        Err(e) => {
+            undo_allocations(shared, &key, &before);
+            return Err(e);
+        }
+    };
+    match attach_resolved(shared, r, &nets).await {
+        Ok(mac) => Ok((mac, nets)),
+        Err(e) => {
+            undo_allocations(shared, &key, &before);
+            Err(e)
+        }
+    }
+}
+
+/// The addresses `specs` stand for, allocated or claimed for `key`.
+async fn addresses(
+    shared: &Arc<Shared>,
+    key: &str,
+    specs: &[AddrSpec],
+) -> Result<Vec<IpNetwork>, String> {
+    let default = [AddrSpec::NetDefault];
+    let specs = if specs.is_empty() {
+        &default[..]
+    } else {
+        specs
+    };
+    let mut nets = Vec::new();
+    for spec in specs {
+        let net = match *spec {
+            AddrSpec::Cidr(n) if !ipam::in_range(shared, n.ip()) => n,
+            AddrSpec::Cidr(n) | AddrSpec::Ip(n) => ipam::claim(shared, key, n).await?,
+            AddrSpec::Net(subnet) => ipam::allocate(shared, key, Some(subnet)).await?,
+            AddrSpec::NetDefault => ipam::allocate(shared, key, None).await?,
+        };
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    Ok(nets)
+}
+
+/// Releases what `key` holds now but did not hold `before`.
+fn undo_allocations(shared: &Arc<Shared>, key: &str, before: &[IpNetwork]) {
+    let new: Vec<std::net::IpAddr> = shared
+        .ipam()
+        .lookup(key)
+        .iter()
+        .filter(|n| !before.contains(n))
+        .map(|n| n.ip())
+        .collect();
+    if !new.is_empty() {
+        ipam::release_addrs(shared, key, &new);
+    }
+}
+
+/// Attach a resolved target with `nets` (allocated already); the MAC.
+async fn attach_resolved(
+    shared: &Arc<Shared>,
+    r: Resolved,
     nets: &[IpNetwork],
 ) -> Result<String, String> {
     if nets.is_empty() {
-        return Err("attach needs at least one CIDR".into());
+        return Err("attach needs at least one address".into());
     }
-    let r = resolve(target).await?;
     let c = &shared.config;
     let a = shared
         .netlink
@@ -144,7 +217,83 @@ pub async fn detach(shared: &Arc<Shared>, target: &str, nets: &[IpNetwork]) -> R
         }
     }
     save(shared);
+    if left.is_empty() {
+        ipam::release(shared, &key);
+    } else {
+        let gone: Vec<std::net::IpAddr> = nets.iter().map(|n| n.ip()).collect();
+        ipam::release_addrs(shared, &key, &gone);
+    }
     Ok(())
+}
+
+/// At start, before anything else asks for addresses: the addresses our
+/// attachments and the bridge hold within the range are ours again, even
+/// if the IPAM state file was lost.
+pub async fn reclaim_addresses(shared: &Arc<Shared>) {
+    let held: Vec<(String, Vec<String>)> = shared
+        .state()
+        .attached
+        .values()
+        .map(|a| (a.key(), a.cidrs.clone()))
+        .collect();
+    for (key, cidrs) in held {
+        for n in cidrs.iter().filter_map(|c| c.parse::<IpNetwork>().ok()) {
+            ipam::restore(shared, &key, n);
+        }
+    }
+    if let Ok(addrs) = shared.netlink.bridge_addrs(&shared.config.bridge).await {
+        for n in addrs {
+            ipam::restore(shared, ipam::EXPOSE_ID, n);
+        }
+    }
+}
+
+/// `addr` of `id` was lost to another peer (it took the range over while
+/// we were away, and uses the address): take it off the interface, and
+/// give the attachment another address in the same subnet.
+pub async fn drop_lost_address(shared: &Arc<Shared>, id: &str, addr: std::net::IpAddr) {
+    if id == ipam::EXPOSE_ID {
+        let held = shared
+            .netlink
+            .bridge_addrs(&shared.config.bridge)
+            .await
+            .unwrap_or_default();
+        let lost: Vec<IpNetwork> = held.into_iter().filter(|n| n.ip() == addr).collect();
+        if let Err(e) = shared.netlink.hide(&shared.config.bridge, &lost).await {
+            warn!("removing lost address {addr} from the bridge: {e}");
+        }
+        return;
+    }
+    let Some(a) = shared.state().attached.get(id).cloned() else {
+        return;
+    };
+    let Some(lost) = a
+        .cidrs
+        .iter()
+        .filter_map(|c| c.parse::<IpNetwork>().ok())
+        .find(|n| n.ip() == addr)
+    else {
+        return;
+    };
+    if let Err(e) = detach(shared, &a.key(), &[lost]).await {
+        warn!("removing lost address {lost} from {}: {e}", a.label);
+        return;
+    }
+    let subnet = IpNetwork::new(lost.network(), lost.prefix()).ok();
+    let spec = match subnet {
+        Some(s) if ipam::in_range(shared, s.network()) => AddrSpec::Net(s),
+        _ => AddrSpec::NetDefault,
+    };
+    match attach(shared, &a.key(), &[spec]).await {
+        Ok((_, nets)) => info!(
+            "{} lost {addr} to another peer; it now has {nets:?}",
+            a.label
+        ),
+        Err(e) => warn!(
+            "{} lost {addr} to another peer and got no other: {e}",
+            a.label
+        ),
+    }
 }
 
 /// Attachments as `ps` shows them: those whose host veth exists now. A
@@ -204,7 +353,14 @@ async fn reattach(shared: &Arc<Shared>, a: &Attachment) {
             return;
         }
     };
-    match attach(shared, &a.key(), &nets).await {
+    for n in &nets {
+        ipam::restore(shared, &a.key(), *n);
+    }
+    let attached = match resolve(&a.key()).await {
+        Ok(r) => attach_resolved(shared, r, &nets).await,
+        Err(e) => Err(e),
+    };
+    match attached {
         Ok(_) => info!("re-attached {} ({})", a.label, a.cidrs.join(" ")),
         Err(e) => {
             let gone = match &a.container_id {
@@ -218,6 +374,7 @@ async fn reattach(shared: &Arc<Shared>, a: &Attachment) {
                 info!("forgetting attachment {}: {e}", a.label);
                 shared.state().attached.remove(&a.key());
                 save(shared);
+                ipam::release(shared, &a.key());
             } else {
                 debug!("attachment {} not restored now: {e}", a.label);
             }
@@ -256,6 +413,7 @@ pub async fn watch_docker(shared: Arc<Shared>) -> anyhow::Result<()> {
                             if removed.is_some() {
                                 save(&shared);
                             }
+                            ipam::release(&shared, &id);
                             if let Some(dir) = run_dir {
                                 remove_run_dir(&dir);
                             }

@@ -541,11 +541,13 @@ fn udp_heartbeat(shared: &Arc<Shared>, src: PeerName, uid: u64, from: SocketAddr
         // send it all again (what it got at connect time may have been about
         // peers it could not yet reach).
         {
+            let ipam = super::ipam::gossip_frame(shared);
             let st = shared.state();
             if let Some(c) = st.conns.get(&src) {
                 for f in st.full_gossip() {
                     let _ = c.tx.try_send(ConnCmd::Send(f));
                 }
+                let _ = c.tx.try_send(ConnCmd::Send(ipam));
             }
         }
         shared.topology_changed(false);

@@ -87,6 +87,8 @@ pub struct Config {
     /// (`crate::core::ipam::config::quorum`); None: no consensus is held
     /// (`seed` or `observer`).
     pub ipam_quorum: Option<u32>,
+    /// `--ipalloc-timeout`: how long an allocation request may wait.
+    pub ipam_timeout: Duration,
 }
 
 /// What every task shares.
@@ -108,6 +110,10 @@ pub struct Shared {
     cancel: CancellationToken,
     /// UDP heartbeats, from the data plane to the control plane.
     pub heartbeats: mpsc::Sender<UdpHeartbeat>,
+    /// The allocator (`ipam`); never locked while `state` is.
+    ipam: Mutex<ipam::IpamShell>,
+    /// Woken whenever IPAM gossip went out (waiting requests look again).
+    pub ipam_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -118,6 +124,10 @@ impl Shared {
 
     pub fn data(&self) -> MutexGuard<'_, DataPlane> {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn ipam(&self) -> MutexGuard<'_, ipam::IpamShell> {
+        self.ipam.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn ourself(&self) -> PeerName {
@@ -307,8 +317,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks: TaskTracker::new(),
         cancel: CancellationToken::new(),
         heartbeats,
+        ipam: Mutex::new(ipam::IpamShell::new(&config)),
+        ipam_changed: tokio::sync::Notify::new(),
         config,
     });
+    ipam::load(&shared);
 
     let api = crate::api::server::bind().context("control socket")?;
     info!(
@@ -335,6 +348,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let shared = shared.clone();
         tasks.spawn(async move {
             attachments::restore(&shared).await;
+            attachments::reclaim_addresses(&shared).await;
+            ipam::release_orphans(&shared).await;
             attachments::watch_docker(shared).await
         });
     }
@@ -515,6 +530,7 @@ async fn tick_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         let now = Instant::now();
         shared.data().router.expire(now);
         shared.collect_garbage(now);
+        ipam::step(&shared, false);
         if now.duration_since(last_full) >= FULL_GOSSIP_INTERVAL {
             last_full = now;
             let st = shared.state();

@@ -118,6 +118,18 @@ pub enum TargetStatus {
     },
 }
 
+impl TargetStatus {
+    /// One word for status lines and error messages.
+    pub fn word(&self) -> &'static str {
+        match self {
+            TargetStatus::Connecting => "connecting",
+            TargetStatus::Connected { .. } => "connected",
+            TargetStatus::Retrying { .. } => "retrying",
+            TargetStatus::Failed { .. } => "failed",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Target {
     /// Tells this target's dial loop from an older one for the same

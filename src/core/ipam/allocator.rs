@@ -820,6 +820,40 @@ impl Ipam {
         Ok(())
     }
 
+    /// Take-overs not yet settled when the state was saved.
+    pub fn restore_quarantine(&mut self, spans: &[Span]) {
+        self.quarantine.extend_from_slice(spans);
+        self.rebuild();
+    }
+
+    /// `reset`: releases everything, and gives every range we own to the
+    /// reachable peer that owns the most (then the smallest name), so the
+    /// space is not lost. Returns who took it.
+    pub fn leave(&mut self, reachable: &BTreeSet<PeerName>) -> Option<PeerName> {
+        let ids: Vec<String> = self.by_id.keys().cloned().collect();
+        for id in ids {
+            self.release(&id);
+        }
+        let mut owned: BTreeMap<PeerName, u128> = BTreeMap::new();
+        for (r, e) in self.g.ring.ranges() {
+            if reachable.contains(&e.owner) {
+                *owned.entry(e.owner).or_default() += r.size();
+            }
+        }
+        let heir = owned
+            .into_iter()
+            .max_by_key(|&(p, n)| (n, std::cmp::Reverse(p)))
+            .map(|(p, _)| p)
+            .or_else(|| reachable.iter().next().copied())?;
+        self.quarantine.clear();
+        for r in self.g.ring.owned_by(self.me) {
+            let _ = self.g.ring.give(self.me, r, heir);
+        }
+        self.rebuild();
+        self.publish();
+        Some(heir)
+    }
+
     /// Replaces an empty ring with one read from the state file.
     pub fn restore_ring(&mut self, ring: Ring) -> Result<(), RingError> {
         if ring.size() != self.size {
