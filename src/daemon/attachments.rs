@@ -275,10 +275,8 @@ pub async fn drop_lost_address(shared: &Arc<Shared>, id: &str, addr: std::net::I
     else {
         return;
     };
-    if let Err(e) = detach(shared, &a.key(), &[lost]).await {
-        warn!("removing lost address {lost} from {}: {e}", a.label);
-        return;
-    }
+    // A new address first, then the lost one goes: the attachment never
+    // looks gone meanwhile (startup would release what it holds).
     let subnet = IpNetwork::new(lost.network(), lost.prefix()).ok();
     let spec = match subnet {
         Some(s) if ipam::in_range(shared, s.network()) => AddrSpec::Net(s),
@@ -286,13 +284,20 @@ pub async fn drop_lost_address(shared: &Arc<Shared>, id: &str, addr: std::net::I
     };
     match attach(shared, &a.key(), &[spec]).await {
         Ok((_, nets)) => info!(
-            "{} lost {addr} to another peer; it now has {nets:?}",
-            a.label
+            "{} lost {addr} to another peer; it now has {}",
+            a.label,
+            nets.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
         Err(e) => warn!(
             "{} lost {addr} to another peer and got no other: {e}",
             a.label
         ),
+    }
+    if let Err(e) = detach(shared, &a.key(), &[lost]).await {
+        warn!("removing lost address {lost} from {}: {e}", a.label);
     }
 }
 

@@ -51,9 +51,14 @@ pub struct IpamShell {
     /// Requests waiting now: what for.
     pub pending: Vec<String>,
     last_sent: Option<Instant>,
+    /// What we last sent: sent again only when it differs, or when due.
+    sent: Vec<u8>,
     saved: Option<Vec<u8>>,
     saved_at: Option<Instant>,
     must_save: bool,
+    /// Startup's reclaim is done: lost addresses may be repaired (before,
+    /// the attachments they belong to are not all known yet).
+    pub started: bool,
 }
 
 impl IpamShell {
@@ -73,9 +78,11 @@ impl IpamShell {
             waiting_since: None,
             pending: Vec::new(),
             last_sent: None,
+            sent: Vec::new(),
             saved: None,
             saved_at: None,
             must_save: false,
+            started: false,
         }
     }
 
@@ -302,19 +309,30 @@ pub fn step(shared: &Arc<Shared>, force_send: bool) {
     let (frame, conflicts) = {
         let mut s = shared.ipam();
         let digest = s.core.ring().ownership_digest();
-        let mut changed = s.core.think(&reach, now_ms(shared));
-        changed |= s.core.retain_records(|p| known.contains(&p));
+        s.core.think(&reach, now_ms(shared));
+        s.core.retain_records(|p| known.contains(&p));
         if s.core.ring().ownership_digest() != digest {
             s.must_save = true;
         }
-        let conflicts = s.core.take_conflicts();
+        let conflicts = if s.started {
+            let mut c = s.core.take_conflicts();
+            c.dedup();
+            c
+        } else {
+            Vec::new()
+        };
         if !conflicts.is_empty() {
             s.must_save = true;
         }
         let due = s.last_sent.is_none_or(|t| t.elapsed() >= RESEND_INTERVAL);
-        let frame = (changed || force_send || due).then(|| {
+        // Requests change the gossip between steps too (a want, a
+        // release): compare what we would send with what we sent.
+        let body = wire::emit(s.core.gossip());
+        let frame = (body != s.sent || force_send || due).then(|| {
             s.last_sent = Some(Instant::now());
-            control::emit(control::Kind::Ipam, &wire::emit(s.core.gossip()))
+            let f = control::emit(control::Kind::Ipam, &body);
+            s.sent = body;
+            f
         });
         save(shared, &mut s);
         (frame, conflicts)
@@ -561,14 +579,14 @@ fn explain(view: &MeshView, s: &IpamShell, w: &Waiting) -> String {
                 format!("no free address in {where_} here, and no peer donated space in time")
             }
         }
-        Waiting::Claim(owner) if *owner == s.core.me() => {
+        Waiting::Claim(owner, _) if *owner == s.core.me() => {
             "the address is in space taken over with rmpeer, which not every peer has acknowledged yet".to_string()
         }
-        Waiting::Claim(owner) if !reach.contains(owner) => format!(
+        Waiting::Claim(owner, _) if !reach.contains(owner) => format!(
             "the address belongs to peer {}, which is unreachable; if it is gone for good, run weave-rs rmpeer {owner}",
             name(*owner)
         ),
-        Waiting::Claim(owner) => format!(
+        Waiting::Claim(owner, _) => format!(
             "the address belongs to peer {}, which did not hand it over in time",
             name(*owner)
         ),

@@ -350,6 +350,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             attachments::restore(&shared).await;
             attachments::reclaim_addresses(&shared).await;
             ipam::release_orphans(&shared).await;
+            shared.ipam().started = true;
             attachments::watch_docker(shared).await
         });
     }

@@ -103,8 +103,9 @@ pub enum Waiting {
     Ring,
     /// No free space here; a donation was asked for.
     Space(Span),
-    /// The address belongs to another peer, asked to give it.
-    Claim(PeerName),
+    /// The address (`Span::one`) belongs to a peer, asked to give it (or,
+    /// when it is us, it is in space taken over and not yet settled).
+    Claim(PeerName, Span),
 }
 
 /// The answer to `allocate` or `claim`.
@@ -296,14 +297,14 @@ impl Ipam {
             self.drop_want(Span::one(o));
             return Ok(Ok(addr));
         }
-        let owner = self.g.ring.owner(o).unwrap_or(self.me);
-        if owner == self.me {
-            // Ours but quarantined: wait until the take-over is settled.
-            return Ok(Err(Waiting::Claim(owner)));
-        }
         let Some(one) = Span::one(o) else {
             return Err(IpamError::AddrOutsideRange(addr, self.range()));
         };
+        let owner = self.g.ring.owner(o).unwrap_or(self.me);
+        if owner == self.me {
+            // Ours but quarantined: wait until the take-over is settled.
+            return Ok(Err(Waiting::Claim(owner, one)));
+        }
         if let Some(w) = self.my_wants().iter().find(|w| w.span == one).copied() {
             if self.denied(owner, w.id) {
                 self.drop_want(Some(one));
@@ -312,7 +313,7 @@ impl Ipam {
         } else {
             self.want(one);
         }
-        Ok(Err(Waiting::Claim(owner)))
+        Ok(Err(Waiting::Claim(owner, one)))
     }
 
     /// Frees every address of `id`; returns them.
@@ -353,8 +354,8 @@ impl Ipam {
     /// The daemon gave up waiting for space in `span`, or for a claim.
     pub fn abandon(&mut self, waiting: &Waiting) {
         match waiting {
-            Waiting::Space(span) => self.drop_want(Some(*span)),
-            Waiting::Claim(_) | Waiting::Ring => {}
+            Waiting::Space(span) | Waiting::Claim(_, span) => self.drop_want(Some(*span)),
+            Waiting::Ring => {}
         }
     }
 

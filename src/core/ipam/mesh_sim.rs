@@ -141,7 +141,7 @@ impl Mesh {
                     self.stats.abandoned += 1;
                     self.peers[i].abandon(&w)
                 }
-                Err(Waiting::Ring | Waiting::Space(_) | Waiting::Claim(_)) => {
+                Err(Waiting::Ring | Waiting::Space(_) | Waiting::Claim(..)) => {
                     self.pending.push((i, id, left - 1))
                 }
             }
