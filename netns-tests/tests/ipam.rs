@@ -153,7 +153,12 @@ fn rmpeer_on_two_hosts_at_once_and_the_removed_peer_rejoins_without_duplicates()
     // 30 usable addresses, about ten per host: small enough to fill.
     launch_all(
         &hosts,
-        &["--ipalloc-init", "consensus=3", "--ipalloc-range", "10.40.0.0/27"],
+        &[
+            "--ipalloc-init",
+            "consensus=3",
+            "--ipalloc-range",
+            "10.40.0.0/27",
+        ],
     );
     let mut cs: Vec<(usize, Container)> = Vec::new();
     for _ in 0..2 {
@@ -170,9 +175,10 @@ fn rmpeer_on_two_hosts_at_once_and_the_removed_peer_rejoins_without_duplicates()
     h3.kill_router();
     for h in [h1, h2] {
         wait_until(secs(20), "h3 shows as unreachable", || {
-            ipam(h)["owners"]
-                .as_array()
-                .is_some_and(|o| o.iter().any(|o| o["peer"] == h3_name.as_str() && o["reachable"] == false))
+            ipam(h)["owners"].as_array().is_some_and(|o| {
+                o.iter()
+                    .any(|o| o["peer"] == h3_name.as_str() && o["reachable"] == false)
+            })
         });
     }
     let outs: Vec<String> = std::thread::scope(|s| {
@@ -183,10 +189,17 @@ fn rmpeer_on_two_hosts_at_once_and_the_removed_peer_rejoins_without_duplicates()
         t.into_iter().map(|t| t.join().unwrap()).collect()
     });
     eprintln!("rmpeer said: {outs:?}");
-    wait_until(secs(20), "h1 and h2 hold identical rings without h3", || {
-        let (a, b) = (owners(h1), owners(h2));
-        a == b && !a.iter().any(|(p, _)| *p == h3_name) && ipam(h1)["quarantined"] == 0 && ipam(h2)["quarantined"] == 0
-    });
+    wait_until(
+        secs(20),
+        "h1 and h2 hold identical rings without h3",
+        || {
+            let (a, b) = (owners(h1), owners(h2));
+            a == b
+                && !a.iter().any(|(p, _)| *p == h3_name)
+                && ipam(h1)["quarantined"] == 0
+                && ipam(h2)["quarantined"] == 0
+        },
+    );
 
     lab.step("h3's space is reused by new allocations");
     let mut reused = false;
@@ -197,17 +210,24 @@ fn rmpeer_on_two_hosts_at_once_and_the_removed_peer_rejoins_without_duplicates()
         reused |= h3_addrs.contains(&a.ip());
         cs.push((k % 2, c));
     }
-    assert!(reused, "none of h3's old addresses {h3_addrs:?} was given out again");
+    assert!(
+        reused,
+        "none of h3's old addresses {h3_addrs:?} was given out again"
+    );
     assert_unique(&[h1, h2]);
 
     lab.step("h3 comes back with its old state");
     h3.relaunch();
     wait_full_mesh(&hosts, secs(30));
-    wait_until(secs(30), "every address is held once across the three hosts", || {
-        let all: Vec<IpAddr> = hosts.iter().flat_map(ps_addrs).collect();
-        let unique: BTreeSet<IpAddr> = all.iter().copied().collect();
-        unique.len() == all.len()
-    });
+    wait_until(
+        secs(30),
+        "every address is held once across the three hosts",
+        || {
+            let all: Vec<IpAddr> = hosts.iter().flat_map(ps_addrs).collect();
+            let unique: BTreeSet<IpAddr> = all.iter().copied().collect();
+            unique.len() == all.len()
+        },
+    );
     wait_until(secs(20), "the three rings agree", || {
         let o = owners(h1);
         owners(h2) == o && owners(h3) == o
@@ -231,7 +251,12 @@ fn allocations_on_both_sides_of_a_partition_never_clash() {
     let (h1, h2, h3) = (&hosts[0], &hosts[1], &hosts[2]);
     launch_all(
         &hosts,
-        &["--ipalloc-init", "consensus=3", "--ipalloc-range", "10.40.0.0/26"],
+        &[
+            "--ipalloc-init",
+            "consensus=3",
+            "--ipalloc-range",
+            "10.40.0.0/26",
+        ],
     );
     // The ring is made while all three are together.
     let mut cs = Vec::new();
@@ -242,7 +267,10 @@ fn allocations_on_both_sides_of_a_partition_never_clash() {
     }
 
     lab.step("cut h3 off from h1 and h2; allocate on both sides");
-    let ips: Vec<String> = [h1, h2].iter().map(|h| h.addr_for(h3).to_string()).collect();
+    let ips: Vec<String> = [h1, h2]
+        .iter()
+        .map(|h| h.addr_for(h3).to_string())
+        .collect();
     for ip in &ips {
         cut(h3, ip, "-A");
     }
@@ -275,7 +303,12 @@ fn allocations_on_both_sides_of_a_partition_never_clash() {
 fn addresses_survive_a_restart_and_a_namespace_gone_meanwhile_is_freed() {
     let lab = Lab::new();
     let h1 = lab.switched_host("h1");
-    h1.launch(&["--ipalloc-init", "consensus=1", "--ipalloc-range", "10.40.0.0/28"]);
+    h1.launch(&[
+        "--ipalloc-init",
+        "consensus=1",
+        "--ipalloc-range",
+        "10.40.0.0/28",
+    ]);
     let cs: Vec<Container> = (0..3).map(|_| Container::new(&h1)).collect();
     let addrs: Vec<IpNetwork> = cs.iter().map(|c| attach_auto(&h1, c)).collect();
     let exposed = h1.weave_ok(&["expose"]);
@@ -288,23 +321,39 @@ fn addresses_survive_a_restart_and_a_namespace_gone_meanwhile_is_freed() {
     drop(gone);
     h1.relaunch();
 
-    wait_until(secs(20), "the vanished namespace's address is free again", || {
-        let a = ipam(&h1)["allocations"].clone();
-        let list = a.as_array().cloned().unwrap_or_default();
-        !list.iter().any(|x| x["id"] == gone_path.as_str())
-            && list.len() == 3
-    });
+    wait_until(
+        secs(20),
+        "the vanished namespace's address is free again",
+        || {
+            let a = ipam(&h1)["allocations"].clone();
+            let list = a.as_array().cloned().unwrap_or_default();
+            !list.iter().any(|x| x["id"] == gone_path.as_str()) && list.len() == 3
+        },
+    );
     let r = ipam(&h1);
     let held: BTreeSet<String> = r["allocations"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| format!("{}={}", x["id"].as_str().unwrap(), x["cidr"].as_str().unwrap()))
+        .map(|x| {
+            format!(
+                "{}={}",
+                x["id"].as_str().unwrap(),
+                x["cidr"].as_str().unwrap()
+            )
+        })
         .collect();
     for (c, a) in cs.iter().zip(&addrs) {
-        assert!(held.contains(&format!("{}={a}", c.path())), "{} lost {a}: {held:?}", c.path());
+        assert!(
+            held.contains(&format!("{}={a}", c.path())),
+            "{} lost {a}: {held:?}",
+            c.path()
+        );
     }
-    assert!(held.contains(&format!("weave:expose={}", exposed.trim())), "{held:?}");
+    assert!(
+        held.contains(&format!("weave:expose={}", exposed.trim())),
+        "{held:?}"
+    );
     // The freed address is the next one given out.
     let again = attach_auto(&h1, &Container::new(&h1));
     assert_eq!(again, addrs[2], "the freed address was not reused");
@@ -330,24 +379,37 @@ fn errors_say_what_is_wrong_and_what_to_do() {
     assert!(!out.success());
     assert!(t.elapsed() < secs(10), "took {:?}", t.elapsed());
     assert!(
-        out.stderr.contains("waiting for IP allocation consensus: heard from 1 of 2 peers")
+        out.stderr
+            .contains("waiting for IP allocation consensus: heard from 1 of 2 peers")
             && out.stderr.contains("retrying"),
         "{out}"
     );
     assert_eq!(out.stderr.trim().lines().count(), 1, "{out}");
-    assert!(h1.weave_ok(&["status", "ipam"]).contains("Consensus: heard from 1 of 2"));
+    assert!(h1
+        .weave_ok(&["status", "ipam"])
+        .contains("Consensus: heard from 1 of 2"));
 
     lab.step("h2 joins: consensus is reached");
-    h2.launch(&["--ipalloc-init", "consensus=2", &h1.addr_for(h2).to_string()]);
+    h2.launch(&[
+        "--ipalloc-init",
+        "consensus=2",
+        &h1.addr_for(h2).to_string(),
+    ]);
     let a = attach_auto(h1, &c);
 
     lab.step("net: outside the range; a claim of a taken address");
     let c2 = Container::new(h2);
     let out = h2.weave(&["attach", "net:10.99.0.0/24", &c2.path()]);
-    assert!(!out.success() && out.stderr.contains("not within the allocation range"), "{out}");
+    assert!(
+        !out.success() && out.stderr.contains("not within the allocation range"),
+        "{out}"
+    );
     let out = h2.weave(&["attach", &format!("ip:{a}"), &c2.path()]);
     assert!(
-        !out.success() && out.stderr.contains(&format!("{} is in use on peer", a.ip())),
+        !out.success()
+            && out
+                .stderr
+                .contains(&format!("{} is in use on peer", a.ip())),
         "{out}"
     );
     let c3 = Container::new(h1);
@@ -373,18 +435,27 @@ fn a_full_range_and_a_range_on_a_host_route_are_refused() {
     let out = h1.try_launch(&["--ipalloc-range", "10.41.0.0/16"]);
     assert!(!out.success(), "{out}");
     assert!(
-        out.stderr.contains("overlaps route 10.41.3.0/24") && out.stderr.contains("--ipalloc-range"),
+        out.stderr.contains("overlaps route 10.41.3.0/24")
+            && out.stderr.contains("--ipalloc-range"),
         "{out}"
     );
     assert_eq!(out.stderr.trim().lines().count(), 1, "{out}");
 
     lab.step("a full range");
-    h1.launch(&["--ipalloc-init", "consensus=1", "--ipalloc-range", "10.40.0.0/30"]);
+    h1.launch(&[
+        "--ipalloc-init",
+        "consensus=1",
+        "--ipalloc-range",
+        "10.40.0.0/30",
+    ]);
     let cs: Vec<Container> = (0..3).map(|_| Container::new(&h1)).collect();
     attach_auto(&h1, &cs[0]);
     attach_auto(&h1, &cs[1]);
     let out = h1.weave(&["attach", &cs[2].path()]);
-    assert!(!out.success() && out.stderr.contains("no free address left in 10.40.0.0/30"), "{out}");
+    assert!(
+        !out.success() && out.stderr.contains("no free address left in 10.40.0.0/30"),
+        "{out}"
+    );
     assert!(!cs[2].ns().has_link("ethwe"), "a failed attach left ethwe");
 }
 
@@ -405,10 +476,17 @@ fn a_peer_from_another_cluster_is_shown_and_nothing_else_breaks() {
     lab.step("connect them");
     h2.weave_ok(&["connect", &h1.addr_for(h2).to_string()]);
     wait_full_mesh(&hosts, secs(30));
-    wait_until(secs(15), "status connections shows the IPAM refusal", || {
-        h1.weave_ok(&["status", "connections"]).contains("IPAM refused")
-    });
-    assert!(h1.weave_ok(&["status", "ipam"]).contains("another IPAM cluster"));
+    wait_until(
+        secs(15),
+        "status connections shows the IPAM refusal",
+        || {
+            h1.weave_ok(&["status", "connections"])
+                .contains("IPAM refused")
+        },
+    );
+    assert!(h1
+        .weave_ok(&["status", "ipam"])
+        .contains("another IPAM cluster"));
     // The overlay itself works: literal addresses ping.
     h1.attach(&c1, "10.2.1.1/24");
     h2.attach(&c2, "10.2.1.2/24");
