@@ -67,6 +67,7 @@ pub fn router<S: ReportSource>(source: S) -> axum::Router {
         .route("/status", get(status::<S>))
         .route("/report", get(report::<S>))
         .route("/metrics", get(metrics::<S>))
+        .route("/ip/{*id}", get(ip_lookup::<S>))
         .fallback(not_found)
         .with_state(Arc::new(source))
 }
@@ -96,11 +97,40 @@ async fn metrics<S: ReportSource>(State(source): State<Arc<S>>) -> Response {
     }
 }
 
+/// GET /ip/ID: the addresses allocated to ID, one CIDR a line (404 if
+/// none). Only looking up is served here: this port is open to every local
+/// user, so allocating and releasing stay on the root-only control socket.
+async fn ip_lookup<S: ReportSource>(
+    State(source): State<Arc<S>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let r = source.report().await;
+    let lines: String = r
+        .ipam
+        .iter()
+        .flat_map(|i| i.allocations.iter())
+        .filter(|a| a.id == id)
+        .map(|a| format!("{}\n", a.cidr))
+        .collect();
+    if lines.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!(
+                "no address allocated to {}\n",
+                crate::core::text::sanitize(&id, 256)
+            ),
+        )
+            .into_response();
+    }
+    text("text/plain; charset=utf-8", lines)
+}
+
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "not found (try /status, /report or /metrics)\n",
+        "not found (try /status, /report, /metrics or /ip/ID)\n",
     )
         .into_response()
 }
@@ -326,7 +356,19 @@ mod tests {
             exposed: Vec::new(),
             mac_table_entries: 9,
             stats: (&stats).into(),
-            ipam: None,
+            ipam: Some(IpamReport {
+                allocations: vec![
+                    IpamAllocationReport {
+                        id: "/var/run/netns/c1".into(),
+                        cidr: "10.32.0.1/12".into(),
+                    },
+                    IpamAllocationReport {
+                        id: "abc".into(),
+                        cidr: "10.32.0.2/12".into(),
+                    },
+                ],
+                ..IpamReport::default()
+            }),
         }
     }
 
@@ -400,6 +442,15 @@ mod tests {
         assert_eq!(code, 200);
         assert!(head.contains("content-type: application/openmetrics-text"));
         assert_eq!(body, render_metrics(&sample()).unwrap());
+
+        let (code, _, body) = get(addr, "GET", "/ip//var/run/netns/c1").await;
+        assert_eq!((code, body.as_str()), (200, "10.32.0.1/12\n"));
+        let (code, _, body) = get(addr, "GET", "/ip/abc").await;
+        assert_eq!((code, body.as_str()), (200, "10.32.0.2/12\n"));
+        let (code, _, _) = get(addr, "GET", "/ip/nobody").await;
+        assert_eq!(code, 404);
+        let (code, _, _) = get(addr, "POST", "/ip/abc").await;
+        assert_eq!(code, 405, "allocating is for the control socket only");
 
         let (code, _, _) = get(addr, "GET", "/").await;
         assert_eq!(code, 404);
