@@ -494,3 +494,28 @@ fn a_peer_from_another_cluster_is_shown_and_nothing_else_breaks() {
     // And each keeps allocating from its own ring.
     attach_auto(h1, &Container::new(h1));
 }
+
+#[test]
+fn an_ipv6_range_works_the_same() {
+    let lab = Lab::new();
+    let hosts = lab.switched_hosts(2);
+    launch_all(
+        &hosts,
+        &[
+            "--ipalloc-init",
+            "consensus=2",
+            "--ipalloc-range",
+            "fd00:40::/64",
+        ],
+    );
+    let c1 = Container::new(&hosts[0]);
+    let c2 = Container::new(&hosts[1]);
+    let a1 = attach_auto(&hosts[0], &c1);
+    let a2 = attach_auto(&hosts[1], &c2);
+    let range: IpNetwork = "fd00:40::/64".parse().unwrap();
+    for a in [a1, a2] {
+        assert!(range.contains(a.ip()) && a.prefix() == 64, "{a}");
+    }
+    assert_ne!(a1.ip(), a2.ip());
+    wait_ping(&c1, &a2.ip().to_string(), secs(20));
+}
