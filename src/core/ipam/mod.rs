@@ -12,6 +12,8 @@ pub mod consensus;
 #[cfg(test)]
 mod mesh_sim;
 pub mod ring;
+#[cfg(test)]
+mod scenarios;
 pub mod space;
 pub mod spec;
 
