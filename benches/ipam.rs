@@ -9,8 +9,11 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
+use ipnetwork::IpNetwork;
+use weave_rs::core::ipam::allocator::{Ipam, Start};
 use weave_rs::core::ipam::ring::Ring;
 use weave_rs::core::ipam::space::{Space, Span};
+use weave_rs::core::wire::ipam as wire;
 use weave_rs::core::PeerName;
 
 const RANGES: u8 = 250;
@@ -90,5 +93,33 @@ fn space(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ring, space);
+/// A peer's whole allocator in a ring of 1,000+ ranges: allocate for an id
+/// and release it (what `attach` and `detach` cost the router), and the
+/// gossip of that ring on the wire, both ways.
+fn allocator(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ipam_allocator");
+    let range: IpNetwork = "10.32.0.0/12".parse().expect("a range");
+    let me = peer(1001);
+    let mut ipam = Ipam::new(me, range, range, Start::Observer);
+    ipam.restore_ring(ring_of_1000(false)).expect("the ring");
+    assert!(
+        matches!(ipam.allocate("probe", None), Ok(Ok(_))),
+        "no space here"
+    );
+    ipam.release("probe");
+    g.bench_function("allocate_and_release_in_1000_ranges", |bench| {
+        bench.iter(|| {
+            let a = ipam.allocate("bench", None);
+            black_box(&a);
+            ipam.release("bench")
+        })
+    });
+    let gossip = ipam.gossip().clone();
+    g.bench_function("gossip_emit_and_parse_1000_ranges", |bench| {
+        bench.iter(|| black_box(wire::parse(&wire::emit(&gossip))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ring, space, allocator);
 criterion_main!(benches);
