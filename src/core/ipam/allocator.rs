@@ -552,6 +552,13 @@ impl Ipam {
             .flat_map(|(&p, r)| r.wants.iter().map(move |w| (p, *w)))
             .filter(|(p, w)| !self.answered.contains(&(*p, w.id)))
             .collect();
+        // Answers to wants since withdrawn are no longer needed.
+        let records = &self.g.records;
+        self.answered.retain(|(p, id)| {
+            records
+                .get(p)
+                .is_some_and(|r| r.wants.iter().any(|w| w.id == *id))
+        });
         let mut changed = false;
         for (asker, w) in asks {
             if w.span.size() == 1 {
