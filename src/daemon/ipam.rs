@@ -59,6 +59,8 @@ pub struct IpamShell {
     /// Startup's reclaim is done: lost addresses may be repaired (before,
     /// the attachments they belong to are not all known yet).
     pub started: bool,
+    /// Lost addresses being repaired now (one task each).
+    repairing: BTreeSet<(String, IpAddr)>,
 }
 
 impl IpamShell {
@@ -83,6 +85,7 @@ impl IpamShell {
             saved_at: None,
             must_save: false,
             started: false,
+            repairing: BTreeSet::new(),
         }
     }
 
@@ -314,10 +317,12 @@ pub fn step(shared: &Arc<Shared>, force_send: bool) {
         if s.core.ring().ownership_digest() != digest {
             s.must_save = true;
         }
-        let conflicts = if s.started {
-            let mut c = s.core.take_conflicts();
-            c.dedup();
-            c
+        let conflicts: Vec<(String, IpAddr)> = if s.started {
+            let found = s.core.take_conflicts();
+            found
+                .into_iter()
+                .filter(|c| s.repairing.insert(c.clone()))
+                .collect()
         } else {
             Vec::new()
         };
@@ -346,6 +351,7 @@ pub fn step(shared: &Arc<Shared>, force_send: bool) {
         let shared = shared.clone();
         shared.clone().spawn(async move {
             super::attachments::drop_lost_address(&shared, &id, addr).await;
+            shared.ipam().repairing.remove(&(id, addr));
         });
     }
 }

@@ -321,6 +321,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ipam_changed: tokio::sync::Notify::new(),
         config,
     });
+    // Want ids of this life start where no past life's answers can match.
+    shared.ipam().core.number_wants_from(uid >> 16);
     ipam::load(&shared);
 
     let api = crate::api::server::bind().context("control socket")?;

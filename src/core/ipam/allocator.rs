@@ -36,6 +36,10 @@ pub const MAX_WANTS: usize = 8;
 pub const MAX_DENIED: usize = 16;
 /// A proposal with no progress for this long is replaced by a new one.
 const PROPOSAL_RETRY_MS: u64 = 2_000;
+/// A request for space not met by the chosen donor within this long is
+/// met by any peer with free space there (free counts are per range, so
+/// the choice can miss).
+const DONATION_FALLBACK_MS: u64 = 1_500;
 
 /// A request for space: `span` is one address for a claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,11 +134,18 @@ pub struct Ipam {
     answered: BTreeSet<(PeerName, u64)>,
     /// Allocations lost to another owner: (id, address); for the daemon.
     conflicts: Vec<(String, IpAddr)>,
+    /// Offsets lost so, with the peer that refused them: never restored
+    /// again while that peer owns them (an attachment may still show them).
+    lost: BTreeMap<u128, PeerName>,
     /// An address is wanted while the ring is empty: consensus is on.
     needed: bool,
     /// When consensus last moved (ms), to retry a stalled proposal.
     paxos_moved: u64,
     next_want: u64,
+    /// When each open want of another peer was first seen (ms).
+    seen_wants: BTreeMap<(PeerName, u64), u64>,
+    /// The peers reachable at the last `think`.
+    reachable: BTreeSet<PeerName>,
 }
 
 impl Ipam {
@@ -164,9 +175,12 @@ impl Ipam {
             quarantine: Vec::new(),
             answered: BTreeSet::new(),
             conflicts: Vec::new(),
+            lost: BTreeMap::new(),
             needed: false,
             paxos_moved: 0,
             next_want: 1,
+            seen_wants: BTreeMap::new(),
+            reachable: BTreeSet::new(),
         };
         ipam.rebuild();
         ipam.publish();
@@ -175,6 +189,12 @@ impl Ipam {
 
     pub fn me(&self) -> PeerName {
         self.me
+    }
+
+    /// Numbers this incarnation's wants from `base` (the daemon gives a
+    /// random one), so that answers to a past life's wants never match.
+    pub fn number_wants_from(&mut self, base: u64) {
+        self.next_want = self.next_want.max(base.max(1));
     }
 
     pub fn range(&self) -> IpNetwork {
@@ -401,6 +421,18 @@ impl Ipam {
             changed = true;
         }
         for (&p, r) in &theirs.records {
+            // Want ids of a past life of ours must not be reused: answers
+            // to them may still be around.
+            let past = r
+                .denied
+                .iter()
+                .filter(|(asker, _)| *asker == self.me)
+                .map(|(_, id)| *id)
+                .chain(r.wants.iter().filter(|_| p == self.me).map(|w| w.id))
+                .max();
+            if let Some(id) = past {
+                self.next_want = self.next_want.max(id.saturating_add(1));
+            }
             changed |= self.merge_record(p, r);
         }
         if ring_changed {
@@ -458,6 +490,7 @@ impl Ipam {
     /// free counts. `reachable` are the peers we can talk to now (without
     /// us). True if our gossip changed.
     pub fn think(&mut self, reachable: &BTreeSet<PeerName>, now_ms: u64) -> bool {
+        self.reachable.clone_from(reachable);
         let seq = self.my_seq();
         let mut changed = false;
         if self.g.ring.is_empty() {
@@ -470,7 +503,7 @@ impl Ipam {
                 changed = true;
             }
             self.settle_quarantine(reachable);
-            changed |= self.answer_wants(reachable);
+            changed |= self.answer_wants(reachable, now_ms);
             self.reclaim_orphans();
             self.forget_met_wants();
             changed |= self.report_free();
@@ -543,7 +576,7 @@ impl Ipam {
     }
 
     /// Donate to peers that asked, and refuse claims of addresses in use.
-    fn answer_wants(&mut self, reachable: &BTreeSet<PeerName>) -> bool {
+    fn answer_wants(&mut self, reachable: &BTreeSet<PeerName>, now_ms: u64) -> bool {
         let asks: Vec<(PeerName, Want)> = self
             .g
             .records
@@ -554,26 +587,49 @@ impl Ipam {
             .collect();
         // Answers to wants since withdrawn are no longer needed.
         let records = &self.g.records;
-        self.answered.retain(|(p, id)| {
+        let open = |(p, id): &(PeerName, u64)| {
             records
                 .get(p)
                 .is_some_and(|r| r.wants.iter().any(|w| w.id == *id))
-        });
+        };
+        self.answered.retain(open);
+        self.seen_wants.retain(|k, _| open(k));
         let mut changed = false;
         for (asker, w) in asks {
             if w.span.size() == 1 {
                 changed |= self.answer_claim(asker, w);
-            } else if self.best_donor(w.span, asker, reachable) == Some(self.me) {
-                let free = self.space.free_in(w.span);
-                if let Some(gift) = self.space.donation(w.span, free.div_ceil(2)) {
-                    if self.give(gift, asker) {
-                        self.answered.insert((asker, w.id));
-                        changed = true;
-                    }
+                continue;
+            }
+            let first_seen = *self.seen_wants.entry((asker, w.id)).or_insert(now_ms);
+            let overdue = now_ms.saturating_sub(first_seen) >= DONATION_FALLBACK_MS;
+            if !overdue && self.best_donor(w.span, asker, reachable) != Some(self.me) {
+                continue;
+            }
+            let free = self.space.free_in(w.span);
+            if let Some(gift) = self.space.donation(w.span, free.div_ceil(2)) {
+                if self.give(gift, asker) {
+                    self.answered.insert((asker, w.id));
+                    changed = true;
                 }
             }
         }
         changed
+    }
+
+    /// Free addresses of range `r` (entry `e`) within `span`, as far as
+    /// its owner's report tells: at least, and at most. Reports count free
+    /// hosts of the default subnet.
+    fn free_bounds(&self, r: Span, e: &super::ring::Entry, span: Span) -> (u128, u128) {
+        let counted = self.default_hosts().and_then(|h| r.intersect(h));
+        let part = counted
+            .and_then(|c| c.intersect(span))
+            .map_or(0, |p| p.size());
+        let outside = counted.map_or(0, |c| c.size()) - part;
+        (e.free.saturating_sub(outside), e.free.min(part))
+    }
+
+    fn default_hosts(&self) -> Option<Span> {
+        self.offsets.hosts_of(self.default_subnet)
     }
 
     fn answer_claim(&mut self, asker: PeerName, w: Want) -> bool {
@@ -627,22 +683,22 @@ impl Ipam {
         asker: PeerName,
         reachable: &BTreeSet<PeerName>,
     ) -> Option<PeerName> {
-        let mut free: BTreeMap<PeerName, u128> = BTreeMap::new();
+        // From the reports alone, ours included, so every peer that sees
+        // the same ring picks the same donor.
+        let mut free: BTreeMap<PeerName, (u128, u128)> = BTreeMap::new();
         for (r, e) in self.g.ring.ranges() {
-            if e.owner == asker || e.owner == self.me || !reachable.contains(&e.owner) {
+            let candidate = e.owner == self.me || reachable.contains(&e.owner);
+            if e.owner == asker || !candidate || r.intersect(span).is_none() {
                 continue;
             }
-            if let Some(part) = r.intersect(span) {
-                *free.entry(e.owner).or_default() += e.free.min(part.size());
-            }
-        }
-        let mine = self.space.free_in(span);
-        if mine > 0 {
-            free.insert(self.me, mine);
+            let (lo, hi) = self.free_bounds(r, &e, span);
+            let f = free.entry(e.owner).or_default();
+            f.0 += lo;
+            f.1 += hi;
         }
         free.into_iter()
-            .filter(|(_, n)| *n > 0)
-            .max_by_key(|&(p, n)| (n, std::cmp::Reverse(p)))
+            .filter(|(_, (_, hi))| *hi > 0)
+            .max_by_key(|&(p, bounds)| (bounds, std::cmp::Reverse(p)))
             .map(|(p, _)| p)
     }
 
@@ -670,6 +726,7 @@ impl Ipam {
                         }
                         let addr = self.addr(o);
                         self.conflicts.push((id, addr));
+                        self.lost.insert(o, owner);
                     }
                     self.drop_want(Some(one));
                 }
@@ -706,9 +763,13 @@ impl Ipam {
             .filter(|(_, e)| e.owner == self.me)
             .map(|(r, e)| (r, e.free))
             .collect();
+        let hosts = self.default_hosts();
         let mut changed = false;
         for (r, reported) in mine {
-            let free = self.space.free_in(r);
+            // Free hosts of the default subnet: what most requests want.
+            let free = hosts
+                .and_then(|h| r.intersect(h))
+                .map_or(0, |c| self.space.free_in(c));
             if free != reported {
                 changed |= self
                     .g
@@ -773,15 +834,17 @@ impl Ipam {
         self.quarantine.iter().any(|s| s.contains(o))
     }
 
-    /// No owner reports a free address in `span`, and we have none.
+    /// Certainly no free address in `span`: none here, none taken over
+    /// and unsettled, and no other owner's report leaves room for one.
     fn full(&self, span: Span) -> bool {
         self.space.free_in(span) == 0
+            && !self.quarantine.iter().any(|q| q.intersect(span).is_some())
             && self
                 .g
                 .ring
                 .ranges()
                 .filter(|(r, e)| e.owner != self.me && r.intersect(span).is_some())
-                .all(|(_, e)| e.free == 0)
+                .all(|(r, e)| self.free_bounds(r, &e, span).1 == 0)
     }
 
     fn record(&mut self, id: &str, o: u128) {
@@ -822,6 +885,12 @@ impl Ipam {
             Some(holder) if holder != id => return Err(IpamError::Taken(addr, holder.clone())),
             Some(_) => return Ok(()),
             None => {}
+        }
+        if let Some(&owner) = self.lost.get(&o) {
+            if self.g.ring.owner(o) == Some(owner) {
+                return Err(IpamError::TakenElsewhere(addr, owner));
+            }
+            self.lost.remove(&o);
         }
         let _ = self.space.claim(o);
         self.record(id, o);

@@ -577,3 +577,122 @@ fn hostile_gossip_is_merged_without_panic_and_within_caps() {
     c.think(&[evil].into(), 0);
     assert_within_caps(&c);
 }
+// src/core/ipam/scenarios.rs (they use its helpers: p, net, ip, seeded,
+// settle, addr, asked, others, three, three_then_c_dies,
+// assert_consistent) and run `cargo test --lib ipam::scenarios`.
+
+#[test]
+fn a_full_range_of_two_peers_is_refused() {
+    // 10.32.0.0/29: a owns .0-.3 (hosts .1-.3), b .4-.7 (hosts .4-.6).
+    let mut peers = vec![
+        seeded(p(1), "10.32.0.0/29", &[p(1), p(2)]),
+        seeded(p(2), "10.32.0.0/29", &[p(1), p(2)]),
+    ];
+    for i in 0..3 {
+        addr(peers[0].allocate(&format!("a{i}"), None));
+        addr(peers[1].allocate(&format!("b{i}"), None));
+    }
+    let mut now = 0;
+    settle(&mut peers, &mut now);
+    let full = Err(IpamError::Full(net("10.32.0.0/29")));
+    assert_eq!(peers[0].allocate("a3", None), full);
+    assert_eq!(peers[1].allocate("b3", None), full);
+}
+
+#[test]
+fn a_donation_comes_from_the_peer_with_free_space_in_the_subnet() {
+    let mut now = 0;
+    let mut peers = three(&mut now);
+    // Hosts .161-.190: b owns .161-.169, c .170-.190, and c fills its part.
+    let subnet = net("10.32.0.160/27");
+    for i in 0..21 {
+        addr(peers[2].allocate(&format!("c{i}"), Some(subnet)));
+    }
+    settle(&mut peers, &mut now);
+    let hosts = peers[0].offsets().hosts_of(subnet).unwrap();
+    assert_eq!(
+        peers[0].allocate("a", Some(subnet)),
+        Ok(Err(Waiting::Space(hosts)))
+    );
+    // Ten seconds of rounds (the daemon waits 30 s for an answer).
+    for _ in 0..100 {
+        settle(&mut peers, &mut now);
+    }
+    // b has nine free addresses there: one of them should come to a.
+    let x = addr(peers[0].allocate("a", Some(subnet)));
+    assert!(subnet.contains(x));
+    assert_consistent(&peers);
+}
+
+/// a asks b for two addresses (claims: want ids 1 and 2); b gives the
+/// first and refuses the second. Then a restarts from its state file.
+fn a_restarts_after_two_claims() -> (Vec<Ipam>, u64) {
+    let mut peers = vec![
+        seeded(p(1), "10.32.0.0/24", &[p(1), p(2)]),
+        seeded(p(2), "10.32.0.0/24", &[p(1), p(2)]),
+    ];
+    let mut now = 0;
+    let used = addr(peers[1].allocate("b1", None));
+    assert_eq!(
+        peers[0].claim("c1", ip("10.32.0.200")),
+        asked(p(2), ip("10.32.0.200"))
+    );
+    assert_eq!(peers[0].claim("c2", used), asked(p(2), used));
+    settle(&mut peers, &mut now);
+    assert_eq!(
+        peers[0].claim("c1", ip("10.32.0.200")),
+        Ok(Ok(ip("10.32.0.200")))
+    );
+    assert_eq!(
+        peers[0].claim("c2", used),
+        Err(IpamError::TakenElsewhere(used, p(2)))
+    );
+    let old = peers.remove(0);
+    let mut a = seeded(p(1), "10.32.0.0/24", &[p(1), p(2)]);
+    a.restore_ring(old.ring().clone()).unwrap();
+    a.restore("c1", ip("10.32.0.200")).unwrap();
+    peers.insert(0, a);
+    settle(&mut peers, &mut now);
+    (peers, now)
+}
+
+#[test]
+fn after_a_restart_a_claim_of_a_free_address_is_not_refused() {
+    let (mut peers, mut now) = a_restarts_after_two_claims();
+    // a's first two claims since the restart reuse want ids 1 and 2, and
+    // b's record (which a has) still refuses (a, 2) from the past life.
+    let (x, y) = (ip("10.32.0.201"), ip("10.32.0.202"));
+    assert_eq!(peers[0].claim("d1", x), asked(p(2), x));
+    assert_eq!(peers[0].claim("d2", y), asked(p(2), y));
+    // The daemon asks again before b has answered.
+    assert_eq!(
+        peers[0].claim("d2", y),
+        asked(p(2), y),
+        "b never refused it"
+    );
+    settle(&mut peers, &mut now);
+    assert_eq!(peers[0].claim("d1", x), Ok(Ok(x)));
+    assert_eq!(peers[0].claim("d2", y), Ok(Ok(y)));
+}
+
+#[test]
+fn during_an_unsettled_take_over_a_request_there_waits() {
+    let (mut peers, _c, mut now) = three_then_c_dies();
+    peers[0].remove_peer(p(3)).unwrap();
+    peers[1].remove_peer(p(3)).unwrap();
+    now += 100;
+    for i in 0..2 {
+        let reach = others(&peers, peers[i].me());
+        peers[i].think(&reach, now);
+    }
+    // 10.32.0.192/26 lies in c's old range, quarantined on both: nothing
+    // of it is allocated, so the request must wait, not fail as full.
+    let subnet = net("10.32.0.192/26");
+    for ipam in &mut peers {
+        let there = ipam.allocate("q", Some(subnet));
+        assert!(matches!(there, Ok(Err(_))), "{there:?}");
+    }
+    settle(&mut peers, &mut now);
+    let x = addr(peers[1].allocate("q", Some(subnet)));
+    assert!(subnet.contains(x));
+}
