@@ -519,3 +519,149 @@ fn an_ipv6_range_works_the_same() {
     assert_ne!(a1.ip(), a2.ip());
     wait_ping(&c1, &a2.ip().to_string(), secs(20));
 }
+
+/// One request on the control socket as a client of the API (root unless
+/// `uid` says otherwise); the reply, parsed.
+fn api(h: &Host, uid: u32, json: &str) -> serde_json::Value {
+    let bin = env!("CARGO_BIN_EXE_wrt-unix-peer");
+    let out = h.ns().run(&[bin, "request", &uid.to_string(), json]);
+    assert!(out.success(), "{out}");
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn ok_message(v: &serde_json::Value) -> String {
+    assert_eq!(v["status"], "ok", "{v}");
+    v["message"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_allocation_api_is_idempotent_per_id() {
+    let lab = Lab::new();
+    let h1 = lab.switched_host("h1");
+    h1.launch(&[
+        "--ipalloc-init",
+        "consensus=1",
+        "--ipalloc-range",
+        "10.40.0.0/28",
+    ]);
+
+    let first = ok_message(&api(&h1, 0, r#"{"cmd":"allocate","id":"cni-1"}"#));
+    assert_eq!(first, "10.40.0.1/28");
+    let again = ok_message(&api(&h1, 0, r#"{"cmd":"allocate","id":"cni-1"}"#));
+    assert_eq!(again, first, "the same id got another address");
+    let sub = ok_message(&api(
+        &h1,
+        0,
+        r#"{"cmd":"allocate","id":"cni-1","subnet":"10.40.0.8/29"}"#,
+    ));
+    assert_eq!(sub, "10.40.0.9/29");
+    let both = ok_message(&api(&h1, 0, r#"{"cmd":"lookup","id":"cni-1"}"#));
+    assert_eq!(both, "10.40.0.1/28 10.40.0.9/29");
+
+    let taken = api(
+        &h1,
+        0,
+        r#"{"cmd":"claim","id":"cni-2","cidr":"10.40.0.1/28"}"#,
+    );
+    assert_eq!(taken["status"], "error", "{taken}");
+    assert!(
+        taken["error"]
+            .as_str()
+            .unwrap()
+            .contains("already allocated to cni-1"),
+        "{taken}"
+    );
+    for _ in 0..2 {
+        let c = ok_message(&api(
+            &h1,
+            0,
+            r#"{"cmd":"claim","id":"cni-2","cidr":"10.40.0.5/28"}"#,
+        ));
+        assert_eq!(c, "10.40.0.5/28");
+    }
+    let outside = api(
+        &h1,
+        0,
+        r#"{"cmd":"allocate","id":"x","subnet":"10.99.0.0/24"}"#,
+    );
+    assert!(
+        outside["error"]
+            .as_str()
+            .unwrap()
+            .contains("not within the allocation range"),
+        "{outside}"
+    );
+    let bad_id = api(&h1, 0, "{\"cmd\":\"allocate\",\"id\":\"\"}");
+    assert_eq!(bad_id["status"], "error", "{bad_id}");
+
+    // Only root changes allocations; anyone may look up.
+    let denied = api(&h1, 65534, r#"{"cmd":"release","id":"cni-1"}"#);
+    assert!(
+        denied["error"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied"),
+        "{denied}"
+    );
+    assert_eq!(
+        ok_message(&api(&h1, 65534, r#"{"cmd":"lookup","id":"cni-2"}"#)),
+        "10.40.0.5/28"
+    );
+
+    assert_eq!(
+        ok_message(&api(&h1, 0, r#"{"cmd":"release","id":"cni-1"}"#)),
+        "10.40.0.1/28 10.40.0.9/29"
+    );
+    assert_eq!(
+        ok_message(&api(&h1, 0, r#"{"cmd":"release","id":"cni-1"}"#)),
+        ""
+    );
+    assert_eq!(
+        ok_message(&api(&h1, 0, r#"{"cmd":"lookup","id":"cni-1"}"#)),
+        ""
+    );
+    // Freed: the next id gets the lowest free address again.
+    assert_eq!(
+        ok_message(&api(&h1, 0, r#"{"cmd":"allocate","id":"cni-3"}"#)),
+        "10.40.0.1/28"
+    );
+}
+
+#[test]
+fn space_held_by_an_unreachable_peer_names_the_rmpeer_to_run() {
+    let lab = Lab::new();
+    let hosts = lab.switched_hosts(2);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    // Six hosts in the range: three each.
+    launch_all(
+        &hosts,
+        &[
+            "--ipalloc-init",
+            "consensus=2",
+            "--ipalloc-range",
+            "10.40.0.0/29",
+            "--ipalloc-timeout",
+            "3",
+        ],
+    );
+    let c = Container::new(h1);
+    attach_auto(h1, &c);
+    let h2_name = h2.peer_name().unwrap();
+    h2.kill_router();
+    for i in 0..2 {
+        let ci = Container::new(h1);
+        let out = h1.weave(&["attach", &ci.path()]);
+        assert!(out.success(), "attach {i}: {out}");
+    }
+    let out = h1.weave(&["attach", &Container::new(h1).path()]);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("is owned by unreachable peers")
+            && out
+                .stderr
+                .contains(&format!("run weave-rs rmpeer {h2_name}")),
+        "{out}"
+    );
+    let status = h1.weave_ok(&["status", "ipam"]);
+    assert!(status.contains("UNREACHABLE"), "{status}");
+}

@@ -182,7 +182,7 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
             }
         }
         Request::Allocate { id, subnet } => {
-            let subnet = match subnet.as_deref().map(cidr::parse) {
+            let subnet = match subnet.as_deref().map(parse_subnet) {
                 None => None,
                 Some(Ok(s)) => Some(s),
                 Some(Err(e)) => return Reply::error(e),
@@ -205,6 +205,15 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
         },
         Request::IpamLeave => Reply::ok(ipam::leave(shared)),
         Request::Stop => Reply::ok(""),
+    }
+}
+
+/// A subnet to allocate in: a network address and its prefix, as `net:`.
+fn parse_subnet(s: &str) -> Result<IpNetwork, String> {
+    match format!("net:{s}").parse::<AddrSpec>() {
+        Ok(AddrSpec::Net(n)) => Ok(n),
+        Ok(_) => Err(format!("{s}: not a subnet (e.g. 10.32.1.0/24)")),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -8,6 +8,9 @@
 //!     wrt-unix-peer hold UID COUNT
 //!         keep COUNT idle connections to @weave-rs/control open, opening a
 //!         new one whenever the server closes one; print "holding COUNT".
+//!     wrt-unix-peer request UID JSON
+//!         send one request line, print the reply line (what a plugin or
+//!         other client of the local API does).
 
 use std::io::{BufRead, Read, Write};
 use std::os::linux::net::SocketAddrExt;
@@ -24,7 +27,11 @@ fn main() -> ExitCode {
     let r = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["serve", uid, reply, log] => serve(uid, reply, log),
         ["hold", uid, count] => hold(uid, count),
-        _ => Err("usage: wrt-unix-peer serve UID REPLY_FILE LOG_FILE | hold UID COUNT".into()),
+        ["request", uid, json] => request(uid, json),
+        _ => Err(
+            "usage: wrt-unix-peer serve UID REPLY_FILE LOG_FILE | hold UID COUNT | request UID JSON"
+                .into(),
+        ),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,9 +42,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Become `uid` (gid the same, no supplementary groups) for good.
+/// Become `uid` (gid the same, no supplementary groups) for good; 0
+/// stays root.
 fn drop_to(uid: &str) -> Result<(), String> {
     let id: u32 = uid.parse().map_err(|_| format!("bad uid {uid}"))?;
+    if id == 0 {
+        return Ok(());
+    }
     setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     let g = Gid::from_raw(id);
     setresgid(g, g, g).map_err(|e| format!("setresgid: {e}"))?;
@@ -81,6 +92,21 @@ fn serve(uid: &str, reply_file: &str, log_file: &str) -> Result<(), String> {
         let _ = log.flush();
         let _ = s.write_all(&reply);
     }
+    Ok(())
+}
+
+fn request(uid: &str, json: &str) -> Result<(), String> {
+    drop_to(uid)?;
+    let mut s = UnixStream::connect_addr(&addr()?).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("{json}\n").as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut reply = String::new();
+    std::io::BufReader::new(&mut s)
+        .read_line(&mut reply)
+        .map_err(|e| format!("reply: {e}"))?;
+    say(reply.trim_end());
     Ok(())
 }
 
