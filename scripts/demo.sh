@@ -148,4 +148,13 @@ weave h3 run 10.2.1.13/24 --rm --label "weave-rs-demo=$P" "$REDIS" redis-cli -h 
 say "attached containers on h1"
 weave h1 ps
 
+say "automatic addresses (IPAM): redis on h1 and a client on h3, no address given"
+weave h1 run -d --name "${P}-redis2" --label "weave-rs-demo=$P" "$REDIS"
+addr=$(weave h1 ps | awk -v n="${P}-redis2" '$1 == n || $1 == "/" n { sub("/.*", "", $3); print $3 }')
+[[ -n $addr ]] || die "redis2 has no address in ps"
+echo "redis2 was given $addr"
+weave h3 run --rm --label "weave-rs-demo=$P" "$REDIS" redis-cli -h "$addr" ping
+say "who owns which part of the range (status ipam on h2)"
+weave h2 status ipam
+
 say "demo done"

@@ -665,3 +665,23 @@ fn space_held_by_an_unreachable_peer_names_the_rmpeer_to_run() {
     let status = h1.weave_ok(&["status", "ipam"]);
     assert!(status.contains("UNREACHABLE"), "{status}");
 }
+
+#[test]
+fn reset_hands_the_hosts_space_to_a_peer() {
+    let lab = Lab::new();
+    let hosts = lab.switched_hosts(2);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    launch_all(&hosts, &["--ipalloc-init", "consensus=2"]);
+    let c = Container::new(h2);
+    attach_auto(h2, &c);
+    let h2_name = h2.peer_name().unwrap();
+    assert_eq!(owners(h1).len(), 2);
+
+    lab.step("reset on h2");
+    h2.weave_ok(&["reset"]);
+    wait_until(secs(10), "h1 owns the whole range", || {
+        let o = owners(h1);
+        !o.iter().any(|(p, _)| *p == h2_name) && o.len() == 1
+    });
+    assert_eq!(owners(h1)[0].1, 1 << 20);
+}

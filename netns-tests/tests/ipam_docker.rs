@@ -230,11 +230,23 @@ fn run_without_address_on_two_hosts() {
     wait_docker_ping(&n2, &a3);
     wait_docker_ping(&n3, &a2);
 
+    lab.step("a container removed while h2's router is down is freed on relaunch");
+    h2.weave_ok(&["stop"]);
+    cmd::sh(&["docker", "rm", "-f", &n2]);
+    h2.relaunch();
+    wait_until(
+        secs(20),
+        "h2 releases the removed container's address",
+        || !allocated(h2, &id2, &a2),
+    );
+    assert!(
+        allocated(h1, &id3, &a3),
+        "h1 lost {a3}: {:?}",
+        allocations(h1)
+    );
+
     lab.step("docker rm -f of the rest releases theirs too");
-    cmd::sh(&["docker", "rm", "-f", &n2, &n3]);
-    wait_until(secs(10), "h2 releases its container's address", || {
-        !allocated(h2, &id2, &a2)
-    });
+    cmd::sh(&["docker", "rm", "-f", &n3]);
     wait_until(secs(10), "h1 releases its new container's address", || {
         !allocated(h1, &id3, &a3)
     });
