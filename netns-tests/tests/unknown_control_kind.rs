@@ -1,7 +1,8 @@
 //! A control frame of a kind this version does not know (a newer router's
-//! IPAM or DNS gossip, say) is skipped and counted, and the connection that
-//! carried it stays up. On c153852 the router closed it ("unknown control
-//! message type").
+//! DNS gossip, say) is skipped and counted, and the connection that carried
+//! it stays up. On c153852 the router closed it ("unknown control message
+//! type"). A malformed IPAM gossip frame (kind 4) is dropped and counted,
+//! and the connection stays up too.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,7 +10,8 @@ use std::net::SocketAddr;
 use netns_tests::wire::{self, Hello};
 use netns_tests::*;
 
-const UNKNOWN: [u8; 3] = [4, 9, 200];
+const UNKNOWN: [u8; 3] = [5, 9, 200];
+const IPAM: u8 = 4;
 
 #[test]
 fn unknown_control_kinds_are_skipped() {
@@ -26,13 +28,16 @@ fn unknown_control_kinds_are_skipped() {
         for kind in UNKNOWN {
             out.extend(wire::control_frame(kind, b"from a newer version"));
         }
+        out.extend(wire::control_frame(IPAM, b"not IPAM gossip"));
         out.extend(wire::control_frame(1, &[])); // a heartbeat
         s.write_all(&out).expect("send to h1");
         s
     });
 
     wait_until(secs(10), "h1 counts the skipped frames", || {
-        h1.status_json().stat("control_frames_skipped") >= UNKNOWN.len() as u64
+        let r = h1.status_json();
+        r.stat("control_frames_skipped") >= UNKNOWN.len() as u64
+            && r.stat("dropped_ipam_gossip") >= 1
     });
     let report = h1.status_json();
     assert_eq!(
