@@ -144,7 +144,7 @@ fn internal_error(e: impl std::fmt::Display) -> Response {
 }
 
 /// The report as OpenMetrics text: connections by state, peers, MAC table
-/// size, and every router counter as `weave_rs_<name>_total`.
+/// size, IPAM gauges, and every router counter as `weave_rs_<name>_total`.
 pub fn render_metrics(r: &Report) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix(PREFIX);
 
@@ -173,6 +173,47 @@ pub fn render_metrics(r: &Report) -> Result<String, std::fmt::Error> {
         "MAC addresses the router has learned",
         ConstGauge::new(gauge_value(r.mac_table_entries)),
     );
+    if let Some(i) = &r.ipam {
+        let me = i.owners.iter().find(|o| o.peer == r.router.name);
+        let gauges = [
+            (
+                "ipam_owned_addresses",
+                "Addresses of the allocation range this router owns",
+                me.map_or(0, |o| o.addresses),
+            ),
+            (
+                "ipam_free_addresses",
+                "Free addresses among those this router owns",
+                me.map_or(0, |o| o.free),
+            ),
+            (
+                "ipam_allocations",
+                "Addresses allocated by this router",
+                i.allocations.len() as u64,
+            ),
+            (
+                "ipam_waiting_requests",
+                "Allocation requests waiting (consensus, a donation, a claim)",
+                i.pending.len() as u64,
+            ),
+            (
+                "ipam_unreachable_owner_addresses",
+                "Addresses owned by peers this router cannot reach",
+                i.owners
+                    .iter()
+                    .filter(|o| !o.reachable)
+                    .map(|o| o.addresses)
+                    .fold(0, u64::saturating_add),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            reg.register(
+                name,
+                help,
+                ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)),
+            );
+        }
+    }
 
     // The counters travel as a JSON object (`StatsReport`), so every field of
     // `core::router::Stats` is exported without being listed here.
@@ -357,6 +398,25 @@ mod tests {
             mac_table_entries: 9,
             stats: (&stats).into(),
             ipam: Some(IpamReport {
+                owners: vec![
+                    IpamOwnerReport {
+                        peer: a,
+                        nickname: "alpha".into(),
+                        reachable: true,
+                        ranges: 2,
+                        addresses: 100,
+                        free: 98,
+                    },
+                    IpamOwnerReport {
+                        peer: b,
+                        nickname: "beta".into(),
+                        reachable: false,
+                        ranges: 1,
+                        addresses: 28,
+                        free: 28,
+                    },
+                ],
+                pending: vec!["allocate for x".into()],
                 allocations: vec![
                     IpamAllocationReport {
                         id: "/var/run/netns/c1".into(),
@@ -383,6 +443,11 @@ mod tests {
             "weave_rs_connections{state=\"pending\"} 0",
             "weave_rs_peers 2",
             "weave_rs_mac_table_entries 9",
+            "weave_rs_ipam_owned_addresses 100",
+            "weave_rs_ipam_free_addresses 98",
+            "weave_rs_ipam_allocations 2",
+            "weave_rs_ipam_waiting_requests 1",
+            "weave_rs_ipam_unreachable_owner_addresses 28",
             "# TYPE weave_rs_frames_from_tap counter",
             "weave_rs_frames_from_tap_total 7",
             "weave_rs_dropped_no_route_total 3",
