@@ -1,6 +1,7 @@
 //! Control frames after the handshake: length prefix, kind, body, and what
 //! the router reads from the bodies of heartbeats (a key epoch) and closes
-//! (a reason it logs and shows). Gossip bodies have a target of their own.
+//! (a reason it logs and shows). Gossip and IPAM bodies have targets of
+//! their own.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use weave_rs::core::text::sanitize;
@@ -27,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
                 let shown = sanitize(&String::from_utf8_lossy(body), 200);
                 assert!(shown.chars().count() <= 200 && !shown.chars().any(char::is_control));
             }
-            Kind::Gossip => {}
+            // Their bodies have targets of their own (gossip, ipam).
+            Kind::Gossip | Kind::Ipam => {}
         }
     }
 });
