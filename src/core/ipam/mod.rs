@@ -23,6 +23,17 @@ use ipnetwork::IpNetwork;
 
 use self::space::Span;
 
+/// The first 8 bytes of a SHA-256 over what `feed` writes: the same on
+/// every machine and build (cluster ids, ownership digests).
+pub(crate) fn digest_u64(feed: impl FnOnce(&mut ::ring::digest::Context)) -> u64 {
+    let mut h = ::ring::digest::Context::new(&::ring::digest::SHA256);
+    feed(&mut h);
+    let d = h.finish();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_ref()[..8]);
+    u64::from_be_bytes(b)
+}
+
 /// Converts between the addresses of an allocation range and offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Offsets {

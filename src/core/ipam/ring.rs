@@ -135,16 +135,13 @@ impl Ring {
     /// A digest of who owns what (tokens and owners, not versions or free
     /// counts): two peers with the same digest agree on every owner.
     pub fn ownership_digest(&self) -> u64 {
-        let mut h = ::ring::digest::Context::new(&::ring::digest::SHA256);
-        h.update(&self.cluster.to_be_bytes());
-        for (t, e) in &self.entries {
-            h.update(&t.to_be_bytes());
-            h.update(&e.owner.0);
-        }
-        let d = h.finish();
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&d.as_ref()[..8]);
-        u64::from_be_bytes(b)
+        super::digest_u64(|h| {
+            h.update(&self.cluster.to_be_bytes());
+            for (t, e) in &self.entries {
+                h.update(&t.to_be_bytes());
+                h.update(&e.owner.0);
+            }
+        })
     }
 
     pub fn cluster(&self) -> u64 {
