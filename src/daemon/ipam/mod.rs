@@ -10,23 +10,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
-use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+mod report;
+mod state_file;
+
+pub use report::report;
+pub use state_file::load;
+
+use self::report::{explain, MeshView};
+use self::state_file::save;
 use super::Shared;
-use crate::api::protocol::{
-    ConsensusReport, IpamAllocationReport, IpamOwnerReport, IpamRefusedReport, IpamReport,
-    IpamWantReport,
-};
 use crate::core::ipam::allocator::{Ipam, Outcome, Start, Waiting};
 use crate::core::ipam::config::Init;
-use crate::core::ipam::ring::{Entry, Ring};
-use crate::core::ipam::space::Span;
 use crate::core::wire::{control, ipam as wire};
 use crate::core::PeerName;
 
@@ -36,8 +36,6 @@ pub const EXPOSE_ID: &str = "weave:expose";
 const RESEND_INTERVAL: Duration = Duration::from_secs(5);
 /// How often a waiting request looks again without news.
 const POLL: Duration = Duration::from_millis(200);
-/// State saved at least this often while anything changes.
-const SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The allocator and what the daemon keeps beside it.
 pub struct IpamShell {
@@ -115,200 +113,32 @@ impl IpamShell {
     }
 }
 
-/// What the state file holds.
-#[derive(Serialize, Deserialize)]
-struct Saved {
-    range: String,
-    cluster: String,
-    ring: Vec<SavedEntry>,
-    quarantine: Vec<(String, String)>,
-    allocations: Vec<SavedAllocation>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SavedEntry {
-    token: String,
-    version: u64,
-    owner: String,
-    free: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SavedAllocation {
-    id: String,
-    cidr: String,
-}
-
-fn file(shared: &Shared) -> PathBuf {
-    shared.config.state_dir.join("ipam.json")
-}
-
-fn snapshot(s: &IpamShell) -> Vec<u8> {
-    let ring = s.core.ring();
-    let saved = Saved {
-        range: s.core.range().to_string(),
-        cluster: format!("{:016x}", ring.cluster()),
-        ring: ring
-            .entries()
-            .map(|(t, e)| SavedEntry {
-                token: t.to_string(),
-                version: e.version,
-                owner: e.owner.to_string(),
-                free: e.free.to_string(),
-            })
-            .collect(),
-        quarantine: s
-            .core
-            .quarantined()
-            .iter()
-            .map(|q| (q.start().to_string(), q.end().to_string()))
-            .collect(),
-        allocations: s
-            .core
-            .allocations()
-            .map(|(id, a)| SavedAllocation {
-                id: id.to_string(),
-                cidr: s.cidr(a).to_string(),
-            })
-            .collect(),
-    };
-    serde_json::to_vec_pretty(&saved).unwrap_or_default()
-}
-
-/// Reads the state file into a fresh allocator: the ring (if it is for our
-/// range), take-overs still unsettled, and the allocations.
-pub fn load(shared: &Shared) {
-    let path = file(shared);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            warn!("IPAM state {}: {e}", path.display());
-            return;
-        }
-    };
-    let saved: Saved = match serde_json::from_slice(&bytes) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("ignoring IPAM state {}: {e}", path.display());
-            return;
-        }
-    };
-    let mut s = shared.ipam();
-    if saved.range != s.core.range().to_string() {
-        warn!(
-            "IPAM state {} is for range {}, not {}: starting afresh",
-            path.display(),
-            saved.range,
-            s.core.range()
-        );
-        return;
-    }
-    match restore_ring(&saved, s.core.ring().size()) {
-        Ok(Some(ring)) => {
-            if let Err(e) = s.core.restore_ring(ring) {
-                warn!("IPAM state: ring not restored: {e}");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => warn!("IPAM state: ring not restored: {e}"),
-    }
-    let quarantine: Vec<Span> = saved
-        .quarantine
-        .iter()
-        .filter_map(|(a, b)| Span::new(a.parse().ok()?, b.parse().ok()?))
-        .collect();
-    s.core.restore_quarantine(&quarantine);
-    for a in &saved.allocations {
-        let Ok(net) = a.cidr.parse::<IpNetwork>() else {
-            warn!("IPAM state: bad address {:?} for {}", a.cidr, a.id);
-            continue;
-        };
-        match s.core.restore(&a.id, net.ip()) {
-            Ok(()) => {
-                s.prefixes.insert(net.ip(), net.prefix());
-            }
-            Err(e) => warn!("IPAM state: {}: {e}", a.id),
-        }
-    }
-    s.saved = Some(bytes);
-    info!(
-        "IPAM state restored: {} allocations, ring of {} ranges",
-        saved.allocations.len(),
-        s.core.ring().tokens()
-    );
-}
-
-fn restore_ring(saved: &Saved, size: u128) -> Result<Option<Ring>, String> {
-    if saved.ring.is_empty() {
-        return Ok(None);
-    }
-    let cluster = u64::from_str_radix(&saved.cluster, 16).map_err(|e| e.to_string())?;
-    let mut entries = Vec::new();
-    for e in &saved.ring {
-        let token: u128 = e.token.parse().map_err(|_| "bad token".to_string())?;
-        let free: u128 = e.free.parse().map_err(|_| "bad free count".to_string())?;
-        let owner: PeerName = e.owner.parse().map_err(|e| format!("{e}"))?;
-        entries.push((
-            token,
-            Entry {
-                version: e.version,
-                owner,
-                free,
-            },
-        ));
-    }
-    Ring::from_entries(cluster, size, entries)
-        .map(Some)
-        .map_err(|e| e.to_string())
-}
-
-/// Writes the state file if it changed: at once when allocations or
-/// ownership changed (`must_save`), otherwise at most every 10 s.
-fn save(shared: &Shared, s: &mut IpamShell) {
-    let now = Instant::now();
-    let due = s.must_save
-        || s.saved_at
-            .is_none_or(|t| now.duration_since(t) >= SAVE_INTERVAL);
-    if !due {
-        return;
-    }
-    let bytes = snapshot(s);
-    if s.saved.as_deref() == Some(bytes.as_slice()) {
-        s.must_save = false;
-        return;
-    }
-    let path = file(shared);
-    match crate::files::write_atomic(&path, &bytes, 0o600, None) {
-        Ok(()) => {
-            s.saved = Some(bytes);
-            s.saved_at = Some(now);
-            s.must_save = false;
-        }
-        Err(e) => warn!("saving IPAM state to {}: {e}", path.display()),
-    }
-}
-
 fn now_ms(shared: &Shared) -> u64 {
     shared.started.elapsed().as_millis() as u64
 }
 
 /// Peers we can reach now (not us).
 fn reachable(shared: &Shared) -> BTreeSet<PeerName> {
+    mesh(shared).0
+}
+
+/// Peers we can reach now, and every peer the topology knows (us too).
+fn mesh(shared: &Shared) -> (BTreeSet<PeerName>, BTreeSet<PeerName>) {
     let st = shared.state();
     let unreachable: BTreeSet<PeerName> = st.topology.unreachable().into_iter().collect();
-    st.topology
-        .entries()
-        .map(|e| e.name)
+    let known: BTreeSet<PeerName> = st.topology.entries().map(|e| e.name).collect();
+    let reach = known
+        .iter()
+        .copied()
         .filter(|p| *p != shared.config.name && !unreachable.contains(p))
-        .collect()
+        .collect();
+    (reach, known)
 }
 
 /// One step of the allocator; sends our gossip if it changed (or is due),
 /// saves, wakes waiting requests, and repairs allocations lost to others.
 pub fn step(shared: &Arc<Shared>, force_send: bool) {
-    let reach = reachable(shared);
-    let known: BTreeSet<PeerName> = shared.state().topology.entries().map(|e| e.name).collect();
+    let (reach, known) = mesh(shared);
     let (frame, conflicts) = {
         let mut s = shared.ipam();
         let digest = s.core.ring().ownership_digest();
@@ -396,215 +226,6 @@ pub fn on_gossip(shared: &Arc<Shared>, from: PeerName, body: &[u8]) {
         Err(_) => shared.data().router.stats.refused_ipam_gossip += 1,
         Ok(true) => step(shared, true),
         Ok(false) => {}
-    }
-}
-
-/// What `explain` needs from the control state, read before the IPAM
-/// lock is taken (the two locks are never held together).
-struct MeshView {
-    reach: BTreeSet<PeerName>,
-    nicknames: BTreeMap<PeerName, String>,
-    /// Peers given at launch or found, not connected: "addr: state".
-    missing: Vec<String>,
-}
-
-impl MeshView {
-    fn now(shared: &Shared) -> MeshView {
-        let reach = reachable(shared);
-        let st = shared.state();
-        MeshView {
-            reach,
-            nicknames: st
-                .topology
-                .entries()
-                .map(|e| (e.name, e.nickname.clone()))
-                .collect(),
-            missing: st
-                .targets
-                .iter()
-                .filter(|(_, t)| !matches!(t.status, super::state::TargetStatus::Connected { .. }))
-                .map(|(key, t)| format!("{key}: {}", t.status.word()))
-                .collect(),
-        }
-    }
-
-    fn name(&self, p: PeerName) -> String {
-        match self.nicknames.get(&p) {
-            Some(n) if !n.is_empty() => format!("{p}({n})"),
-            _ => p.to_string(),
-        }
-    }
-}
-
-/// The `ipam` section of the report.
-pub fn report(shared: &Shared) -> IpamReport {
-    let view = MeshView::now(shared);
-    let guard = shared.ipam();
-    let s: &IpamShell = &guard;
-    let c = &s.core;
-    let ring = c.ring();
-    let mut owners: BTreeMap<PeerName, IpamOwnerReport> = BTreeMap::new();
-    for (r, e) in ring.ranges() {
-        let o = owners.entry(e.owner).or_insert_with(|| IpamOwnerReport {
-            peer: e.owner,
-            nickname: view.nicknames.get(&e.owner).cloned().unwrap_or_default(),
-            reachable: e.owner == c.me() || view.reach.contains(&e.owner),
-            ranges: 0,
-            addresses: 0,
-            free: 0,
-        });
-        o.ranges += 1;
-        o.addresses = o
-            .addresses
-            .saturating_add(u64::try_from(r.size()).unwrap_or(u64::MAX));
-        let free = if e.owner == c.me() {
-            c.space().free_in(r)
-        } else {
-            e.free
-        };
-        o.free = o
-            .free
-            .saturating_add(u64::try_from(free).unwrap_or(u64::MAX));
-    }
-    let consensus = match c.start() {
-        Start::Consensus { quorum } if ring.is_empty() => Some(ConsensusReport {
-            quorum: *quorum,
-            heard: c.paxos().heard(),
-            waiting_secs: s.waiting_since.map(|t| t.elapsed().as_secs()),
-        }),
-        _ => None,
-    };
-    let init = match c.start() {
-        Start::Consensus { quorum } => format!("consensus (quorum {quorum})"),
-        Start::Seed(p) => format!(
-            "seed {}",
-            p.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        Start::Observer => "observer".to_string(),
-    };
-    IpamReport {
-        range: c.range().to_string(),
-        default_subnet: c.default_subnet().to_string(),
-        init,
-        ready: !ring.is_empty(),
-        cluster: if ring.is_empty() {
-            String::new()
-        } else {
-            format!("{:016x}", ring.cluster())
-        },
-        consensus,
-        owners: owners.into_values().collect(),
-        allocations: c
-            .allocations()
-            .map(|(id, a)| IpamAllocationReport {
-                id: id.to_string(),
-                cidr: s.cidr(a).to_string(),
-            })
-            .collect(),
-        pending: s.pending.clone(),
-        wants: c
-            .records()
-            .iter()
-            .flat_map(|(&p, r)| {
-                r.wants.iter().map(move |w| IpamWantReport {
-                    peer: p,
-                    what: if w.span.size() == 1 {
-                        format!("the address {}", span_text(s, w.span))
-                    } else {
-                        format!("space in {}", span_text(s, w.span))
-                    },
-                })
-            })
-            .collect(),
-        quarantined: c
-            .quarantined()
-            .iter()
-            .map(|q| u64::try_from(q.size()).unwrap_or(u64::MAX))
-            .fold(0u64, u64::saturating_add),
-        refused: s
-            .refused
-            .iter()
-            .map(|(&peer, reason)| IpamRefusedReport {
-                peer,
-                reason: reason.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// Why a waiting request has not been answered, in a user's words.
-fn explain(view: &MeshView, s: &IpamShell, w: &Waiting) -> String {
-    let reach = &view.reach;
-    let name = |p: PeerName| view.name(p);
-    match w {
-        Waiting::Ring => match s.core.start() {
-            Start::Consensus { quorum } => {
-                let heard = s.core.paxos().heard();
-                let n = heard.len().max(1);
-                let missing = &view.missing;
-                let detail = if missing.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", missing.join(", "))
-                };
-                format!(
-                    "waiting for IP allocation consensus: heard from {n} of {quorum} peers{detail}"
-                )
-            }
-            Start::Observer => "waiting for the IP allocation ring: this peer is an observer \
-                                (--ipalloc-init observer) and no reachable peer has a ring yet"
-                .to_string(),
-            Start::Seed(_) => "the IP allocation ring is not ready".to_string(),
-        },
-        Waiting::Space(span) => {
-            let ring = s.core.ring();
-            let mut unreachable: BTreeMap<PeerName, u128> = BTreeMap::new();
-            let mut reachable_free = 0u128;
-            for (r, e) in ring.ranges() {
-                if e.owner == s.core.me() || r.intersect(*span).is_none() {
-                    continue;
-                }
-                if reach.contains(&e.owner) {
-                    reachable_free += e.free;
-                } else if e.free > 0 {
-                    *unreachable.entry(e.owner).or_default() += e.free;
-                }
-            }
-            let where_ = span_text(s, *span);
-            if reachable_free == 0 && !unreachable.is_empty() {
-                let names: Vec<String> = unreachable.keys().map(|p| name(*p)).collect();
-                let first = unreachable.keys().next().map(|p| p.to_string()).unwrap_or_default();
-                format!(
-                    "all free space in {where_} is owned by unreachable peers {}; if they are gone for good, run weave-rs rmpeer {first}",
-                    names.join(", ")
-                )
-            } else {
-                format!("no free address in {where_} here, and no peer donated space in time")
-            }
-        }
-        Waiting::Claim(owner, _) if *owner == s.core.me() => {
-            "the address is in space taken over with rmpeer, which not every peer has acknowledged yet".to_string()
-        }
-        Waiting::Claim(owner, _) if !reach.contains(owner) => format!(
-            "the address belongs to peer {}, which is unreachable; if it is gone for good, run weave-rs rmpeer {owner}",
-            name(*owner)
-        ),
-        Waiting::Claim(owner, _) => format!(
-            "the address belongs to peer {}, which did not hand it over in time",
-            name(*owner)
-        ),
-    }
-}
-
-fn span_text(s: &IpamShell, span: Span) -> String {
-    let o = s.core.offsets();
-    match (o.addr(span.start()), o.addr(span.end().saturating_sub(1))) {
-        (Some(a), Some(b)) if a == b => a.to_string(),
-        (Some(a), Some(b)) => format!("{a}-{b}"),
-        _ => "the range".to_string(),
     }
 }
 
