@@ -294,6 +294,32 @@ pub fn connected_containers(hosts: &[Host], net: &str) -> (Container, Container)
     (c1, c2)
 }
 
+/// Docker containers a test starts with the label `wrt=<lab prefix>`:
+/// every one of them is removed when this drops, even on failure.
+pub struct DockerContainers(pub String);
+
+impl DockerContainers {
+    /// The label to give them (`docker run --label ...`).
+    pub fn label(&self) -> String {
+        format!("wrt={}", self.0)
+    }
+}
+
+impl Drop for DockerContainers {
+    fn drop(&mut self) {
+        let ids = cmd::run(&[
+            "docker",
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={}", self.label()),
+        ]);
+        for id in ids.stdout.split_whitespace() {
+            let _ = cmd::run(&["docker", "rm", "-f", id]);
+        }
+    }
+}
+
 /// Fails the test unless Docker has `images` (scripts/test.sh builds them).
 #[track_caller]
 pub fn require_images(images: &[&str]) {

@@ -40,7 +40,9 @@ pub use cmd::{run, sh, Output};
 pub use container::Container;
 pub use flood::{Behaviour, Flood, FloodSpec, FloodStats};
 pub use host::{weave_bin, Host, NO_ARGS};
-pub use lab::{connected_containers, launch_mesh, require_images, wait_full_mesh, Lab};
+pub use lab::{
+    connected_containers, launch_mesh, require_images, wait_full_mesh, DockerContainers, Lab,
+};
 pub use memory::{rss_kib, RssWatch};
 pub use netns::{in_netns, spawn_in_netns, AsNetns, Netns};
 pub use pcap::{Capture, Pcap, Segment};

@@ -268,6 +268,15 @@ impl IptablesRule {
 
     /// Deletes the rule now (same as dropping it).
     pub fn remove(self) {}
+
+    /// Cuts `at` off from `ip` (DROP in both directions) until dropped.
+    #[track_caller]
+    pub fn cut_off(at: &impl AsNetns, ip: &str) -> [IptablesRule; 2] {
+        [
+            IptablesRule::insert(at, &["INPUT", "-s", ip, "-j", "DROP"]),
+            IptablesRule::insert(at, &["OUTPUT", "-d", ip, "-j", "DROP"]),
+        ]
+    }
 }
 
 impl Drop for IptablesRule {

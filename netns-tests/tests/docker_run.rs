@@ -13,32 +13,8 @@ use netns_tests::*;
 const REDIS: &str = "weave-rs-test/redis:latest";
 const BUSYBOX: &str = "weave-rs-test/busybox:latest";
 
-/// Removes every container labelled for this test, even on failure.
-struct Containers(String);
-
-impl Containers {
-    fn label(&self) -> String {
-        format!("wrt={}", self.0)
-    }
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let ids = cmd::run(&[
-            "docker",
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label={}", self.label()),
-        ]);
-        for id in ids.stdout.split_whitespace() {
-            let _ = cmd::run(&["docker", "rm", "-f", id]);
-        }
-    }
-}
-
 /// `weave-rs run CIDR --label ... ARGS` on `h`.
-fn run(h: &Host, c: &Containers, cidr: &str, args: &[&str]) -> Output {
+fn run(h: &Host, c: &DockerContainers, cidr: &str, args: &[&str]) -> Output {
     let label = c.label();
     let mut argv = vec!["run", cidr, "--label", &label];
     argv.extend_from_slice(args);
@@ -56,7 +32,7 @@ fn redis_ping(client: &str, server_ip: &str) -> bool {
 fn docker_run() {
     require_images(&[REDIS, BUSYBOX]);
     let lab = Lab::new();
-    let containers = Containers(lab.prefix().to_string());
+    let containers = DockerContainers(lab.prefix().to_string());
     let hosts = lab.switched_hosts(2);
     let (h1, h2) = (&hosts[0], &hosts[1]);
     launch_mesh(&hosts);
@@ -175,7 +151,7 @@ fn docker_run() {
 fn docker_run_errors() {
     require_images(&[REDIS, BUSYBOX]);
     let lab = Lab::new();
-    let containers = Containers(lab.prefix().to_string());
+    let containers = DockerContainers(lab.prefix().to_string());
     let h1 = lab.switched_host("h1");
 
     // No router.
@@ -256,7 +232,7 @@ fn docker_run_errors() {
 fn docker_run_interactive() {
     require_images(&[REDIS, BUSYBOX]);
     let lab = Lab::new();
-    let containers = Containers(lab.prefix().to_string());
+    let containers = DockerContainers(lab.prefix().to_string());
     let h1 = lab.switched_host("h1");
     h1.launch(NO_ARGS);
     // `script` gives the run a terminal, as a user's shell would; what the

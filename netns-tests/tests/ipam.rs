@@ -129,20 +129,21 @@ fn ps_addrs(h: &Host) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Waits until every host reports the same owners, with the same shares.
+#[track_caller]
+fn wait_rings_agree(hosts: &[Host]) {
+    wait_until(secs(20), "every host's ring agrees", || {
+        let o = owners(&hosts[0]);
+        hosts.iter().all(|h| owners(h) == o)
+    });
+}
+
 #[track_caller]
 fn assert_unique(hosts: &[&Host]) -> usize {
     let all: Vec<IpAddr> = hosts.iter().flat_map(|h| ps_addrs(h)).collect();
     let unique: BTreeSet<IpAddr> = all.iter().copied().collect();
     assert_eq!(unique.len(), all.len(), "an address is held twice: {all:?}");
     all.len()
-}
-
-/// iptables DROP between `h` and the address `ip` (op -A adds, -D removes).
-fn cut(h: &Host, ip: &str, op: &str) {
-    for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
-        h.ns()
-            .sh(&["iptables", op, rule[0], rule[1], ip, "-j", "DROP"]);
-    }
 }
 
 #[test]
@@ -228,10 +229,7 @@ fn rmpeer_on_two_hosts_at_once_and_the_removed_peer_rejoins_without_duplicates()
             unique.len() == all.len()
         },
     );
-    wait_until(secs(20), "the three rings agree", || {
-        let o = owners(h1);
-        owners(h2) == o && owners(h3) == o
-    });
+    wait_rings_agree(&hosts);
     assert_unique(&[h1, h2, h3]);
     // h3's namespaces whose addresses went to others got new ones.
     wait_until(secs(20), "h3's two namespaces hold an address each", || {
@@ -271,9 +269,7 @@ fn allocations_on_both_sides_of_a_partition_never_clash() {
         .iter()
         .map(|h| h.addr_for(h3).to_string())
         .collect();
-    for ip in &ips {
-        cut(h3, ip, "-A");
-    }
+    let cuts: Vec<[IptablesRule; 2]> = ips.iter().map(|ip| IptablesRule::cut_off(h3, ip)).collect();
     wait_until(secs(20), "h3 sees h1 and h2 unreachable", || {
         ipam(h3)["owners"]
             .as_array()
@@ -288,14 +284,9 @@ fn allocations_on_both_sides_of_a_partition_never_clash() {
     assert_unique(&[h1, h2, h3]);
 
     lab.step("heal");
-    for ip in &ips {
-        cut(h3, ip, "-D");
-    }
+    drop(cuts);
     wait_full_mesh(&hosts, secs(40));
-    wait_until(secs(20), "the three rings agree", || {
-        let o = owners(h1);
-        owners(h2) == o && owners(h3) == o
-    });
+    wait_rings_agree(&hosts);
     assert_eq!(assert_unique(&[h1, h2, h3]), 15);
 }
 

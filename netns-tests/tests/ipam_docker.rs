@@ -14,30 +14,6 @@ const BUSYBOX: &str = "weave-rs-test/busybox:latest";
 /// The default subnet of `--ipalloc-range`'s default.
 const DEFAULT_SUBNET: &str = "10.32.0.0/12";
 
-/// Removes every container labelled for this test, even on failure.
-struct Containers(String);
-
-impl Containers {
-    fn label(&self) -> String {
-        format!("wrt={}", self.0)
-    }
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let ids = cmd::run(&[
-            "docker",
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label={}", self.label()),
-        ]);
-        for id in ids.stdout.split_whitespace() {
-            let _ = cmd::run(&["docker", "rm", "-f", id]);
-        }
-    }
-}
-
 /// Launches `hosts` in a full mesh with `--ipalloc-init consensus=N` (N =
 /// the number of hosts), each given the addresses of the hosts before it.
 fn launch_consensus(hosts: &[Host]) {
@@ -53,7 +29,7 @@ fn launch_consensus(hosts: &[Host]) {
 /// `weave-rs run -d --label ... --name NAME busybox sleep 3600` on `h`, with
 /// no address: the container ID it printed.
 #[track_caller]
-fn run_auto(h: &Host, c: &Containers, name: &str) -> String {
+fn run_auto(h: &Host, c: &DockerContainers, name: &str) -> String {
     let label = c.label();
     let out = h
         .weave(&[
@@ -153,7 +129,7 @@ fn allocated(h: &Host, id: &str, addr: &IpNetwork) -> bool {
 fn run_without_address_on_two_hosts() {
     require_images(&[BUSYBOX]);
     let lab = Lab::new();
-    let containers = Containers(lab.prefix().to_string());
+    let containers = DockerContainers(lab.prefix().to_string());
     let hosts = lab.switched_hosts(2);
     let (h1, h2) = (&hosts[0], &hosts[1]);
     lab.step("launch two routers with consensus=2");

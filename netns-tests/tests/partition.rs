@@ -7,13 +7,6 @@ use std::time::Instant;
 
 use netns_tests::*;
 
-fn cut(h1: &Host, h2_ip: &str, op: &str) {
-    for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
-        h1.ns()
-            .sh(&["iptables", op, rule[0], rule[1], h2_ip, "-j", "DROP"]);
-    }
-}
-
 #[test]
 fn partition() {
     let lab = Lab::new();
@@ -30,7 +23,7 @@ fn partition() {
 
     let h2_ip = h2.addr_for(h1).to_string();
     lab.step("cut the underlay between h1 and h2");
-    cut(h1, &h2_ip, "-A");
+    let cut = IptablesRule::cut_off(h1, &h2_ip);
     let t = Instant::now();
     for (a, b) in [(h1, h2), (h2, h1)] {
         wait_until(
@@ -54,7 +47,7 @@ fn partition() {
     );
 
     lab.step("heal the cut");
-    cut(h1, &h2_ip, "-D");
+    drop(cut);
     let t = Instant::now();
     wait_full_mesh(&hosts, secs(30));
     eprintln!("direct connection back {:?} after healing", t.elapsed());
