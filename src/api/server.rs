@@ -284,29 +284,19 @@ async fn detach(shared: &Arc<Shared>, target: &str, cidrs: &[String]) -> Reply {
 /// given: one from the default subnet) allocated for the host.
 async fn expose(shared: &Arc<Shared>, cidrs: &[String]) -> Reply {
     let specs = match parse_specs(cidrs) {
-        Ok(s) if s.is_empty() => vec![AddrSpec::NetDefault],
         Ok(s) => s,
         Err(e) => return Reply::error(e),
     };
-    let id = ipam::EXPOSE_ID;
-    let mut exposed = Vec::new();
-    for spec in specs {
-        let net = match spec {
-            AddrSpec::Cidr(n) if !ipam::in_range(shared, n.ip()) => Ok(n),
-            AddrSpec::Cidr(n) | AddrSpec::Ip(n) => ipam::claim(shared, id, n).await,
-            AddrSpec::Net(s) => ipam::allocate(shared, id, Some(s)).await,
-            AddrSpec::NetDefault => ipam::allocate(shared, id, None).await,
-        };
-        let net = match net {
-            Ok(n) => n,
-            Err(e) => return Reply::error(e),
-        };
-        if let Err(e) = shared.netlink.expose(&shared.config.bridge, net).await {
+    let nets = match ipam::addresses(shared, ipam::EXPOSE_ID, &specs).await {
+        Ok(n) => n,
+        Err(e) => return Reply::error(e),
+    };
+    for net in &nets {
+        if let Err(e) = shared.netlink.expose(&shared.config.bridge, *net).await {
             return Reply::error(e);
         }
-        exposed.push(net);
     }
-    Reply::ok(join(&exposed))
+    Reply::ok(join(&nets))
 }
 
 /// Everything `report` shows, the bridge's addresses included.

@@ -113,7 +113,7 @@ pub async fn attach(
         .or(r.target.clone())
         .unwrap_or_default();
     let before = shared.ipam().lookup(&key);
-    let nets = match addresses(shared, &key, specs).await {
+    let nets = match ipam::addresses(shared, &key, specs).await {
         Ok(n) => n,
         Err(e) => {
             undo_allocations(shared, &key, &before);
@@ -127,33 +127,6 @@ pub async fn attach(
             Err(e)
         }
     }
-}
-
-/// The addresses `specs` stand for, allocated or claimed for `key`.
-async fn addresses(
-    shared: &Arc<Shared>,
-    key: &str,
-    specs: &[AddrSpec],
-) -> Result<Vec<IpNetwork>, String> {
-    let default = [AddrSpec::NetDefault];
-    let specs = if specs.is_empty() {
-        &default[..]
-    } else {
-        specs
-    };
-    let mut nets = Vec::new();
-    for spec in specs {
-        let net = match *spec {
-            AddrSpec::Cidr(n) if !ipam::in_range(shared, n.ip()) => n,
-            AddrSpec::Cidr(n) | AddrSpec::Ip(n) => ipam::claim(shared, key, n).await?,
-            AddrSpec::Net(subnet) => ipam::allocate(shared, key, Some(subnet)).await?,
-            AddrSpec::NetDefault => ipam::allocate(shared, key, None).await?,
-        };
-        if !nets.contains(&net) {
-            nets.push(net);
-        }
-    }
-    Ok(nets)
 }
 
 /// Releases what `key` holds now but did not hold `before`.

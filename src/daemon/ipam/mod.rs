@@ -27,6 +27,7 @@ use self::state_file::save;
 use super::Shared;
 use crate::core::ipam::allocator::{Ipam, Outcome, Start, Waiting};
 use crate::core::ipam::config::Init;
+use crate::core::ipam::spec::AddrSpec;
 use crate::core::wire::{control, ipam as wire};
 use crate::core::PeerName;
 
@@ -307,6 +308,34 @@ pub async fn claim(shared: &Arc<Shared>, id: &str, cidr: IpNetwork) -> Result<Ip
     let addr = wait_for(shared, &what, |s| s.core.claim(id, cidr.ip())).await?;
     shared.ipam().prefixes.insert(addr, cidr.prefix());
     Ok(cidr)
+}
+
+/// The addresses `specs` stand for (none: one from the default subnet),
+/// allocated or claimed for `key`; literal ones outside the range as given.
+pub async fn addresses(
+    shared: &Arc<Shared>,
+    key: &str,
+    specs: &[AddrSpec],
+) -> Result<Vec<IpNetwork>, String> {
+    let default = [AddrSpec::NetDefault];
+    let specs = if specs.is_empty() {
+        &default[..]
+    } else {
+        specs
+    };
+    let mut nets = Vec::new();
+    for spec in specs {
+        let net = match *spec {
+            AddrSpec::Cidr(n) if !in_range(shared, n.ip()) => n,
+            AddrSpec::Cidr(n) | AddrSpec::Ip(n) => claim(shared, key, n).await?,
+            AddrSpec::Net(subnet) => allocate(shared, key, Some(subnet)).await?,
+            AddrSpec::NetDefault => allocate(shared, key, None).await?,
+        };
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    Ok(nets)
 }
 
 /// Records that `id` holds `cidr` (found on an interface, or re-attached)
