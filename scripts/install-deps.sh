@@ -23,6 +23,12 @@ declare -A PROVIDES=(
     [docker.io]=dockerd
     [redis-server]=redis-server
     [redis-tools]=redis-cli
+    # DNS tests and scripts/bench-dns.sh: a client, a load generator and a
+    # reference server. dnsmasq-base is the binary alone: the dnsmasq
+    # package would add a system service answering on port 53.
+    [bind9-dnsutils]=dig
+    [dnsperf]=dnsperf
+    [dnsmasq-base]=dnsmasq
 )
 
 missing=()

@@ -16,6 +16,8 @@
 //! * [`Flood`]: many TCP connections from one namespace, idle, trickling
 //!   or fake peers, reopened as the router closes them; [`RssWatch`] and
 //!   [`rss_kib`] read a router's resident memory.
+//! * [`dig`] runs dig in a namespace and parses the reply ([`DigResult`]);
+//!   [`DnsmasqUpstream`] is a dnsmasq serving fixed names in one.
 //! * [`Capture`]: `tcpdump -w` on an underlay interface, read back as a
 //!   [`Pcap`] (UDP/TCP payloads over IPv4); [`tcp_transfer`] and
 //!   [`udp_send`] make known traffic from Rust inside a namespace.
@@ -25,6 +27,7 @@
 
 pub mod cmd;
 pub mod container;
+pub mod dns;
 pub mod flood;
 pub mod host;
 pub mod lab;
@@ -38,6 +41,7 @@ pub mod wire;
 
 pub use cmd::{run, sh, Output};
 pub use container::Container;
+pub use dns::{dig, try_dig, DigError, DigResult, DnsmasqUpstream};
 pub use flood::{Behaviour, Flood, FloodSpec, FloodStats};
 pub use host::{weave_bin, Host, NO_ARGS};
 pub use lab::{
@@ -49,8 +53,8 @@ pub use pcap::{Capture, Pcap, Segment};
 pub use report::{Conn, Report};
 pub use std::time::Duration;
 pub use tools::{
-    assert_pings, icmp_echo_reply_sniffer, iperf3_client, ping, ping_count, secs, try_wait_until,
-    wait_ping, wait_until, Iperf3Server, IperfResult,
+    assert_pings, icmp_echo_reply_sniffer, iperf3_client, ping, ping_count, require_tool, secs,
+    try_wait_until, wait_ping, wait_until, Iperf3Server, IperfResult,
 };
 pub use traffic::{
     eth_send, mac_of, random_local_mac, raw_udp_send, repeated, tcp_transfer, udp_send,

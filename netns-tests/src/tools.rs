@@ -286,3 +286,55 @@ pub fn wait_ping(from: &impl AsNetns, to_ip: &str, timeout: Duration) {
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
+
+/// Commands the tests run and the Debian package of each, as
+/// scripts/install-deps.sh installs them.
+pub const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("iperf3", "iperf3"),
+    ("ping", "iputils-ping"),
+    ("arping", "iputils-arping"),
+    ("tcpdump", "tcpdump"),
+    ("iptables", "iptables"),
+    ("nc.openbsd", "netcat-openbsd"),
+    ("ethtool", "ethtool"),
+    ("busybox", "busybox-static"),
+    ("dockerd", "docker.io"),
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("dig", "bind9-dnsutils"),
+    ("dnsperf", "dnsperf"),
+    ("dnsmasq", "dnsmasq-base"),
+];
+
+/// The absolute path of the command `tool` (searched in PATH, then in the
+/// sbin directories, which a non-login PATH may lack). Panics, naming the
+/// package and scripts/install-deps.sh, when it is not installed.
+#[track_caller]
+pub fn require_tool(tool: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|d| std::path::Path::new(d).join(tool))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        });
+    match found {
+        Some(p) => p,
+        None => {
+            let pkg = TOOL_PACKAGES
+                .iter()
+                .find(|(t, _)| *t == tool)
+                .map(|(_, p)| format!(" (Debian package {p})"))
+                .unwrap_or_default();
+            panic!(
+                "required tool `{tool}` is not installed{pkg}: run `sudo bash \
+                 scripts/install-deps.sh` (scripts/test.sh does)"
+            )
+        }
+    }
+}
