@@ -25,6 +25,8 @@ pub struct Container {
     pub name: String,
     /// The PID of its main process: its network namespace is /proc/PID/ns/net.
     pub pid: u32,
+    /// Its hostname, with its domain name if it has one.
+    pub hostname: Option<String>,
 }
 
 /// Could `s` name a container (a name or an ID prefix)? Docker names are
@@ -62,6 +64,13 @@ pub async fn container(name_or_id: &str) -> Result<Container, DockerError> {
             } => DockerError::NoSuchContainer(name_or_id.to_string()),
             e => DockerError::Api(e.to_string()),
         })?;
+    let hostname = info.config.as_ref().and_then(|c| {
+        let host = c.hostname.clone().filter(|h| !h.is_empty())?;
+        Some(match c.domainname.as_deref() {
+            Some(d) if !d.is_empty() => format!("{host}.{d}"),
+            _ => host,
+        })
+    });
     let state = info.state.unwrap_or_default();
     let pid = state
         .pid
@@ -76,6 +85,7 @@ pub async fn container(name_or_id: &str) -> Result<Container, DockerError> {
                 .trim_start_matches('/')
                 .to_string(),
             pid,
+            hostname,
         }),
         _ => Err(DockerError::NotRunning(name_or_id.to_string())),
     }
@@ -85,10 +95,15 @@ pub async fn container(name_or_id: &str) -> Result<Container, DockerError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Start(String),
-    Destroy { id: String, run_dir: Option<String> },
+    /// It stopped (it may start again).
+    Die(String),
+    Destroy {
+        id: String,
+        run_dir: Option<String>,
+    },
 }
 
-/// A stream of container start and destroy events.
+/// A stream of container start, die and destroy events.
 pub async fn events() -> Result<impl Stream<Item = Result<Event, DockerError>> + Unpin, DockerError>
 {
     let docker = connect().await?;
@@ -96,7 +111,11 @@ pub async fn events() -> Result<impl Stream<Item = Result<Event, DockerError>> +
         ("type".to_string(), vec!["container".to_string()]),
         (
             "event".to_string(),
-            vec!["start".to_string(), "destroy".to_string()],
+            vec![
+                "start".to_string(),
+                "die".to_string(),
+                "destroy".to_string(),
+            ],
         ),
     ]);
     let opts = EventsOptions {
@@ -111,6 +130,7 @@ pub async fn events() -> Result<impl Stream<Item = Result<Event, DockerError>> +
                 let id = actor.id?;
                 match m.action.as_deref() {
                     Some("start") => Some(Ok(Event::Start(id))),
+                    Some("die") => Some(Ok(Event::Die(id))),
                     Some("destroy") => {
                         let run_dir = actor.attributes.and_then(|a| {
                             a.get(crate::daemon::attachments::RUN_DIR_LABEL).cloned()

@@ -1,8 +1,8 @@
 //! A control frame of a kind this version does not know (a newer router's
-//! DNS gossip, say) is skipped and counted, and the connection that carried
+//! gossip of a kind yet to come) is skipped and counted, and the connection that carried
 //! it stays up. On c153852 the router closed it ("unknown control message
-//! type"). A malformed IPAM gossip frame (kind 4) is dropped and counted,
-//! and the connection stays up too.
+//! type"). Malformed IPAM and DNS gossip frames (kinds 4 and 5) are
+//! dropped and counted, and the connection stays up too.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use netns_tests::wire::{self, Hello};
 use netns_tests::*;
 
-const UNKNOWN: [u8; 3] = [5, 9, 200];
+const UNKNOWN: [u8; 3] = [6, 9, 200];
 const IPAM: u8 = 4;
+const DNS: u8 = 5;
 
 #[test]
 fn unknown_control_kinds_are_skipped() {
@@ -29,6 +30,7 @@ fn unknown_control_kinds_are_skipped() {
             out.extend(wire::control_frame(kind, b"from a newer version"));
         }
         out.extend(wire::control_frame(IPAM, b"not IPAM gossip"));
+        out.extend(wire::control_frame(DNS, b"not DNS gossip"));
         out.extend(wire::control_frame(1, &[])); // a heartbeat
         s.write_all(&out).expect("send to h1");
         s
@@ -38,6 +40,7 @@ fn unknown_control_kinds_are_skipped() {
         let r = h1.status_json();
         r.stat("control_frames_skipped") >= UNKNOWN.len() as u64
             && r.stat("dropped_ipam_gossip") >= 1
+            && r.stat("dropped_dns_gossip") >= 1
     });
     let report = h1.status_json();
     assert_eq!(

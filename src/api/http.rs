@@ -215,6 +215,22 @@ pub fn render_metrics(r: &Report) -> Result<String, std::fmt::Error> {
         }
     }
 
+    if let Some(d) = &r.dns {
+        reg.register(
+            "dns_names",
+            "DNS records (name and address) this router answers",
+            ConstGauge::new(gauge_value(d.records.iter().filter(|x| x.answered).count())),
+        );
+        // The query counters, like the router's, as `dns_queries_<name>`.
+        if let Ok(serde_json::Value::Object(q)) = serde_json::to_value(&d.queries) {
+            for (name, v) in q {
+                let Some(v) = v.as_u64() else { continue };
+                let help = format!("DNS queries: {}", name.replace('_', " "));
+                reg.register(format!("dns_queries_{name}"), help, ConstCounter::new(v));
+            }
+        }
+    }
+
     // The counters travel as a JSON object (`StatsReport`), so every field of
     // `core::router::Stats` is exported without being listed here.
     if let Some(stats) = r.stats.0.as_object() {
@@ -397,6 +413,23 @@ mod tests {
             exposed: Vec::new(),
             mac_table_entries: 9,
             stats: (&stats).into(),
+            dns: Some(crate::api::protocol::DnsReport {
+                address: "169.254.53.53".into(),
+                domain: "weave.local.".into(),
+                ttl: 1,
+                upstream: vec!["10.0.0.53:53".into()],
+                error: None,
+                records: vec![crate::api::protocol::DnsRecordReport {
+                    name: "db.weave.local.".into(),
+                    answered: true,
+                    ..Default::default()
+                }],
+                queries: crate::api::protocol::QueryCounts {
+                    udp: 7,
+                    forwarded: 2,
+                    ..Default::default()
+                },
+            }),
             ipam: Some(IpamReport {
                 owners: vec![
                     IpamOwnerReport {
@@ -444,6 +477,9 @@ mod tests {
             "weave_rs_peers 2",
             "weave_rs_mac_table_entries 9",
             "weave_rs_ipam_owned_addresses 100",
+            "weave_rs_dns_names 1",
+            "weave_rs_dns_queries_udp_total 7",
+            "weave_rs_dns_queries_forwarded_total 2",
             "weave_rs_ipam_free_addresses 98",
             "weave_rs_ipam_allocations 2",
             "weave_rs_ipam_waiting_requests 1",

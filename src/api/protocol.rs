@@ -60,13 +60,31 @@ pub enum Request {
     },
     /// Free every address and hand this peer's ranges to another (reset).
     IpamLeave,
+    /// Name `addrs` as `owner` (a name with a dot, else a container: its
+    /// names, and its attached addresses when `addrs` is empty).
+    DnsAdd {
+        addrs: Vec<String>,
+        owner: String,
+    },
+    /// Remove names of `owner` (`addrs` empty: all of them).
+    DnsRemove {
+        addrs: Vec<String>,
+        owner: String,
+    },
+    /// The addresses a name has here.
+    DnsLookup {
+        name: String,
+    },
     Stop,
 }
 
 impl Request {
     /// Requests that change the router; only root may send them.
     pub fn mutates(&self) -> bool {
-        !matches!(self, Request::Report | Request::Lookup { .. })
+        !matches!(
+            self,
+            Request::Report | Request::Lookup { .. } | Request::DnsLookup { .. }
+        )
     }
 }
 
@@ -117,6 +135,56 @@ pub struct Report {
     /// Address allocation (`status ipam`).
     #[serde(default)]
     pub ipam: Option<IpamReport>,
+    /// Names (`status dns`); None: DNS is off.
+    #[serde(default)]
+    pub dns: Option<DnsReport>,
+}
+
+/// The DNS server and the names this host knows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DnsReport {
+    /// Where it answers (port 53, UDP and TCP).
+    pub address: String,
+    pub domain: String,
+    pub ttl: u32,
+    /// The resolvers other names are forwarded to.
+    pub upstream: Vec<String>,
+    /// Why it does not answer, if it does not.
+    #[serde(default)]
+    pub error: Option<String>,
+    pub records: Vec<DnsRecordReport>,
+    pub queries: QueryCounts,
+}
+
+/// One name of the mesh, and whose it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsRecordReport {
+    pub name: String,
+    pub address: String,
+    /// The peer that registered it, and its nickname.
+    pub origin: String,
+    pub nickname: String,
+    /// Its container's ID ("" for a name added by hand).
+    pub container: String,
+    /// Answered now (false: its peer is unreachable).
+    pub answered: bool,
+}
+
+/// DNS query counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueryCounts {
+    pub udp: u64,
+    pub tcp: u64,
+    /// Answered from the zone (NXDOMAIN and NODATA included).
+    pub local: u64,
+    pub forwarded: u64,
+    /// Forwarded, and no upstream server answered (SERVFAIL).
+    pub upstream_failed: u64,
+    /// Dropped: too many forwarded queries or TCP connections already.
+    pub dropped_busy: u64,
+    pub dropped_malformed: u64,
+    /// Answers sent truncated over UDP.
+    pub truncated: u64,
 }
 
 /// The allocation range, who owns what, and what waits.

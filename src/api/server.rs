@@ -24,7 +24,7 @@ use super::slots::{Slots, LIMITS};
 use crate::core::cidr;
 use crate::core::ipam::spec::AddrSpec;
 use crate::daemon::state::{Encryption, TargetSource, TargetStatus};
-use crate::daemon::{attachments, ipam, targets, Shared};
+use crate::daemon::{attachments, dns, ipam, targets, Shared};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 << 10;
@@ -170,6 +170,8 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
             };
             match shared.netlink.hide(&shared.config.bridge, &nets).await {
                 Ok(_) if nets.is_empty() => {
+                    // Every address went, the DNS server's too: it comes back.
+                    dns::prepare(shared).await;
                     ipam::release(shared, ipam::EXPOSE_ID);
                     Reply::ok("")
                 }
@@ -204,7 +206,37 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
             Err(e) => Reply::error(e),
         },
         Request::IpamLeave => Reply::ok(ipam::leave(shared)),
+        Request::DnsAdd { addrs, owner } => match parse_addrs(&addrs) {
+            Ok(a) => result(dns::add(shared, &a, &owner).await),
+            Err(e) => Reply::error(e),
+        },
+        Request::DnsRemove { addrs, owner } => match parse_addrs(&addrs) {
+            Ok(a) => result(dns::remove(shared, &a, &owner).await),
+            Err(e) => Reply::error(e),
+        },
+        Request::DnsLookup { name } => match dns::lookup(shared, &name) {
+            Ok(a) => Reply::ok(join(&a)),
+            Err(e) => Reply::error(e),
+        },
         Request::Stop => Reply::ok(""),
+    }
+}
+
+/// Addresses as `dns-add` takes them: plain IPv4 or IPv6 addresses.
+fn parse_addrs(addrs: &[String]) -> Result<Vec<IpAddr>, String> {
+    addrs
+        .iter()
+        .map(|a| {
+            a.parse::<IpAddr>()
+                .map_err(|_| format!("{a:?} is not an IP address (e.g. 10.32.0.5)"))
+        })
+        .collect()
+}
+
+fn result(r: Result<String, String>) -> Reply {
+    match r {
+        Ok(m) => Reply::ok(m),
+        Err(e) => Reply::error(e),
     }
 }
 
@@ -228,9 +260,10 @@ fn valid_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn join(nets: &[IpNetwork]) -> String {
-    nets.iter()
-        .map(IpNetwork::to_string)
+fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -313,8 +346,13 @@ pub(crate) async fn full_report(shared: &Arc<Shared>) -> Report {
             addrs: a.cidrs,
         })
         .collect();
+    let dns_addr = shared.config.dns.as_ref().map(|d| IpAddr::V4(d.address));
     r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {
-        Ok(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
+        Ok(addrs) => addrs
+            .iter()
+            .filter(|a| Some(a.ip()) != dns_addr)
+            .map(|a| a.to_string())
+            .collect(),
         Err(e) => vec![format!("unknown: {e}")],
     };
     r
@@ -325,6 +363,7 @@ fn report(shared: &Arc<Shared>) -> Report {
     let c = &shared.config;
     let ipam_refused = shared.ipam().refused.clone();
     let ipam = ipam::report(shared);
+    let dns = dns::report(shared);
     let st = shared.state();
     let mut connections: Vec<ConnectionReport> = Vec::new();
     for conn in st.conns.values() {
@@ -447,5 +486,6 @@ fn report(shared: &Arc<Shared>) -> Report {
         mac_table_entries: data.router.macs().len(),
         stats: (&data.router.stats).into(),
         ipam: Some(ipam),
+        dns,
     }
 }

@@ -90,6 +90,22 @@ pub struct LaunchArgs {
     /// claim) before it fails with the reason.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ipalloc_timeout: u64,
+    /// The domain containers are named in.
+    #[arg(long, value_name = "DOMAIN", default_value = crate::core::dns::DEFAULT_DOMAIN)]
+    pub dns_domain: String,
+    /// Where the DNS server answers (port 53, on the bridge): an IPv4
+    /// address no host uses otherwise.
+    #[arg(long, value_name = "ADDR", default_value_t = dns_default_address())]
+    pub dns_address: std::net::Ipv4Addr,
+    /// The TTL of DNS answers, and of negative answers, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = crate::core::dns::DEFAULT_TTL, value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub dns_ttl: u32,
+    /// Where the upstream resolvers for other names are read from.
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: std::path::PathBuf,
+    /// No DNS server, no names.
+    #[arg(long, conflicts_with_all = ["dns_domain", "dns_address", "dns_ttl", "resolv_conf"])]
+    pub no_dns: bool,
     /// Internal: read the derived key on stdin (how `launch` hands it to
     /// the background router without putting the password in its argv).
     #[arg(long, hide = true)]
@@ -165,8 +181,35 @@ fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
         ipam,
         ipam_quorum,
         ipam_timeout: std::time::Duration::from_secs(args.ipalloc_timeout),
+        dns: dns_config(args)?,
     };
     Ok((cfg, note))
+}
+
+fn dns_default_address() -> std::net::Ipv4Addr {
+    match crate::core::dns::DEFAULT_ADDRESS {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::new(169, 254, 53, 53),
+    }
+}
+
+/// `--dns-*`, checked; None with `--no-dns`.
+fn dns_config(args: &LaunchArgs) -> anyhow::Result<Option<crate::daemon::dns::DnsConfig>> {
+    if args.no_dns {
+        return Ok(None);
+    }
+    let domain = crate::core::dns::normalize(&args.dns_domain)
+        .map_err(|e| anyhow::anyhow!("--dns-domain: {e}"))?;
+    let a = args.dns_address;
+    if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+        bail!("--dns-address {a}: must be a unicast address, not loopback");
+    }
+    Ok(Some(crate::daemon::dns::DnsConfig {
+        address: a,
+        domain,
+        ttl: args.dns_ttl,
+        resolv_conf: args.resolv_conf.clone(),
+    }))
 }
 
 /// `--ipalloc-*`, checked, and the consensus quorum: inferred, when not

@@ -1,5 +1,6 @@
 //! The command line: argument definitions and one function per command.
 
+mod dns;
 mod launch;
 mod lock;
 mod run;
@@ -74,7 +75,7 @@ pub enum Command {
     Hide { cidrs: Vec<String> },
     /// Router summary; `status peers` or `status connections` for detail.
     Status {
-        #[arg(value_parser = ["peers", "connections", "targets", "ipam"])]
+        #[arg(value_parser = ["peers", "connections", "targets", "ipam", "dns"])]
         what: Option<String>,
     },
     /// Everything the router knows, as JSON.
@@ -84,6 +85,22 @@ pub enum Command {
     /// Take over the address ranges of a peer that is gone for good (by
     /// name or nickname). Safe to run on several hosts at once.
     Rmpeer { peer: String },
+    /// Name addresses in DNS: dns-add ADDR... NAME|CONTAINER. A NAME has a
+    /// dot (api.weave.local); a CONTAINER gets its names, with its overlay
+    /// addresses when none are given.
+    DnsAdd {
+        #[arg(required = true, num_args = 1.., value_name = "[ADDR...] NAME|CONTAINER")]
+        args: Vec<String>,
+    },
+    /// Remove names: dns-remove [ADDR...] NAME|CONTAINER (no address: all).
+    DnsRemove {
+        #[arg(required = true, num_args = 1.., value_name = "[ADDR...] NAME|CONTAINER")]
+        args: Vec<String>,
+    },
+    /// The addresses of a name, as this host answers it.
+    DnsLookup { name: String },
+    /// The docker run flags that make a container use weave-rs DNS.
+    DnsArgs,
     /// Stop the router (the bridge and attached namespaces stay).
     Stop,
     /// Stop the router and remove everything weave-rs made on this host.
@@ -203,6 +220,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{m}");
             Ok(())
         }
+        Command::DnsAdd { args } => dns::add(&args),
+        Command::DnsRemove { args } => dns::remove(&args),
+        Command::DnsLookup { name } => dns::lookup(&name),
+        Command::DnsArgs => dns::print_args(),
         Command::Stop => launch::stop(),
         Command::Reset => launch::reset(),
     }

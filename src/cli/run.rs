@@ -40,7 +40,8 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
     {
         bail!("run: --entrypoint cannot be used with weave-rs run (weave-rs sets the entrypoint to wait for ethwe)");
     }
-    client::report()?;
+    let report = client::report()?;
+    let dns = dns_flags(&report, docker_args);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -49,7 +50,7 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
     let dir = PathBuf::from(RUN_DIR).join(format!("{:016x}", rand::random::<u64>()));
     make_run_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
     let dir_s = dir.display().to_string();
-    let result = start(&rt, &dir, &dir_s, &cidrs, docker_args);
+    let result = start(&rt, &dir, &dir_s, &cidrs, &dns, docker_args);
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -57,6 +58,30 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             Err(e)
         }
     }
+}
+
+/// The router's DNS for the container (`dns-args`), unless the user chose
+/// DNS servers, or a network mode where Docker takes none.
+fn dns_flags(report: &crate::api::protocol::Report, docker_args: &[String]) -> Vec<String> {
+    let own_dns = docker_args.iter().any(|a| {
+        a == "--dns"
+            || a.starts_with("--dns=")
+            || a == "--dns-search"
+            || a.starts_with("--dns-search=")
+    });
+    let shared_net = docker_args.windows(2).any(|w| {
+        matches!(w[0].as_str(), "--network" | "--net")
+            && (w[1] == "host" || w[1] == "none" || w[1].starts_with("container:"))
+    }) || docker_args.iter().any(|a| {
+        ["--network=", "--net="].iter().any(|p| {
+            a.strip_prefix(p)
+                .is_some_and(|m| m == "host" || m == "none" || m.starts_with("container:"))
+        })
+    });
+    if own_dns || shared_net {
+        return Vec::new();
+    }
+    super::dns::args(report).unwrap_or_default()
 }
 
 /// Host users see nothing under the run dir (0700 down to it). A container's
@@ -97,6 +122,7 @@ fn start(
     dir: &std::path::Path,
     dir_s: &str,
     cidrs: &[String],
+    dns: &[String],
     docker_args: &[String],
 ) -> anyhow::Result<i32> {
     waiter::install(dir).context("install the waiter")?;
@@ -105,6 +131,7 @@ fn start(
         .args(["--entrypoint", &format!("{MOUNT}/wait")])
         .args(["-v", &format!("{dir_s}:{MOUNT}:ro")])
         .args(["--label", &format!("{RUN_DIR_LABEL}={dir_s}")])
+        .args(dns)
         .args(docker_args)
         .stdin(Stdio::inherit())
         .spawn()

@@ -17,7 +17,7 @@ const MAX_NAME_CHARS: usize = 64;
 const MAX_LONG_CHARS: usize = 300;
 
 /// A name, address or other short field, safe to print.
-fn clean(s: &str) -> String {
+pub(super) fn clean(s: &str) -> String {
     sanitize(s, MAX_NAME_CHARS)
 }
 
@@ -27,7 +27,7 @@ fn clean_each(v: &[String]) -> String {
 }
 
 /// An error, a reason or a target, safe to print.
-fn clean_long(s: &str) -> String {
+pub(super) fn clean_long(s: &str) -> String {
     sanitize(s, MAX_LONG_CHARS)
 }
 
@@ -43,8 +43,9 @@ pub fn status(what: Option<&str>) -> anyhow::Result<()> {
             .map(|t| format!("{}\n", clean_long(t)))
             .collect(),
         Some("ipam") => ipam(&r),
+        Some("dns") => super::dns::status(&r),
         Some(other) => {
-            anyhow::bail!("status {other}: unknown (peers, connections, targets, ipam)")
+            anyhow::bail!("status {other}: unknown (peers, connections, targets, ipam, dns)")
         }
     };
     print!("{text}");

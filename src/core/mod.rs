@@ -2,9 +2,11 @@
 //! state machine. Nothing here touches a socket, a file or the clock; time is
 //! passed in as `Instant`.
 
+pub mod arp;
 pub mod backoff;
 pub mod cidr;
 pub mod crypto;
+pub mod dns;
 pub mod icmp;
 pub mod ipam;
 pub mod mac_table;

@@ -5,6 +5,7 @@
 //! carries out (send to these peers, inject into the TAP, drop and why).
 //! MAC learning happens here; routes come from `routes::Routes`.
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use super::mac_table::{Learned, MacLocation, MacTable};
@@ -32,6 +33,8 @@ pub enum DropReason {
     TooManyHops,
     /// Our own datagram came back to us.
     OwnDatagram,
+    /// ARP about an address every host has for itself (the DNS address).
+    HostOnly,
 }
 
 /// What to do with a frame read from the TAP.
@@ -88,6 +91,8 @@ pub struct Stats {
     pub dropped_no_route: u64,
     pub dropped_too_many_hops: u64,
     pub dropped_own_datagram: u64,
+    /// ARP about the DNS address, kept on this host.
+    pub dropped_host_only: u64,
     pub dropped_unknown_sender: u64,
     /// Sealed datagrams whose tag did not verify (tampered, or wrong key).
     pub dropped_auth_failed: u64,
@@ -126,6 +131,10 @@ pub struct Stats {
     /// cluster or range (refused; `status` shows why).
     pub dropped_ipam_gossip: u64,
     pub refused_ipam_gossip: u64,
+    /// DNS gossip that did not parse (dropped), and gossiped records not
+    /// merged (of an incarnation that is over, or past a cap).
+    pub dropped_dns_gossip: u64,
+    pub dns_records_dropped: u64,
 }
 
 impl Stats {
@@ -144,6 +153,7 @@ impl Stats {
             DropReason::NoRoute => &mut self.dropped_no_route,
             DropReason::TooManyHops => &mut self.dropped_too_many_hops,
             DropReason::OwnDatagram => &mut self.dropped_own_datagram,
+            DropReason::HostOnly => &mut self.dropped_host_only,
         };
         *c += 1;
     }
@@ -153,6 +163,8 @@ pub struct Router {
     ourself: PeerName,
     macs: MacTable,
     routes: Routes,
+    /// An address each host answers for itself: ARP about it stays here.
+    host_only: Option<Ipv4Addr>,
     pub stats: Stats,
 }
 
@@ -174,8 +186,14 @@ impl Router {
             ourself,
             macs: MacTable::new(MAC_TABLE_CAPACITY, MAC_TTL),
             routes,
+            host_only: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Keeps ARP about `addr` off the overlay.
+    pub fn set_host_only(&mut self, addr: Option<Ipv4Addr>) {
+        self.host_only = addr;
     }
 
     pub fn ourself(&self) -> PeerName {
@@ -211,6 +229,13 @@ impl Router {
     /// A frame our bridge handed to the router.
     pub fn frame_from_tap(&mut self, frame: &[u8], now: Instant) -> TapDecision<'_> {
         self.stats.frames_from_tap += 1;
+        if self
+            .host_only
+            .is_some_and(|a| super::arp::mentions(frame, a))
+        {
+            self.stats.count_drop(DropReason::HostOnly);
+            return TapDecision::Drop(DropReason::HostOnly);
+        }
         let d = decide_tap(
             self.ourself,
             &mut self.macs,
@@ -590,6 +615,26 @@ mod tests {
         }
         assert_eq!(r.stats.dropped_bad_source_mac, 3);
         assert!(r.macs().is_empty());
+    }
+
+    #[test]
+    fn arp_about_the_host_only_address_stays_on_this_host() {
+        let mut r = router(1, &[1, 2], &[(1, 2)]);
+        let dns = Ipv4Addr::new(169, 254, 53, 53);
+        let mut arp = frame([0xff; 6], host(7), 0);
+        arp.resize(42, 0);
+        arp[12..14].copy_from_slice(&[8, 6]);
+        arp[38..42].copy_from_slice(&dns.octets());
+        assert!(matches!(
+            r.frame_from_tap(&arp, Instant::now()),
+            TapDecision::Broadcast { .. }
+        ));
+        r.set_host_only(Some(dns));
+        assert_eq!(
+            r.frame_from_tap(&arp, Instant::now()),
+            TapDecision::Drop(DropReason::HostOnly)
+        );
+        assert_eq!(r.stats.dropped_host_only, 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::{ipam, Shared};
+use super::{dns, ipam, Shared};
 use crate::core::cidr;
 use crate::core::ipam::spec::AddrSpec;
 use crate::docker;
@@ -51,6 +51,8 @@ struct Resolved {
     label: String,
     container_id: Option<String>,
     target: Option<String>,
+    /// A container's hostname (named in DNS when it lies in the domain).
+    hostname: Option<String>,
 }
 
 /// A network-namespace path, `pid:N`, or a Docker container's name or ID.
@@ -61,6 +63,7 @@ async fn resolve(target: &str) -> Result<Resolved, String> {
             label: target.to_string(),
             container_id: None,
             target: Some(target.to_string()),
+            hostname: None,
         }),
         Err(_) if docker::looks_like_container(target) => {
             let c = docker::container(target).await.map_err(|e| e.to_string())?;
@@ -69,6 +72,7 @@ async fn resolve(target: &str) -> Result<Resolved, String> {
                 label: c.name,
                 container_id: Some(c.id),
                 target: None,
+                hostname: c.hostname,
             })
         }
         Err(e) => Err(e.to_string()),
@@ -159,6 +163,7 @@ async fn attach_resolved(
         .await
         .map_err(|e| e.to_string())?;
     let mac = crate::core::PeerName(a.mac).to_string();
+    name_in_dns(shared, &r, nets).await;
     let entry = Attachment {
         label: r.label,
         container_id: r.container_id,
@@ -170,6 +175,29 @@ async fn attach_resolved(
     shared.state().attached.insert(entry.key(), entry);
     save(shared);
     Ok(mac)
+}
+
+/// The DNS side of an attach: the route to the DNS server over ethwe, and
+/// a container's names. Neither failing fails the attach (logged).
+async fn name_in_dns(shared: &Arc<Shared>, r: &Resolved, nets: &[IpNetwork]) {
+    let Some(cfg) = &shared.config.dns else {
+        return;
+    };
+    if let Err(e) = shared
+        .netlink
+        .route_dns_over_ethwe(&r.ns, cfg.address)
+        .await
+    {
+        warn!("{}: no route to the DNS server: {e}", r.label);
+    }
+    let Some(id) = &r.container_id else {
+        return;
+    };
+    let names = dns::container_names(&cfg.domain, &r.label, r.hostname.as_deref());
+    let addrs: Vec<std::net::IpAddr> = nets.iter().map(|n| n.ip()).collect();
+    if let Err(e) = dns::register(shared, id, &names, &addrs) {
+        warn!("{}: not named in DNS: {e}", r.label);
+    }
 }
 
 /// Remove `nets` (all, if empty) from `target`.
@@ -192,9 +220,11 @@ pub async fn detach(shared: &Arc<Shared>, target: &str, nets: &[IpNetwork]) -> R
     save(shared);
     if left.is_empty() {
         ipam::release(shared, &key);
+        dns::unregister(shared, |_, c| c == key);
     } else {
         let gone: Vec<std::net::IpAddr> = nets.iter().map(|n| n.ip()).collect();
         ipam::release_addrs(shared, &key, &gone);
+        dns::unregister(shared, |k, c| c == key && gone.contains(&k.addr));
     }
     Ok(())
 }
@@ -381,12 +411,15 @@ pub async fn watch_docker(shared: Arc<Shared>) -> anyhow::Result<()> {
                 while let Some(ev) = events.next().await {
                     match ev {
                         Ok(docker::Event::Start(id)) => {
+                            dns::container_started(&shared, &id);
                             let a = shared.state().attached.get(&id).cloned();
                             if let Some(a) = a {
                                 reattach(&shared, &a).await;
                             }
                         }
+                        Ok(docker::Event::Die(id)) => dns::container_died(&shared, &id),
                         Ok(docker::Event::Destroy { id, run_dir }) => {
+                            dns::container_died(&shared, &id);
                             let removed = shared.state().attached.remove(&id);
                             if removed.is_some() {
                                 save(&shared);

@@ -542,12 +542,16 @@ fn udp_heartbeat(shared: &Arc<Shared>, src: PeerName, uid: u64, from: SocketAddr
         // peers it could not yet reach).
         {
             let ipam = super::ipam::gossip_frame(shared);
+            let dns = super::dns::full_frames(shared);
             let st = shared.state();
             if let Some(c) = st.conns.get(&src) {
                 for f in st.full_gossip() {
                     let _ = c.tx.try_send(ConnCmd::Send(f));
                 }
                 let _ = c.tx.try_send(ConnCmd::Send(ipam));
+                for f in dns {
+                    let _ = c.tx.try_send(ConnCmd::Send(f));
+                }
             }
         }
         shared.topology_changed(false);
@@ -590,6 +594,7 @@ async fn read_loop(
                 }
             }
             Ok((control::Kind::Ipam, body)) => super::ipam::on_gossip(shared, peer, body),
+            Ok((control::Kind::Dns, body)) => super::dns::on_gossip(shared, peer, body),
             // A newer peer's kind (IPAM or DNS gossip, say): not ours to
             // understand, and no reason to drop the peer.
             Err(control::ControlError::UnknownKind(kind)) => {

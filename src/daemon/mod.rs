@@ -15,6 +15,7 @@
 pub mod attachments;
 pub mod connection;
 pub mod dataplane;
+pub mod dns;
 pub mod ipam;
 pub mod secure;
 pub mod state;
@@ -89,6 +90,8 @@ pub struct Config {
     pub ipam_quorum: Option<u32>,
     /// `--ipalloc-timeout`: how long an allocation request may wait.
     pub ipam_timeout: Duration,
+    /// `--dns-*`; None: `--no-dns`.
+    pub dns: Option<dns::DnsConfig>,
 }
 
 /// What every task shares.
@@ -114,6 +117,10 @@ pub struct Shared {
     ipam: Mutex<ipam::IpamShell>,
     /// Woken whenever IPAM gossip went out (waiting requests look again).
     pub ipam_changed: tokio::sync::Notify,
+    /// The name records (`dns`); never locked while `state` is.
+    dns: Mutex<dns::DnsShell>,
+    /// What the DNS server answers from.
+    pub dns_served: dns::Served,
 }
 
 impl Shared {
@@ -128,6 +135,10 @@ impl Shared {
 
     pub fn ipam(&self) -> MutexGuard<'_, ipam::IpamShell> {
         self.ipam.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn dns(&self) -> MutexGuard<'_, dns::DnsShell> {
+        self.dns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn ourself(&self) -> PeerName {
@@ -177,6 +188,7 @@ impl Shared {
         };
         self.install_routes(routes, &[]);
         targets::discovered(self, wanted);
+        dns::step(self);
     }
 
     fn wanted(&self, st: &State) -> Vec<(PeerName, SocketAddr)> {
@@ -200,6 +212,7 @@ impl Shared {
         info!("peers gone from the mesh: {removed:?}");
         self.install_routes(routes, &removed);
         targets::discovered(self, wanted);
+        dns::step(self);
     }
 
     /// Install routes computed under the state lock. Two tasks may race
@@ -319,11 +332,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         heartbeats,
         ipam: Mutex::new(ipam::IpamShell::new(&config)),
         ipam_changed: tokio::sync::Notify::new(),
+        dns: Mutex::new(dns::DnsShell::new(config.name, uid)),
+        dns_served: dns::Served::default(),
         config,
     });
     // Want ids of this life start where no past life's answers can match.
     shared.ipam().core.number_wants_from(uid >> 16);
     ipam::load(&shared);
+    dns::prepare(&shared).await;
 
     let api = crate::api::server::bind().context("control socket")?;
     info!(
@@ -346,6 +362,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(tick_loop(shared.clone()));
     tasks.spawn(connection::heartbeat_loop(shared.clone(), heartbeats_rx));
     tasks.spawn(crate::api::server::serve(shared.clone(), api));
+    tasks.spawn(dns::serve(shared.clone()));
     {
         let shared = shared.clone();
         tasks.spawn(async move {
@@ -534,6 +551,7 @@ async fn tick_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         shared.data().router.expire(now);
         shared.collect_garbage(now);
         ipam::step(&shared, false);
+        dns::step(&shared);
         if now.duration_since(last_full) >= FULL_GOSSIP_INTERVAL {
             last_full = now;
             let st = shared.state();

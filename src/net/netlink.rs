@@ -9,6 +9,8 @@
 //! that entered that netns). Its connection task runs on the tokio runtime
 //! that was current when it was made.
 
+mod dns;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -18,6 +18,8 @@ pub enum Kind {
     Close = 3,
     /// IPAM gossip (`wire::ipam`).
     Ipam = 4,
+    /// DNS gossip (`wire::dns`).
+    Dns = 5,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,6 +49,7 @@ pub fn parse(frame: &[u8]) -> Result<(Kind, &[u8]), ControlError> {
         2 => Kind::Gossip,
         3 => Kind::Close,
         4 => Kind::Ipam,
+        5 => Kind::Dns,
         other => return Err(ControlError::UnknownKind(other)),
     };
     Ok((kind, body))

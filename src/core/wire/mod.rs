@@ -2,6 +2,7 @@
 //! lengths once and never panics on short or hostile input.
 
 pub mod control;
+pub mod dns;
 pub mod gossip;
 pub mod handshake;
 pub mod ipam;

@@ -30,11 +30,7 @@ const MAX_MESSAGE: usize = u16::MAX as usize;
 
 /// How a query reaches the upstream server: the transport the client used,
 /// so a truncated UDP answer makes the client retry over TCP end to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
+pub use crate::core::dns::answer::Transport;
 
 /// Why a query got no answer from upstream.
 #[derive(Debug, thiserror::Error)]
