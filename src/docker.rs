@@ -185,7 +185,9 @@ pub async fn find_by_label(label: &str, value: &str) -> Result<Option<Container>
     match list.into_iter().next().and_then(|c| c.id) {
         Some(id) => match container(&id).await {
             Ok(c) => Ok(Some(c)),
-            Err(DockerError::NotRunning(_)) => Ok(None),
+            // Listed but not yet inspectable (the engine is still making
+            // it), or not running yet: look again.
+            Err(DockerError::NotRunning(_) | DockerError::NoSuchContainer(_)) => Ok(None),
             Err(e) => Err(e),
         },
         None => Ok(None),

@@ -182,6 +182,10 @@ pub struct QueryCounts {
     pub upstream_failed: u64,
     /// Dropped: too many forwarded queries or TCP connections already.
     pub dropped_busy: u64,
+    /// Dropped: a source over its share while the server could not keep
+    /// up (`core::dns::flood`).
+    #[serde(default)]
+    pub dropped_flood: u64,
     pub dropped_malformed: u64,
     /// Answers sent truncated over UDP.
     pub truncated: u64,

@@ -564,7 +564,7 @@ impl Netlink {
             self.del_index(&format!("bridge {bridge}"), m.header.index)
                 .await?;
         }
-        Ok(())
+        self.remove_dns_rules().await
     }
 
     // ------------------------------------------------------------ addresses

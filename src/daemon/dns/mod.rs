@@ -162,8 +162,7 @@ fn changed(shared: &Shared, mut s: std::sync::MutexGuard<'_, DnsShell>, deltas: 
     if deltas.is_empty() {
         return;
     }
-    let visible = s.visible.clone();
-    let mut visible = visible;
+    let mut visible = s.visible.clone();
     visible.insert((shared.config.name, shared.uid));
     rebuild(shared, &mut s, visible);
     drop(s);
@@ -396,7 +395,7 @@ pub async fn remove(shared: &Arc<Shared>, addrs: &[IpAddr], owner: &str) -> Resu
             let id = match crate::docker::container(&c).await {
                 Ok(info) => info.id,
                 Err(_) if crate::docker::looks_like_container_id(&c) => c.clone(),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(not_a_container(&c, e)),
             };
             unregister(shared, |k, cid| cid == id && hit(k))
         }
@@ -423,6 +422,11 @@ pub fn lookup(shared: &Shared, name: &str) -> Result<Vec<IpAddr>, String> {
         .lookup(&name)
         .map(<[IpAddr]>::to_vec)
         .unwrap_or_default())
+}
+
+/// A container lookup failed: say so, and that a name needs a dot.
+fn not_a_container(arg: &str, e: crate::docker::DockerError) -> String {
+    format!("{e} (a NAME needs a dot, e.g. {arg}.weave.local; without one, {arg} is taken as a container)")
 }
 
 fn domain(shared: &Shared) -> Result<String, String> {
@@ -466,6 +470,13 @@ pub async fn prepare(shared: &Shared) {
             .await
         {
             warn!("DNS: cannot put {} on the bridge: {e}", cfg.address);
+        }
+        if let Err(e) = shared
+            .netlink
+            .route_dns_replies(&shared.config.bridge, cfg.address)
+            .await
+        {
+            warn!("DNS: replies to containers may find no route: {e}");
         }
         shared.data().router.set_host_only(Some(cfg.address));
     }

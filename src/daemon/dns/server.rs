@@ -4,15 +4,18 @@
 //! cap: past it a query is dropped and counted, so a flood costs no
 //! memory). Malformed queries are counted and dropped.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
+
+use crate::core::dns::flood::{Shedder, BUDGET};
 
 use super::upstream::{Upstream, UpstreamError, MAX_IN_FLIGHT, TIMEOUT};
 use crate::api::protocol::QueryCounts;
@@ -20,10 +23,15 @@ use crate::core::dns::answer::{answer, servfail, Outcome, QueryError, Transport}
 use crate::daemon::Shared;
 
 const PORT: u16 = 53;
-/// TCP connections served at once; more are closed at once.
+/// TCP connections served at once, and from one source; more are closed
+/// at once.
 const MAX_TCP: usize = 64;
+const MAX_TCP_PER_SOURCE: usize = 8;
 /// A TCP connection with no query for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// A query, once begun, must arrive whole within this (and its answer be
+/// taken within it).
+const TCP_QUERY: Duration = Duration::from_secs(3);
 
 /// Query counters (`report`, /metrics).
 #[derive(Debug, Default)]
@@ -37,6 +45,8 @@ pub struct QueryStats {
     pub upstream_failed: AtomicU64,
     /// Dropped: too many forwarded queries waiting already.
     pub dropped_busy: AtomicU64,
+    /// Dropped: a source over its share while the server could not keep up.
+    pub dropped_flood: AtomicU64,
     pub dropped_malformed: AtomicU64,
     /// Answers sent truncated over UDP (the client asks again over TCP).
     pub truncated: AtomicU64,
@@ -52,6 +62,7 @@ impl QueryStats {
             forwarded: self.forwarded.load(Relaxed),
             upstream_failed: self.upstream_failed.load(Relaxed),
             dropped_busy: self.dropped_busy.load(Relaxed),
+            dropped_flood: self.dropped_flood.load(Relaxed),
             dropped_malformed: self.dropped_malformed.load(Relaxed),
             truncated: self.truncated.load(Relaxed),
         }
@@ -155,38 +166,115 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
     }
 }
 
+/// Datagrams read per receive call.
+const RECV_BATCH: usize = 32;
+/// How often the socket's drop counter is read.
+const DROPS_EVERY: Duration = Duration::from_millis(100);
+
 async fn udp_loop(
     shared: &Arc<Shared>,
     sock: Arc<UdpSocket>,
     upstream: Arc<Upstream>,
 ) -> anyhow::Result<()> {
-    let mut buf = vec![0u8; 65_535];
+    let state = quinn_udp::UdpSocketState::new((&*sock).into())?;
+    // A GRO run of same-sized queries arrives as one buffer of up to 64 KiB.
+    let mut bufs: [Vec<u8>; RECV_BATCH] = std::array::from_fn(|_| vec![0u8; 65_535]);
+    let mut meta = [quinn_udp::RecvMeta::default(); RECV_BATCH];
+    let mut shedder = Shedder::default();
+    let mut drops = socket_drops(&sock);
+    let mut drops_read = Instant::now();
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                debug!("DNS: UDP receive: {e}");
-                continue;
+        let n = {
+            let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
+            match sock
+                .async_io(tokio::io::Interest::READABLE, || {
+                    state.recv((&*sock).into(), &mut slices, &mut meta)
+                })
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    debug!("DNS: UDP receive: {e}");
+                    continue;
+                }
             }
         };
-        shared.dns_served.stats.udp.fetch_add(1, Relaxed);
-        let query = &buf[..n];
-        match local(shared, query, Transport::Udp) {
-            Some(Some(reply)) => {
-                let _ = sock.send_to(&reply, from).await;
+        let now_ms = shared.started.elapsed().as_millis() as u64;
+        if drops_read.elapsed() >= DROPS_EVERY {
+            drops_read = Instant::now();
+            let d = socket_drops(&sock);
+            if d > drops {
+                if !shedder.shedding(now_ms) {
+                    warn!("DNS: queries arrive faster than they can be answered; the busiest sources are limited to {} a second", BUDGET * 10);
+                }
+                shedder.overflowed(now_ms);
             }
-            Some(None) => {}
-            None => {
-                let (shared, sock, upstream) = (shared.clone(), sock.clone(), upstream.clone());
-                let query = query.to_vec();
-                tokio::spawn(async move {
-                    if let Some(r) = forward(&shared, &upstream, &query, Transport::Udp).await {
-                        let _ = sock.send_to(&r, from).await;
+            drops = d;
+        }
+        for (buf, m) in bufs.iter().zip(&meta).take(n) {
+            let from = SocketAddr::new(m.addr.ip().to_canonical(), m.addr.port());
+            let Some(run) = buf.get(..m.len) else {
+                continue;
+            };
+            for query in run.chunks(m.stride.max(1)) {
+                shared.dns_served.stats.udp.fetch_add(1, Relaxed);
+                if !shedder.admit(from.ip(), now_ms) {
+                    shared.dns_served.stats.dropped_flood.fetch_add(1, Relaxed);
+                    continue;
+                }
+                match local(shared, query, Transport::Udp) {
+                    Some(Some(reply)) => send(&sock, &reply, from).await,
+                    Some(None) => {}
+                    None => {
+                        let (shared, sock, upstream) =
+                            (shared.clone(), sock.clone(), upstream.clone());
+                        let query = query.to_vec();
+                        tokio::spawn(async move {
+                            if let Some(r) =
+                                forward(&shared, &upstream, &query, Transport::Udp).await
+                            {
+                                send(&sock, &r, from).await;
+                            }
+                        });
                     }
-                });
+                }
             }
         }
     }
+}
+
+/// Sends a reply; waits for room only when the socket's buffer is full.
+async fn send(sock: &UdpSocket, reply: &[u8], to: SocketAddr) {
+    match sock.try_send_to(reply, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let _ = sock.send_to(reply, to).await;
+        }
+        _ => {}
+    }
+}
+
+/// How many datagrams the kernel dropped at `sock` (its receive buffer was
+/// full): SO_MEMINFO's drop count; 0 where the kernel does not say.
+fn socket_drops(sock: &UdpSocket) -> u32 {
+    use std::os::fd::AsRawFd;
+    const SK_MEMINFO_DROPS: usize = 8;
+    let mut info = [0u32; 9];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the buffer and its length are ours and match; the kernel
+    // writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return 0;
+    }
+    info[SK_MEMINFO_DROPS]
 }
 
 async fn tcp_loop(
@@ -195,40 +283,69 @@ async fn tcp_loop(
     upstream: Arc<Upstream>,
 ) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_TCP));
+    let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 debug!("DNS: TCP accept: {e}");
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let src = peer.ip().to_canonical();
+        let admitted = {
+            let mut m = per_source.lock().unwrap_or_else(|e| e.into_inner());
+            let n = m.entry(src).or_insert(0);
+            (*n < MAX_TCP_PER_SOURCE).then(|| *n += 1)
+        };
+        let permit = admitted.and_then(|()| slots.clone().try_acquire_owned().ok());
+        let Some(permit) = permit else {
+            if admitted.is_some() {
+                release(&per_source, src);
+            }
             shared.dns_served.stats.dropped_busy.fetch_add(1, Relaxed);
             continue;
         };
-        let (shared, upstream) = (shared.clone(), upstream.clone());
+        let (shared, upstream, per_source) = (shared.clone(), upstream.clone(), per_source.clone());
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) = tcp_conn(&shared, stream, &upstream).await {
-                debug!("DNS: TCP connection: {e}");
+                debug!("DNS: TCP connection from {src}: {e}");
             }
+            release(&per_source, src);
         });
     }
 }
 
-/// Queries on one TCP connection, one after another (RFC 7766 framing).
+fn release(per_source: &Mutex<HashMap<IpAddr, usize>>, src: IpAddr) {
+    let mut m = per_source.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = m.get_mut(&src) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(&src);
+        }
+    }
+}
+
+/// Queries on one TCP connection, one after another (RFC 7766 framing):
+/// the next query may take `TCP_IDLE` to start, and `TCP_QUERY` to arrive
+/// whole.
 async fn tcp_conn(shared: &Shared, mut s: TcpStream, upstream: &Upstream) -> std::io::Result<()> {
     loop {
         let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
+        match tokio::time::timeout(TCP_IDLE, s.read_u8()).await {
+            Ok(Ok(b)) => len[0] = b,
             Ok(Err(_)) | Err(_) => return Ok(()),
         }
-        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        tokio::time::timeout(TCP_IDLE, s.read_exact(&mut query))
+        let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let deadline = tokio::time::Instant::now() + TCP_QUERY;
+        len[1] = tokio::time::timeout_at(deadline, s.read_u8())
             .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            .map_err(|_| timed_out())??;
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tokio::time::timeout_at(deadline, s.read_exact(&mut query))
+            .await
+            .map_err(|_| timed_out())??;
         shared.dns_served.stats.tcp.fetch_add(1, Relaxed);
         let Some(reply) = respond(shared, upstream, &query, Transport::Tcp).await else {
             // Malformed: on a stream, nothing after it can be trusted.
@@ -240,6 +357,8 @@ async fn tcp_conn(shared: &Shared, mut s: TcpStream, upstream: &Upstream) -> std
         let mut out = Vec::with_capacity(reply.len() + 2);
         out.extend_from_slice(&n.to_be_bytes());
         out.extend_from_slice(&reply);
-        s.write_all(&out).await?;
+        tokio::time::timeout(TCP_QUERY, s.write_all(&out))
+            .await
+            .map_err(|_| timed_out())??;
     }
 }
