@@ -74,6 +74,8 @@ pub struct Host {
     ifaces: AtomicU32,
     peer_name: Mutex<Option<String>>,
     last_launch: Mutex<Option<Vec<String>>>,
+    /// Extra environment of every weave-rs command (see [`Host::set_env`]).
+    env: Mutex<Vec<(String, String)>>,
     ns: Netns,
 }
 
@@ -105,6 +107,7 @@ impl Host {
             ifaces: AtomicU32::new(0),
             peer_name: Mutex::new(None),
             last_launch: Mutex::new(None),
+            env: Mutex::new(Vec::new()),
             ns,
         }
     }
@@ -190,10 +193,30 @@ impl Host {
         self.peer_name.lock().unwrap().clone()
     }
 
+    /// Sets `key=value` in the environment of every weave-rs command this
+    /// host runs from now on, `launch` (so its router) included, e.g.
+    /// `DOCKER_HOST` for a [`crate::DockerEngine`] of its own. Replaces an
+    /// earlier value of `key`; the `env` of [`Host::launch_env`] wins.
+    pub fn set_env(&self, key: &str, value: &str) {
+        let mut env = self.env.lock().unwrap();
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.to_string()));
+    }
+
+    /// The environment set with [`Host::set_env`].
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.env.lock().unwrap().clone()
+    }
+
     /// The command `weave-rs ARGS...` in this host's namespace, with its
-    /// state dir, to run as the test likes (e.g. `launch --foreground`).
+    /// state dir (and [`Host::set_env`]'s variables), to run as the test
+    /// likes (e.g. `launch --foreground`).
     pub fn weave_command<S: AsRef<str>>(&self, args: &[S]) -> Command {
-        weave_command_in(self.ns.name(), &self.state_dir, &weave_bin(), args)
+        let mut c = weave_command_in(self.ns.name(), &self.state_dir, &weave_bin(), args);
+        for (k, v) in self.env.lock().unwrap().iter() {
+            c.env(k, v);
+        }
+        c
     }
 
     /// Runs `weave-rs ARGS...` in this host's namespace (30 s timeout).

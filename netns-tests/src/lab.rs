@@ -355,6 +355,11 @@ pub fn wait_full_mesh(hosts: &[Host], timeout: Duration) {
 /// Deletes namespaces named `wrt<pid>x...` whose test process is gone (a
 /// test killed by a timeout never ran its guards).
 fn remove_stale_namespaces() {
+    // Docker engines of dead tests first: their containers' processes are
+    // found through the engines' state, before the lab dirs go below.
+    for dir in stale_scratch_dirs() {
+        crate::docker_engine::sweep_stale_engines(&dir);
+    }
     let out = cmd::run(&["ip", "netns", "list"]);
     if !out.success() {
         return;
@@ -376,9 +381,17 @@ fn remove_stale_namespaces() {
         drop(Netns::adopt(name));
     }
     // Scratch directories of dead test processes.
+    for dir in stale_scratch_dirs() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Scratch directories (`weave-rs-tests-wrt<pid>x...`) of dead test processes.
+fn stale_scratch_dirs() -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
+        return Vec::new();
     };
+    let mut dirs = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(rest) = name.strip_prefix(&format!("weave-rs-tests-{NAME_PREFIX}")) else {
@@ -386,7 +399,8 @@ fn remove_stale_namespaces() {
         };
         let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
         if !digits.is_empty() && !Path::new(&format!("/proc/{digits}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
+            dirs.push(e.path());
         }
     }
+    dirs
 }

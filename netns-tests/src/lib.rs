@@ -18,6 +18,9 @@
 //!   [`rss_kib`] read a router's resident memory.
 //! * [`dig`] runs dig in a namespace and parses the reply ([`DigResult`]);
 //!   [`DnsmasqUpstream`] is a dnsmasq serving fixed names in one.
+//! * [`DockerEngine`]: a second dockerd in one host's namespace (its own
+//!   data, socket and images; `DOCKER_HOST` set on the host), so that two
+//!   hosts can each run a container with the same Docker name.
 //! * [`Capture`]: `tcpdump -w` on an underlay interface, read back as a
 //!   [`Pcap`] (UDP/TCP payloads over IPv4); [`tcp_transfer`] and
 //!   [`udp_send`] make known traffic from Rust inside a namespace.
@@ -28,6 +31,7 @@
 pub mod cmd;
 pub mod container;
 pub mod dns;
+pub mod docker_engine;
 pub mod flood;
 pub mod host;
 pub mod lab;
@@ -42,6 +46,7 @@ pub mod wire;
 pub use cmd::{run, sh, Output};
 pub use container::Container;
 pub use dns::{dig, try_dig, DigError, DigResult, DnsmasqUpstream};
+pub use docker_engine::DockerEngine;
 pub use flood::{Behaviour, Flood, FloodSpec, FloodStats};
 pub use host::{weave_bin, Host, NO_ARGS};
 pub use lab::{

@@ -7,6 +7,8 @@
 //! relaunch brings back its containers' names but never the dead
 //! incarnation's other records; a container that dies at once, or is
 //! stopped, leaves no name behind, and `docker start` names it again.
+//! Acceptance 2 literally: two containers both named `web`, one on the
+//! machine's engine and one on a second engine of h2's ([`DockerEngine`]).
 //! Needs the engine and the local images (scripts/test.sh sets them up).
 
 use std::collections::BTreeSet;
@@ -537,5 +539,96 @@ fn died_young_leaves_nothing() {
         vec![a],
         "h2's server after docker start:\n{}",
         r.raw
+    );
+}
+
+#[test]
+fn same_name_on_two_engines() {
+    require_images(&[BUSYBOX]);
+    let lab = Lab::new();
+    let containers = DockerContainers(lab.prefix().to_string());
+    let hosts = lab.chain(3);
+    let (h1, h2, h3) = (&hosts[0], &hosts[1], &hosts[2]);
+    lab.step("a second Docker engine in h2 (DOCKER_HOST for h2's router and commands)");
+    // After the hosts: it drops (removing its containers) before them.
+    let engine = DockerEngine::start(h2, &[BUSYBOX]);
+    eprintln!(
+        "h2's engine answered {:.2}s after dockerd started ({})",
+        engine.started_in().as_secs_f64(),
+        engine.docker_host()
+    );
+    lab.step("launch the chain h1 - h2 - h3");
+    launch_chain(&hosts);
+
+    lab.step("a container named <prefix>web on h1 (machine's engine) and one on h2 (its own)");
+    let web = format!("{}web", lab.prefix());
+    let web_host = fqdn(&web);
+    let (a1, a2) = (ip("10.2.1.1"), ip("10.2.1.2"));
+    run_sleeper(h1, &containers, "10.2.1.1/24", &web, &[]);
+    run_sleeper(h2, &containers, "10.2.1.2/24", &web, &[]);
+    let id1 = cmd::sh(&["docker", "inspect", "-f", "{{.Id}}", &web]);
+    let id2 = engine.docker_ok(&["inspect", "-f", "{{.Id}}", &web]);
+    assert_ne!(id1.trim(), id2.trim(), "one container, not two");
+    // The waiter (bind-mounted from /var/lib/weave-rs/run, which the
+    // engine's own mount namespace sees) saw ethwe and exec'd the command.
+    let pid2 = engine.docker_ok(&["inspect", "-f", "{{.State.Pid}}", &web]);
+    let pid2 = pid2.trim();
+    let ethwe = cmd::sh(&[
+        "nsenter", "-t", pid2, "-n", "ip", "-o", "-4", "addr", "show",
+    ]);
+    assert!(
+        ethwe.contains("ethwe") && ethwe.contains("10.2.1.2/24"),
+        "h2's {web} has no ethwe with 10.2.1.2:\n{ethwe}"
+    );
+    wait_until(
+        secs(10),
+        &format!("h2's {web} runs its own command"),
+        || std::fs::read_to_string(format!("/proc/{pid2}/comm")).is_ok_and(|c| c.trim() == "sleep"),
+    );
+    let took = wait_named(&[h1, h2, h3], &web, &[a1, a2], secs(15));
+    eprintln!(
+        "{web} known as both addresses on every host {:.2}s after the second run -d",
+        took.as_secs_f64()
+    );
+
+    lab.step("dig from h3 returns both, in an order that changes");
+    let mut orders = BTreeSet::new();
+    for _ in 0..12 {
+        let r = dig(h3, DNS, &[&web_host, "A"]);
+        assert_eq!(r.status, "NOERROR", "{}", r.raw);
+        assert_eq!(r.addrs(), vec![a1, a2], "both webs expected:\n{}", r.raw);
+        orders.insert(r.answer_data("A"));
+    }
+    eprintln!("orders seen in 12 queries: {orders:?}");
+    assert!(
+        orders.len() >= 2,
+        "the two addresses always came in the same order: {orders:?}"
+    );
+
+    lab.step("docker -H <h2's engine> rm -f <prefix>web: h2's address goes from every host");
+    engine.docker_ok(&["rm", "-f", &web]);
+    let took = time_until_gone(&[h1, h2, h3], &web, Some(a2), secs(10));
+    eprintln!(
+        "{web} lost {a2} on every host {:.2}s after docker rm -f returned",
+        took.as_secs_f64()
+    );
+    assert!(
+        took <= GONE_WITHIN,
+        "{a2} was still answered {:.2}s after docker rm -f (bound {GONE_WITHIN:?})",
+        took.as_secs_f64()
+    );
+    for h in [h1, h2, h3] {
+        assert_eq!(
+            lookup(h, &web),
+            vec![a1],
+            "{} should still answer h1's web",
+            h.name()
+        );
+    }
+    let r = dig(h3, DNS, &[&web_host, "A"]);
+    assert_eq!(r.addrs(), vec![a1], "dig on h3 after rm -f:\n{}", r.raw);
+    assert!(
+        cmd::run(&["docker", "inspect", &web]).success(),
+        "the machine's {web} should be untouched"
     );
 }

@@ -1,0 +1,436 @@
+//! A second Docker engine, inside one test host's network namespace, so
+//! that two "hosts" can each have a container with the same Docker name.
+//!
+//! [`DockerEngine::start`] runs `dockerd` (and the containerd it manages)
+//! in the host's network namespace and in a private mount namespace, with
+//! everything it owns under a scratch directory of the lab:
+//!
+//! ```text
+//! nsenter --net=/var/run/netns/HOST unshare --mount --propagation private sh -c '
+//!   mkdir -p /run/docker/plugins; mount --bind DIR/plugins /run/docker/plugins
+//!   exec dockerd --data-root DIR/data --exec-root DIR/exec --pidfile DIR/docker.pid \
+//!     -H unix://DIR/docker.sock --iptables=false --ip6tables=false --bridge=none ...'
+//! ```
+//!
+//! It waits until `docker -H unix://DIR/docker.sock info` answers, loads
+//! the images the test asks for from the machine's engine, and sets
+//! `DOCKER_HOST` on the host ([`Host::set_env`]): the host's router, once
+//! launched, and its `weave-rs run` commands use this engine.
+//!
+//! With `--bridge=none` containers get no `eth0` (their network mode is
+//! `none`); `weave-rs run` gives them `ethwe`. The private mount namespace
+//! is a copy of the machine's, so the engine sees `/var/lib/weave-rs/run`
+//! where `weave-rs run` puts the waiter it bind-mounts.
+//!
+//! Dropping the engine (also when the test panics) removes its containers,
+//! stops dockerd and containerd, kills whatever of theirs is left and
+//! deletes the directory. Make it after the host (so it drops first): the
+//! host's namespace guard SIGKILLs every process in the namespace, dockerd
+//! included; the drop then still kills the containers (their pids are in
+//! the engine's state), but the engine cannot remove them cleanly.
+//!
+//! The engine's processes live in the host's namespace, so
+//! [`Host::router_pids`], [`Host::router_running`] and
+//! [`Host::kill_router`] see (and kill) them too.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cmd::{run_cmd, Output, DEFAULT_TIMEOUT};
+use crate::host::Host;
+use crate::lab::require_images;
+use crate::lab::Ctx;
+
+/// How long dockerd may take to answer `docker info`.
+pub const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Name of an engine's directory below the lab's scratch directory:
+/// `<lab dir>/dockerd-<host>-<n>` (the stale sweep looks for this prefix).
+pub(crate) const ENGINE_DIR_PREFIX: &str = "dockerd-";
+
+/// A dockerd of the test's in one host's network namespace. See the module
+/// documentation.
+pub struct DockerEngine {
+    ctx: Arc<Ctx>,
+    dir: PathBuf,
+    host: String,
+    child: Option<Child>,
+    started_in: Duration,
+}
+
+impl std::fmt::Debug for DockerEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "docker engine of {} ({})", self.host, self.dir.display())
+    }
+}
+
+impl DockerEngine {
+    /// Starts an engine in `host`'s network namespace, waits until it
+    /// answers (60 s, else panics with its log), loads `images` from the
+    /// machine's engine, and sets `DOCKER_HOST` on `host` (for its router,
+    /// once launched, and every weave-rs command it runs).
+    #[track_caller]
+    pub fn start(host: &Host, images: &[&str]) -> DockerEngine {
+        require_images(images);
+        let ctx = host.ctx();
+        let dir = ctx
+            .dir
+            .join(format!("{ENGINE_DIR_PREFIX}{}-{}", host.name(), ctx.next()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("plugins"))
+            .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        // Not the machine's /etc/docker/daemon.json.
+        std::fs::write(dir.join("daemon.json"), "{}\n")
+            .unwrap_or_else(|e| panic!("write {}/daemon.json: {e}", dir.display()));
+        let log = File::create(dir.join("dockerd.log"))
+            .unwrap_or_else(|e| panic!("create {}/dockerd.log: {e}", dir.display()));
+        let d = dir.display().to_string();
+        let script = format!(
+            "mkdir -p /run/docker/plugins && mount --bind '{d}/plugins' /run/docker/plugins && \
+             exec dockerd --config-file '{d}/daemon.json' --data-root '{d}/data' \
+             --exec-root '{d}/exec' --pidfile '{d}/docker.pid' -H 'unix://{d}/docker.sock' \
+             --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
+             --bridge=none"
+        );
+        let started = Instant::now();
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", host.ns().path()))
+            .args(["unshare", "--mount", "--propagation", "private"])
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log))
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start dockerd (nsenter): {e}"));
+        let mut engine = DockerEngine {
+            ctx: ctx.clone(),
+            dir,
+            host: host.name().to_string(),
+            child: Some(child),
+            started_in: Duration::ZERO,
+        };
+        // From here a panic drops `engine`, which cleans up.
+        engine.wait_ready(started);
+        engine.started_in = started.elapsed();
+        engine.load_images(images);
+        host.set_env("DOCKER_HOST", &engine.docker_host());
+        engine
+    }
+
+    #[track_caller]
+    fn wait_ready(&mut self, started: Instant) {
+        let mut last = None;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    panic!(
+                        "dockerd for {} exited ({status}) before it answered\n{}",
+                        self.host,
+                        self.log_tail(60)
+                    );
+                }
+            }
+            let out = self.docker_timeout(
+                &["info", "--format", "{{.ServerVersion}}"],
+                Duration::from_secs(10),
+            );
+            if out.success() {
+                return;
+            }
+            if started.elapsed() > ENGINE_START_TIMEOUT {
+                panic!(
+                    "dockerd for {} did not answer `docker info` within {ENGINE_START_TIMEOUT:?}\n\
+                     last try:\n{}\n{}",
+                    self.host,
+                    last.unwrap_or(out),
+                    self.log_tail(60)
+                );
+            }
+            last = Some(out);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `docker save IMAGES` from the machine's engine, loaded into this one.
+    #[track_caller]
+    pub fn load_images(&self, images: &[&str]) {
+        if images.is_empty() {
+            return;
+        }
+        let tar = self.dir.join("images.tar");
+        let tar_s = tar.display().to_string();
+        let mut save = Command::new("docker");
+        save.args(["save", "-o", &tar_s]).args(images);
+        run_cmd(save, Duration::from_secs(120)).ok();
+        let loaded = self.docker_timeout(&["load", "-i", &tar_s], Duration::from_secs(120));
+        let _ = std::fs::remove_file(&tar);
+        if !loaded.success() {
+            panic!(
+                "loading {images:?} into the engine of {} failed:\n{loaded}\n{}",
+                self.host,
+                self.log_tail(30)
+            );
+        }
+    }
+
+    /// The engine's directory (data, exec root, socket, log).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The engine's API socket: `DIR/docker.sock`.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("docker.sock")
+    }
+
+    /// `unix://DIR/docker.sock`, for `docker -H` or `DOCKER_HOST`.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// How long dockerd took from its start until `docker info` answered.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The command `docker -H unix://DIR/docker.sock ARGS...`.
+    pub fn docker_command<S: AsRef<str>>(&self, args: &[S]) -> Command {
+        let mut c = Command::new("docker");
+        c.args(["-H", &self.docker_host()]);
+        c.args(args.iter().map(|s| s.as_ref()));
+        c
+    }
+
+    /// Runs `docker -H ... ARGS...` (30 s timeout); returns its output.
+    #[track_caller]
+    pub fn docker<S: AsRef<str>>(&self, args: &[S]) -> Output {
+        self.docker_timeout(args, DEFAULT_TIMEOUT)
+    }
+
+    /// Runs `docker -H ... ARGS...` with a timeout.
+    #[track_caller]
+    pub fn docker_timeout<S: AsRef<str>>(&self, args: &[S], timeout: Duration) -> Output {
+        run_cmd(self.docker_command(args), timeout)
+    }
+
+    /// Runs `docker -H ... ARGS...`; it must succeed. Returns stdout.
+    #[track_caller]
+    pub fn docker_ok<S: AsRef<str>>(&self, args: &[S]) -> String {
+        self.docker(args).ok().stdout
+    }
+
+    /// The last `n` lines of dockerd's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let path = self.dir.join("dockerd.log");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(n);
+        let mut s = format!("  --- {} (last {n} lines) ---\n", path.display());
+        for l in &lines[from..] {
+            s.push_str("    ");
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The routers' state before this engine's containers go.
+            self.ctx.dump_all_once();
+            eprintln!(
+                "\n===== netns-tests: docker engine of {} at failure =====\n{}",
+                self.host,
+                self.log_tail(20)
+            );
+        }
+        if self.running() {
+            let ids = self.docker_timeout(&["ps", "-aq"], Duration::from_secs(10));
+            let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut argv = vec!["rm", "-f"];
+                argv.extend(ids);
+                let out = self.docker(&argv);
+                if !out.success() {
+                    eprintln!("netns-tests: removing the containers of {self:?}:\n{out}");
+                }
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            // dockerd stops the containerd it started on SIGTERM.
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        eprintln!("netns-tests: dockerd of {} ignored SIGTERM", self.host);
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        kill_leftovers(&self.dir);
+        for attempt in 0..10 {
+            match std::fs::remove_dir_all(&self.dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if attempt == 9 => {
+                    eprintln!("netns-tests: cannot remove {}: {e}", self.dir.display())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// Kills what an engine under `dir` may have left: its containers' main
+/// processes (pids from the engine's state, checked against their cgroup)
+/// and every process whose command line names `dir` (dockerd, containerd,
+/// shims). Waits up to 5 s for them to go, then removes the containers'
+/// cgroups that no runtime cleaned up (killed without `runc delete`).
+pub(crate) fn kill_leftovers(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut pids = container_pids(dir);
+        pids.extend(pids_naming(dir));
+        if pids.is_empty() {
+            remove_cgroups(dir);
+            return;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "netns-tests: processes of the engine in {} survive: {pids:?}",
+                dir.display()
+            );
+            return;
+        }
+        for p in pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Live main processes of the containers of the engine under `dir`.
+fn container_pids(dir: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir.join("data/containers")) else {
+        return pids;
+    };
+    for e in rd.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        let Ok(text) = std::fs::read_to_string(e.path().join("config.v2.json")) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let Some(pid) = v["State"]["Pid"].as_i64().filter(|p| *p > 0) else {
+            continue;
+        };
+        // Still that container's process (not a reused pid)?
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if cgroup.contains(&id) {
+            pids.push(pid as i32);
+        }
+    }
+    pids
+}
+
+/// Empty cgroups (`<hierarchy>/docker/<id>`) of the engine's containers.
+fn remove_cgroups(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir.join("data/containers")) else {
+        return;
+    };
+    let ids: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    let mut parents = vec![root.join("docker")];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        parents.extend(rd.flatten().map(|e| e.path().join("docker")));
+    }
+    for parent in &parents {
+        for id in &ids {
+            // Fails (and is left alone) unless it exists and is empty.
+            let _ = std::fs::remove_dir(parent.join(id));
+        }
+    }
+}
+
+/// Processes whose command line names a file under `dir`.
+fn pids_naming(dir: &Path) -> Vec<i32> {
+    // "DIR/": not another engine whose directory starts with this name.
+    let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
+    let me = std::process::id() as i32;
+    let mut pids = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .windows(needle.len())
+            .any(|w| w == needle.as_slice())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// For a dead test process's scratch directory: kills what its engines
+/// left (called before the stale namespaces, dockerd's included, go).
+pub(crate) fn sweep_stale_engines(lab_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(lab_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(ENGINE_DIR_PREFIX)
+        {
+            eprintln!(
+                "netns-tests: stopping the stale docker engine in {}",
+                e.path().display()
+            );
+            kill_leftovers(&e.path());
+        }
+    }
+}
