@@ -158,7 +158,11 @@ fn reply_to(q: &Message) -> Message {
     r.metadata.recursion_desired = q.metadata.recursion_desired;
     r.metadata.recursion_available = true;
     r.metadata.checking_disabled = q.metadata.checking_disabled;
-    r.queries = q.queries.clone();
+    // The question is echoed when there is one; an error about many
+    // (FORMERR, NOTIMP) carries none, so it stays small.
+    if q.queries.len() == 1 {
+        r.queries = q.queries.clone();
+    }
     if q.edns.is_some() {
         let mut e = Edns::new();
         e.set_max_payload(MAX_UDP_PAYLOAD);
@@ -197,9 +201,14 @@ fn encode(q: &Message, r: Message, transport: Transport) -> Result<Vec<u8>, Quer
     if bytes.len() <= limit {
         return Ok(bytes);
     }
-    r.truncate()
-        .to_vec()
-        .map_err(|e| QueryError::Encode(e.to_string()))
+    let mut t = r.truncate();
+    let bytes = t.to_vec().map_err(|e| QueryError::Encode(e.to_string()))?;
+    if bytes.len() <= limit {
+        return Ok(bytes);
+    }
+    // Even the question is too long for the client: the header alone.
+    t.queries.clear();
+    t.to_vec().map_err(|e| QueryError::Encode(e.to_string()))
 }
 
 #[cfg(test)]
@@ -379,6 +388,30 @@ mod tests {
                 ResponseCode::FormErr
             ),
             Outcome::Forward => panic!("forwarded"),
+        }
+    }
+
+    #[test]
+    fn errors_about_many_questions_stay_small() {
+        // Found by the dns_query fuzz target: a FORMERR echoing dozens of
+        // long questions was larger than any UDP client takes.
+        let mut m = Message::query();
+        for i in 0..40 {
+            let long = format!("{}{i}.example.com.", "x".repeat(60));
+            m.add_query(Query::query(
+                Name::from_ascii(&long).unwrap(),
+                RecordType::A,
+            ));
+        }
+        for op in [OpCode::Query, OpCode::Status] {
+            m.metadata.op_code = op;
+            match answer(&m.to_vec().unwrap(), &zone(), 0, Transport::Udp).unwrap() {
+                Outcome::Reply(b) => {
+                    assert!(b.len() <= PLAIN_UDP_PAYLOAD, "{op:?}: {} bytes", b.len());
+                    assert!(Message::from_vec(&b).unwrap().queries.is_empty());
+                }
+                Outcome::Forward => panic!("forwarded"),
+            }
         }
     }
 
