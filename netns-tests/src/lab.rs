@@ -315,7 +315,20 @@ impl Drop for DockerContainers {
             &format!("label={}", self.label()),
         ]);
         for id in ids.stdout.split_whitespace() {
+            // `weave-rs run`'s dir for the container: its router removes it
+            // on Docker's destroy event, but the routers may be gone by now.
+            let dir = cmd::run(&[
+                "docker",
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"weave-rs.run-dir\"}}",
+                id,
+            ]);
             let _ = cmd::run(&["docker", "rm", "-f", id]);
+            let dir = dir.stdout.trim();
+            if dir.starts_with("/var/lib/weave-rs/run/") && !dir.contains("..") {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }
