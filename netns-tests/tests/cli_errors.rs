@@ -95,3 +95,47 @@ fn bad_arguments_with_router_running() {
         "attach succeeded but no ethwe in the container"
     );
 }
+
+/// DNS commands: a bad address, a name outside the domain, a name that
+/// is not there, and a bare word that names no container each say so,
+/// and the router keeps the names it had.
+#[test]
+fn bad_dns_arguments() {
+    let lab = Lab::new();
+    let h1 = lab.switched_host("h1");
+    h1.launch(&["--resolv-conf", "/dev/null"]);
+    h1.weave_ok(&["dns-add", "10.40.0.7", "api.weave.local"]);
+
+    one_line_error(
+        h1.weave(&["dns-add", "10.40.0.300", "db.weave.local"]),
+        &["10.40.0.300", "not an IP address"],
+    );
+    one_line_error(
+        h1.weave(&["dns-add", "10.40.0.8", "api.example.com"]),
+        &["api.example.com", "not in the domain weave.local."],
+    );
+    one_line_error(
+        h1.weave(&["dns-add", "10.40.0.8", "bad name.weave.local"]),
+        &["only letters, digits"],
+    );
+    one_line_error(
+        h1.weave(&["dns-add", "api.weave.local"]),
+        &["give at least one address"],
+    );
+    one_line_error(
+        h1.weave(&["dns-lookup", "nope.weave.local"]),
+        &["nope.weave.local", "no such name"],
+    );
+    one_line_error(
+        h1.weave(&["dns-remove", "10.40.0.9", "api.weave.local"]),
+        &["no DNS record of api.weave.local", "10.40.0.9"],
+    );
+    let nosuch = format!("{}nosuch", lab.prefix());
+    one_line_error(
+        h1.weave(&["dns-add", "10.40.0.8", &nosuch]),
+        &[&nosuch, "a NAME needs a dot"],
+    );
+
+    // What was there still is.
+    assert_eq!(h1.weave_ok(&["dns-lookup", "api"]).trim(), "10.40.0.7");
+}

@@ -364,7 +364,7 @@ pub async fn add(shared: &Arc<Shared>, addrs: &[IpAddr], owner: &str) -> Result<
         Owner::Container(c) => {
             let info = crate::docker::container(&c)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| not_a_container(&c, e))?;
             let addrs = if addrs.is_empty() {
                 attached_addrs(shared, &info.id)
             } else {
