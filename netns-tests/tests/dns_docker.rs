@@ -632,3 +632,51 @@ fn same_name_on_two_engines() {
         "the machine's {web} should be untouched"
     );
 }
+
+/// Acceptance 4's container checks: a container run with an IPv4 and an
+/// IPv6 address answers A and AAAA under its name, PTR for both
+/// addresses, and the name is found whatever its case; on another host.
+#[test]
+fn a_container_with_ipv6_answers_aaaa_and_ptr() {
+    require_images(&[BUSYBOX]);
+    let lab = Lab::new();
+    let containers = DockerContainers(lab.prefix().to_string());
+    let hosts = lab.switched_hosts(2);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    launch_mesh(&hosts);
+
+    let name = format!("{}six", lab.prefix());
+    let (v4, v6) = (ip("10.2.1.5"), ip("fd00:2::5"));
+    wrun(
+        h1,
+        &containers,
+        &[
+            "10.2.1.5/24",
+            "fd00:2::5/64",
+            "-d",
+            "--name",
+            &name,
+            BUSYBOX,
+            "sleep",
+            "3600",
+        ],
+    )
+    .ok();
+    wait_named(&[h1, h2], &name, &[v4, v6], secs(15));
+
+    let a = dig(h2, DNS, &[&fqdn(&name), "A"]);
+    assert_eq!(a.addrs(), vec![v4], "A on h2:\n{}", a.raw);
+    let aaaa = dig(h2, DNS, &[&fqdn(&name), "AAAA"]);
+    assert_eq!(aaaa.addrs(), vec![v6], "AAAA on h2:\n{}", aaaa.raw);
+    let upper = dig(h2, DNS, &[&fqdn(&name).to_ascii_uppercase(), "AAAA"]);
+    assert_eq!(upper.addrs(), vec![v6], "AAAA, upper case:\n{}", upper.raw);
+    for addr in ["10.2.1.5", "fd00:2::5"] {
+        let ptr = dig(h2, DNS, &["-x", addr]);
+        assert_eq!(
+            ptr.answer_data("PTR"),
+            vec![format!("{}.", fqdn(&name))],
+            "PTR {addr} on h2:\n{}",
+            ptr.raw
+        );
+    }
+}

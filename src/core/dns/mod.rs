@@ -10,6 +10,7 @@
 //! so lookups ignore case; the reply spells the name as it was asked.
 
 pub mod answer;
+pub mod deaths;
 pub mod flood;
 pub mod records;
 pub mod resolv_conf;

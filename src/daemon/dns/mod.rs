@@ -22,6 +22,7 @@ pub use report::report;
 pub use server::{serve, QueryStats};
 
 use super::Shared;
+use crate::core::dns::deaths::Deaths;
 use crate::core::dns::records::{Key, Record, Records};
 use crate::core::dns::zone::Zone;
 use crate::core::dns::{qualify, NameError};
@@ -31,10 +32,6 @@ use crate::core::PeerName;
 /// How often our own records go to every neighbour even unchanged (so a
 /// change lost with a full send queue still arrives).
 const RESEND_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a container's death is remembered: a registration racing it
-/// must not bring its names back.
-const DEAD_MEMORY: Duration = Duration::from_secs(60);
-const MAX_DEAD: usize = 1024;
 
 /// `launch`'s DNS settings.
 #[derive(Debug, Clone)]
@@ -51,8 +48,8 @@ pub struct DnsConfig {
 /// The records and what the daemon keeps beside them.
 pub struct DnsShell {
     pub records: Records,
-    /// Containers that died lately, and when.
-    dead: BTreeMap<String, Instant>,
+    /// Containers that died lately.
+    deaths: Deaths,
     /// The incarnations whose records the zone holds now.
     visible: BTreeSet<(PeerName, u64)>,
     serial: u32,
@@ -63,7 +60,7 @@ impl DnsShell {
     pub fn new(name: PeerName, uid: u64) -> DnsShell {
         DnsShell {
             records: Records::new(name, uid),
-            dead: BTreeMap::new(),
+            deaths: Deaths::default(),
             visible: BTreeSet::new(),
             serial: 0,
             last_sent: None,
@@ -180,7 +177,7 @@ pub fn register(
 ) -> Result<(), String> {
     let now = now_ms(shared);
     let mut s = shared.dns();
-    if !container.is_empty() && s.dead.contains_key(container) {
+    if !container.is_empty() && s.deaths.is_dead(container, now) {
         debug!("not naming {container}: it died before its names were registered");
         return Ok(());
     }
@@ -234,17 +231,8 @@ pub fn unregister(shared: &Shared, matches: impl FnMut(&Key, &str) -> bool) -> u
 pub fn container_died(shared: &Shared, id: &str) {
     {
         let mut s = shared.dns();
-        if s.dead.len() >= MAX_DEAD {
-            if let Some(oldest) = s
-                .dead
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(k, _)| k.clone())
-            {
-                s.dead.remove(&oldest);
-            }
-        }
-        s.dead.insert(id.to_string(), Instant::now());
+        let now = now_ms(shared);
+        s.deaths.died(id, now);
     }
     let n = unregister(shared, |_, c| c == id);
     if n > 0 {
@@ -254,7 +242,7 @@ pub fn container_died(shared: &Shared, id: &str) {
 
 /// A container (re)started: it may be named again.
 pub fn container_started(shared: &Shared, id: &str) {
-    shared.dns().dead.remove(id);
+    shared.dns().deaths.started(id);
 }
 
 fn short(id: &str) -> &str {
@@ -322,7 +310,7 @@ pub fn step(shared: &Shared) {
             rebuild(shared, &mut s, visible);
         }
         let due = s.last_sent.is_none_or(|t| t.elapsed() >= RESEND_INTERVAL);
-        s.dead.retain(|_, t| t.elapsed() < DEAD_MEMORY);
+        s.deaths.expire(now_ms(shared));
         due.then(|| {
             s.last_sent = Some(Instant::now());
             s.records.own()

@@ -102,6 +102,25 @@ impl Netlink {
             });
         };
 
+        if cidrs.iter().any(IpNetwork::is_ipv6) {
+            // Docker turns IPv6 off in containers of networks without it;
+            // ethwe's own addresses need it on, on ethwe alone.
+            let enabled = run_in_netns_async(&ns, || {
+                std::fs::write(
+                    format!("/proc/sys/net/ipv6/conf/{CONTAINER_IFNAME}/disable_ipv6"),
+                    "0",
+                )
+                .map_err(|e| NetError::Netns {
+                    target: CONTAINER_IFNAME.into(),
+                    source: e,
+                })
+            })
+            .await;
+            match enabled {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) | Err(e) => tracing::debug!("{target}: enabling IPv6 on ethwe: {e}"),
+            }
+        }
         if let Err(e) = ctr.configure_ethwe(&ctr_obj, &ethwe, cidrs, mtu).await {
             if created {
                 // Leave nothing half-made behind.
