@@ -157,4 +157,14 @@ weave h3 run --rm --label "weave-rs-demo=$P" "$REDIS" redis-cli -h "$addr" ping
 say "who owns which part of the range (status ipam on h2)"
 weave h2 status ipam
 
+say "names (DNS): the client on h3 finds redis2 by its name, no address given"
+for _ in $(seq 50); do
+    weave h3 dns-lookup "${P}-redis2" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+weave h3 dns-lookup "${P}-redis2" || die "h3 does not know the name ${P}-redis2"
+weave h3 run --rm --label "weave-rs-demo=$P" "$REDIS" redis-cli -h "${P}-redis2" ping
+say "every name the mesh knows, and whose it is (status dns on h2)"
+weave h2 status dns
+
 say "demo done"
