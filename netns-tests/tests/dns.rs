@@ -973,3 +973,57 @@ fn no_dns_flag() {
     let d = dns_report(&h1);
     assert!(d.is_null(), "report has a dns section under --no-dns: {d}");
 }
+
+/// A peer cut off from the mesh takes its names with it (not answered
+/// once it is unreachable, and marked in `status dns`), and they come back
+/// when the network heals, with no new registration: same incarnation.
+#[test]
+fn a_cut_off_peers_names_go_and_come_back() {
+    let lab = Lab::new();
+    let hosts = lab.switched_hosts(2);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    let resolv = resolv_conf(&lab, "resolv.conf", &[]);
+    launch_mesh_dns(&hosts, &resolv);
+    let c1 = client(h1, "10.40.6.1/24");
+    h2.weave_ok(&["dns-add", "10.40.0.21", "far.weave.local"]);
+    let has = |r: &DigResult| r.status == "NOERROR" && r.answer_data("A") == ["10.40.0.21"];
+    wait_dig(&c1, &["far.weave.local", "A"], secs(15), "h2's name", has);
+
+    lab.step("cut h2 off");
+    let h2_ip = h2.addr_for(h1).to_string();
+    let cut = IptablesRule::cut_off(h1, &h2_ip);
+    let t = Instant::now();
+    wait_dig(
+        &c1,
+        &["far.weave.local", "A"],
+        secs(20),
+        "h2's name no longer answered",
+        |r| r.status == "NXDOMAIN",
+    );
+    eprintln!(
+        "h2's name gone on h1 {:.2}s after the cut",
+        t.elapsed().as_secs_f64()
+    );
+    let status = h1.weave_ok(&["status", "dns"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("far.weave.local") && l.contains("peer unreachable")),
+        "status dns on h1 should keep h2's name, marked unreachable:\n{status}"
+    );
+
+    lab.step("heal");
+    drop(cut);
+    let t = Instant::now();
+    wait_dig(
+        &c1,
+        &["far.weave.local", "A"],
+        secs(30),
+        "h2's name answered again",
+        has,
+    );
+    eprintln!(
+        "h2's name back on h1 {:.2}s after the heal",
+        t.elapsed().as_secs_f64()
+    );
+}
