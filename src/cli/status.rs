@@ -137,6 +137,21 @@ pub fn summary(r: &Report) -> String {
     row(&mut s, "MTU", r.router.mtu.to_string());
     row(&mut s, "Bridge", clean(&r.router.bridge));
     row(&mut s, "Attached", r.attached.len().to_string());
+    row(
+        &mut s,
+        "DNS",
+        match &r.dns {
+            None => "off".into(),
+            Some(d) => {
+                let names = d.records.iter().filter(|x| x.answered).count();
+                let state = match &d.error {
+                    Some(e) => format!("NOT ANSWERING: {}", clean_long(e)),
+                    None => format!("{names} names"),
+                };
+                format!("{} on {}:53, {state}", clean(&d.domain), clean(&d.address))
+            }
+        },
+    );
     if !r.refused.is_empty() {
         row(
             &mut s,
@@ -376,7 +391,16 @@ mod tests {
                       "allocations": [], "pending": [format!("claim \u{9b}{huge}")],
                       "wants": [{ "peer": "02:00:00:00:00:02", "what": "x\ny" }],
                       "quarantined": 0,
-                      "refused": [{ "peer": "02:00:00:00:00:03", "reason": huge.clone() }] }
+                      "refused": [{ "peer": "02:00:00:00:00:03", "reason": huge.clone() }] },
+            "dns": { "address": "169.254.53.53", "domain": "weave.local.", "ttl": 1,
+                     "upstream": ["10.0.0.53:53\u{1b}[2J"], "error": null,
+                     "records": [{ "name": "db.weave.local.", "address": "10.32.0.1",
+                                   "origin": "02:00:00:00:00:02",
+                                   "nickname": "evil\nweave-rs: ok\u{1b}[2J",
+                                   "container": "abc", "answered": false }],
+                     "queries": { "udp": 1, "tcp": 0, "local": 1, "forwarded": 0,
+                                  "upstream_failed": 0, "dropped_busy": 0,
+                                  "dropped_malformed": 0, "truncated": 0 } }
         });
         serde_json::from_value(json).expect("sample report")
     }
@@ -415,5 +439,10 @@ mod tests {
             "a nickname forged a line: {peers}"
         );
         assert_printable("status", &summary(&r));
+        let dns = super::super::dns::status(&r);
+        assert_printable("status dns", &dns);
+        assert_eq!(dns.lines().count(), 4, "a nickname forged a line: {dns}");
+        assert!(dns.contains("(peer unreachable)"), "{dns}");
+        assert!(summary(&r).contains("weave.local. on 169.254.53.53:53, 0 names"));
     }
 }
