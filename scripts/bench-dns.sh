@@ -228,7 +228,7 @@ target_weave_rs() {
 }
 
 # wr ARGS...: weave-rs ARGS in $P-r, with its own state directory.
-wr() { WEAVE_RS_STATE_DIR=$STATE/wr timeout 60 ip netns exec "$P-r" "$BIN" "$@"; }
+wr() { WEAVE_RS_PLUGIN_SOCKET=off WEAVE_RS_STATE_DIR=$STATE/wr timeout 60 ip netns exec "$P-r" "$BIN" "$@"; }
 
 # ---------------------------------------------------------------- measuring
 

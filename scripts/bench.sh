@@ -308,7 +308,7 @@ tinc_pmtu_fixed() {
 wr() {
 	local h=$1
 	shift
-	WEAVE_RS_STATE_DIR=$STATE/wr-h$h timeout 60 ip netns exec "$P-h$h" "$BIN" "$@"
+	WEAVE_RS_PLUGIN_SOCKET=off WEAVE_RS_STATE_DIR=$STATE/wr-h$h timeout 60 ip netns exec "$P-h$h" "$BIN" "$@"
 }
 
 path_weave_rs() { weave_rs_path "$WR_MTU"; }

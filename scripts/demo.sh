@@ -70,7 +70,7 @@ weave() {
     local h=$1
     shift
     printf '[%s] $ weave-rs %s\n' "$h" "$*"
-    WEAVE_RS_STATE_DIR=$STATE/$h ip netns exec "$P$h" "$BIN" "$@"
+    WEAVE_RS_PLUGIN_SOCKET=off WEAVE_RS_STATE_DIR=$STATE/$h ip netns exec "$P$h" "$BIN" "$@"
 }
 
 say "making hosts h1 h2 h3 and containers c1 c2 c3 (namespaces ${P}*)"

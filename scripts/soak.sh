@@ -140,7 +140,7 @@ elapsed() { local t=${EPOCHREALTIME%.*}; echo $((t - T0S)); }
 wr() {
     local h=$1
     shift
-    WEAVE_RS_STATE_DIR=$STATE/h$h timeout 60 ip netns exec "$P-h$h" "$BIN" "$@"
+    WEAVE_RS_PLUGIN_SOCKET=off WEAVE_RS_STATE_DIR=$STATE/h$h timeout 60 ip netns exec "$P-h$h" "$BIN" "$@"
 }
 
 # q QUERY ARGS... < report: ask the helper about a `report` JSON.

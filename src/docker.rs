@@ -101,6 +101,10 @@ pub enum Event {
         id: String,
         run_dir: Option<String>,
     },
+    /// A container joined a network of the `weave-rs` driver.
+    Connected {
+        container: String,
+    },
 }
 
 /// A stream of container start, die and destroy events.
@@ -108,13 +112,17 @@ pub async fn events() -> Result<impl Stream<Item = Result<Event, DockerError>> +
 {
     let docker = connect().await?;
     let filters = HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
+        (
+            "type".to_string(),
+            vec!["container".to_string(), "network".to_string()],
+        ),
         (
             "event".to_string(),
             vec![
                 "start".to_string(),
                 "die".to_string(),
                 "destroy".to_string(),
+                "connect".to_string(),
             ],
         ),
     ]);
@@ -127,6 +135,17 @@ pub async fn events() -> Result<impl Stream<Item = Result<Event, DockerError>> +
             Err(e) => Some(Err(DockerError::Api(e.to_string()))),
             Ok(m) => {
                 let actor = m.actor?;
+                if m.typ == Some(bollard::models::EventMessageTypeEnum::NETWORK) {
+                    let attrs = actor.attributes?;
+                    let ours = attrs.get("type").map(String::as_str)
+                        == Some(crate::core::docker_plugin::DRIVER);
+                    return match (m.action.as_deref(), attrs.get("container")) {
+                        (Some("connect"), Some(c)) if ours => Some(Ok(Event::Connected {
+                            container: c.clone(),
+                        })),
+                        _ => None,
+                    };
+                }
                 let id = actor.id?;
                 match m.action.as_deref() {
                     Some("start") => Some(Ok(Event::Start(id))),
@@ -143,6 +162,46 @@ pub async fn events() -> Result<impl Stream<Item = Result<Event, DockerError>> +
         }
     });
     Ok(Box::pin(stream))
+}
+
+/// A container's names and its addresses on networks, as the Docker
+/// plugin's DNS registration needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    pub id: String,
+    pub name: String,
+    pub hostname: Option<String>,
+    /// Per network: (endpoint ID, address, aliases).
+    pub networks: Vec<(String, std::net::IpAddr, Vec<String>)>,
+}
+
+pub async fn endpoints(id: &str) -> Result<Endpoints, DockerError> {
+    let docker = connect().await?;
+    let info = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))?;
+    let hostname = info.config.as_ref().and_then(|c| c.hostname.clone());
+    let networks = info
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_values()
+        .filter_map(|n| {
+            let addr = n.ip_address?.parse().ok()?;
+            Some((n.endpoint_id?, addr, n.aliases.unwrap_or_default()))
+        })
+        .collect();
+    Ok(Endpoints {
+        id: info.id.unwrap_or_default(),
+        name: info
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        hostname,
+        networks,
+    })
 }
 
 /// The command a container runs: its image's entrypoint, then its own

@@ -107,7 +107,13 @@ impl Host {
             ifaces: AtomicU32::new(0),
             peer_name: Mutex::new(None),
             last_launch: Mutex::new(None),
-            env: Mutex::new(Vec::new()),
+            // No Docker plugin unless a test asks for one (`set_env`): the
+            // default socket is the machine engine's plugin directory, which
+            // every host of every test would share.
+            env: Mutex::new(vec![(
+                "WEAVE_RS_PLUGIN_SOCKET".to_string(),
+                "off".to_string(),
+            )]),
             ns,
         }
     }

@@ -318,12 +318,33 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result
     serve_app(listener, app, LIMITS).await
 }
 
+/// A listener `serve_app` can take connections from (TCP here, the unix
+/// socket of the Docker plugin).
+pub trait Accept {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        TcpListener::accept(self).await.map(|(s, _)| s)
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        tokio::net::UnixListener::accept(self).await.map(|(s, _)| s)
+    }
+}
+
 /// Serve `app` on `listener` within `limits`, for ever.
-pub async fn serve_app(listener: TcpListener, app: axum::Router, limits: Limits) -> ! {
+pub async fn serve_app<L: Accept + Sync>(listener: L, app: axum::Router, limits: Limits) -> ! {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_conns));
     let mut backoff = super::accept::AcceptBackoff::new("HTTP server");
     loop {
-        let Some((stream, _)) = backoff.accepted(listener.accept().await).await else {
+        let Some(stream) = backoff.accepted(Accept::accept(&listener).await).await else {
             continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {

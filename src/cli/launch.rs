@@ -103,6 +103,10 @@ pub struct LaunchArgs {
     /// Where the upstream resolvers for other names are read from.
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub resolv_conf: std::path::PathBuf,
+    /// Where the Docker plugin (network and IPAM driver `weave-rs`)
+    /// listens: the engine's plugin directory; `off`: no plugin.
+    #[arg(long, value_name = "PATH|off", env = "WEAVE_RS_PLUGIN_SOCKET", default_value = crate::daemon::plugin::DEFAULT_SOCKET)]
+    pub plugin_socket: String,
     /// No DNS server, no names.
     #[arg(long, conflicts_with_all = ["dns_domain", "dns_address", "dns_ttl", "resolv_conf"])]
     pub no_dns: bool,
@@ -182,6 +186,11 @@ fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
         ipam_quorum,
         ipam_timeout: std::time::Duration::from_secs(args.ipalloc_timeout),
         dns: dns_config(args)?,
+        plugin_socket: match args.plugin_socket.as_str() {
+            "off" => None,
+            p if p.starts_with('/') => Some(std::path::PathBuf::from(p)),
+            p => bail!("--plugin-socket {p:?}: an absolute path, or off"),
+        },
     };
     Ok((cfg, note))
 }

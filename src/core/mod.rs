@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod cidr;
 pub mod crypto;
 pub mod dns;
+pub mod docker_plugin;
 pub mod icmp;
 pub mod ipam;
 pub mod mac_table;

@@ -418,6 +418,9 @@ pub async fn watch_docker(shared: Arc<Shared>) -> anyhow::Result<()> {
                             }
                         }
                         Ok(docker::Event::Die(id)) => dns::container_died(&shared, &id),
+                        Ok(docker::Event::Connected { container }) => {
+                            super::plugin::name_endpoints(&shared, &container).await
+                        }
                         Ok(docker::Event::Destroy { id, run_dir }) => {
                             dns::container_died(&shared, &id);
                             let removed = shared.state().attached.remove(&id);

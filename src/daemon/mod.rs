@@ -17,6 +17,7 @@ pub mod connection;
 pub mod dataplane;
 pub mod dns;
 pub mod ipam;
+pub mod plugin;
 pub mod secure;
 pub mod state;
 pub mod targets;
@@ -92,6 +93,8 @@ pub struct Config {
     pub ipam_timeout: Duration,
     /// `--dns-*`; None: `--no-dns`.
     pub dns: Option<dns::DnsConfig>,
+    /// `--plugin-socket`: where the Docker plugin listens; None: off.
+    pub plugin_socket: Option<PathBuf>,
 }
 
 /// What every task shares.
@@ -121,6 +124,8 @@ pub struct Shared {
     dns: Mutex<dns::DnsShell>,
     /// What the DNS server answers from.
     pub dns_served: dns::Served,
+    /// The Docker plugin's networks and endpoints.
+    plugin: Mutex<plugin::PluginState>,
 }
 
 impl Shared {
@@ -139,6 +144,10 @@ impl Shared {
 
     pub fn dns(&self) -> MutexGuard<'_, dns::DnsShell> {
         self.dns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn plugin(&self) -> MutexGuard<'_, plugin::PluginState> {
+        self.plugin.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn ourself(&self) -> PeerName {
@@ -334,12 +343,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ipam_changed: tokio::sync::Notify::new(),
         dns: Mutex::new(dns::DnsShell::new(config.name, uid)),
         dns_served: dns::Served::default(),
+        plugin: Mutex::new(plugin::PluginState::default()),
         config,
     });
     // Want ids of this life start where no past life's answers can match.
     shared.ipam().core.number_wants_from(uid >> 16);
     ipam::load(&shared);
     dns::prepare(&shared).await;
+    plugin::load(&shared);
 
     let api = crate::api::server::bind().context("control socket")?;
     info!(
@@ -363,6 +374,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(connection::heartbeat_loop(shared.clone(), heartbeats_rx));
     tasks.spawn(crate::api::server::serve(shared.clone(), api));
     tasks.spawn(dns::serve(shared.clone()));
+    tasks.spawn(plugin::serve(shared.clone()));
     {
         let shared = shared.clone();
         tasks.spawn(async move {

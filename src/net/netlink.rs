@@ -12,6 +12,7 @@
 mod attach;
 mod dns;
 mod host_routes;
+mod plugin;
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -1,0 +1,221 @@
+//! The Docker plugin, served by the router: a network driver and an IPAM
+//! driver, both named `weave-rs`, on a unix socket in the engine's plugin
+//! directory (`--plugin-socket`). A thin adapter from the engine's
+//! protocol (`protocol`) to the router's own calls: IPAM allocations keyed
+//! by the endpoint, the bridge, DNS names.
+//!
+//! The engine replays nothing to a plugin that restarts (no Activate, no
+//! CreateNetwork), so the networks and endpoints it told us of are kept in
+//! the state dir (`plugin.json`); pools need no keeping (a PoolID names
+//! its subnet).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+use tracing::{debug, info, warn};
+
+mod handlers;
+pub mod protocol;
+
+use super::Shared;
+use protocol::ErrorReply;
+
+/// The engine's plugin directory, where it looks for `weave-rs.sock`.
+pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/weave-rs.sock";
+/// Calls are small JSON objects.
+const MAX_BODY: usize = 1 << 20;
+const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1+json";
+
+/// A network the engine made with our driver.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    pub subnet: ipnetwork::IpNetwork,
+}
+
+/// An endpoint (a container on one of our networks).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub network: String,
+    pub address: ipnetwork::IpNetwork,
+    pub mac: String,
+    /// The sandbox (container namespace) it joined, and whether its Join
+    /// gave the route to the DNS server (one per sandbox, or the engine
+    /// fails the second with "file exists").
+    #[serde(default)]
+    pub sandbox: Option<String>,
+    #[serde(default)]
+    pub dns_route: bool,
+}
+
+/// What the plugin keeps (`plugin.json`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PluginState {
+    pub networks: BTreeMap<String, Network>,
+    pub endpoints: BTreeMap<String, Endpoint>,
+    /// Pool requests without a subnet lately: the engine asks again and
+    /// again when our answer overlaps a route on its host.
+    #[serde(skip)]
+    pool_asks: Vec<Instant>,
+}
+
+fn file(shared: &Shared) -> PathBuf {
+    shared.config.state_dir.join("plugin.json")
+}
+
+/// Loads `plugin.json` (at start).
+pub fn load(shared: &Shared) {
+    let path = file(shared);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    match serde_json::from_slice::<PluginState>(&bytes) {
+        Ok(s) => *shared.plugin() = s,
+        Err(e) => warn!("ignoring {}: {e}", path.display()),
+    }
+}
+
+/// Writes `plugin.json` (atomically; serialised like the attachments').
+fn save(shared: &Shared) {
+    static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SAVING.lock().unwrap_or_else(|e| e.into_inner());
+    let snapshot = shared.plugin().clone();
+    let path = file(shared);
+    let written = serde_json::to_vec_pretty(&snapshot)
+        .map_err(std::io::Error::other)
+        .and_then(|b| crate::files::write_atomic(&path, &b, 0o600, None));
+    if let Err(e) = written {
+        warn!("saving {}: {e}", path.display());
+    }
+}
+
+/// Names a container's endpoints on our networks in DNS: its name, its
+/// network aliases and its hostname in the domain, with the endpoint's
+/// address (Docker tells the driver none of them: they come from the
+/// engine, on its "connect" event).
+pub async fn name_endpoints(shared: &Arc<Shared>, container: &str) {
+    let Some(domain) = shared.config.dns.as_ref().map(|d| d.domain.clone()) else {
+        return;
+    };
+    let info = match crate::docker::endpoints(container).await {
+        Ok(i) => i,
+        Err(e) => {
+            debug!("Docker plugin: naming {container}: {e}");
+            return;
+        }
+    };
+    for (endpoint, addr, aliases) in &info.networks {
+        if !shared.plugin().endpoints.contains_key(endpoint) {
+            continue;
+        }
+        let mut names = super::dns::container_names(&domain, &info.name, info.hostname.as_deref());
+        for a in aliases {
+            // Docker adds the short container ID as an alias.
+            if info.id.starts_with(a.as_str()) {
+                continue;
+            }
+            if let Ok(n) = crate::core::dns::qualify(a, &domain) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        if let Err(e) = super::dns::register(shared, &info.id, &names, &[*addr]) {
+            warn!("Docker plugin: {} not named in DNS: {e}", info.name);
+        }
+    }
+}
+
+/// Serves the plugin until the router stops. A socket that cannot be made
+/// is logged and leaves the router running without the plugin.
+pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
+    let Some(path) = shared.config.plugin_socket.clone() else {
+        return std::future::pending().await;
+    };
+    let listener = match bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("Docker plugin: cannot listen on {}: {e}", path.display());
+            return std::future::pending().await;
+        }
+    };
+    info!(
+        "Docker plugin {} on {}",
+        crate::core::docker_plugin::DRIVER,
+        path.display()
+    );
+    let _unlink = Unlink(path);
+    let app = axum::Router::new()
+        .route("/{method}", axum::routing::post(call))
+        .with_state(shared.clone());
+    // The engine waits on IPAM (up to --ipalloc-timeout) within one call.
+    let limits = crate::api::http::Limits {
+        max_conns: 64,
+        header_timeout: Duration::from_secs(5),
+        conn_lifetime: shared.config.ipam_timeout + Duration::from_secs(30),
+    };
+    crate::api::http::serve_app(listener, app, limits).await
+}
+
+/// Removes the socket when the router stops (a socket nobody answers
+/// costs the engine 15 s of retries per lookup).
+struct Unlink(PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds `path`, replacing a stale socket (root only: 0600 in a 0755 dir).
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => debug!("removed a stale {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// One call: `POST /<Method>` with a JSON body.
+async fn call(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(method): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if body.len() > MAX_BODY {
+        return error(format!("{method}: request body over {MAX_BODY} bytes"));
+    }
+    debug!("Docker plugin: {method} {}", String::from_utf8_lossy(&body));
+    let reply = handlers::dispatch(&shared, &method, &body).await;
+    match reply {
+        Ok(v) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], v.to_string()).into_response(),
+        Err(e) => {
+            info!("Docker plugin: {method}: {e}");
+            error(e)
+        }
+    }
+}
+
+fn error(e: String) -> Response {
+    let body = serde_json::to_string(&ErrorReply { err: e }).unwrap_or_default();
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
+}
