@@ -228,6 +228,16 @@ pub async fn original_command(container_id: &str) -> Result<Vec<String>, DockerE
     Ok(argv)
 }
 
+/// The IDs of the running containers.
+pub async fn running() -> Result<Vec<String>, DockerError> {
+    let docker = connect().await?;
+    let list = docker
+        .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))?;
+    Ok(list.into_iter().filter_map(|c| c.id).collect())
+}
+
 /// The running container carrying `label=value`, if any.
 pub async fn find_by_label(label: &str, value: &str) -> Result<Option<Container>, DockerError> {
     let docker = connect().await?;

@@ -408,6 +408,12 @@ pub async fn watch_docker(shared: Arc<Shared>) -> anyhow::Result<()> {
                 for a in &registered {
                     reattach(&shared, a).await;
                 }
+                // Names of containers on the plugin's networks.
+                if !shared.plugin().endpoints.is_empty() {
+                    for id in docker::running().await.unwrap_or_default() {
+                        super::plugin::name_endpoints(&shared, &id).await;
+                    }
+                }
                 while let Some(ev) = events.next().await {
                     match ev {
                         Ok(docker::Event::Start(id)) => {

@@ -114,8 +114,9 @@ fn request_pool(shared: &Arc<Shared>, r: RequestPool) -> Result<Value, String> {
     Ok(json!({"PoolID": rules::pool_id(subnet), "Pool": subnet.to_string(), "Data": {}}))
 }
 
-/// An address in the pool: the network's gateway (one per subnet and
-/// host, kept so the engine has one), or an endpoint's, keyed by its MAC.
+/// An address in the pool: a network's gateway (the engine wants one; it
+/// is only held, as no gateway service runs), or an endpoint's, keyed by
+/// its MAC.
 /// `Address` given (`--ip`, `--gateway`): claimed.
 async fn request_address(shared: &Arc<Shared>, r: RequestAddress) -> Result<Value, String> {
     let subnet = rules::parse_pool_id(&r.pool_id)?;
@@ -127,7 +128,13 @@ async fn request_address(shared: &Arc<Shared>, r: RequestAddress) -> Result<Valu
             .map(str::to_string)
     };
     let key = if opt("RequestAddressType").as_deref() == Some(rules::GATEWAY_REQUEST) {
-        rules::gateway_key(subnet)
+        // Each network's own (a failed create releases its gateway; a
+        // shared key would free another network's).
+        format!(
+            "{}:{:016x}",
+            rules::gateway_key(subnet),
+            rand::random::<u64>()
+        )
     } else {
         match opt(rules::MAC_OPTION) {
             Some(mac) => rules::endpoint_key(&mac),
