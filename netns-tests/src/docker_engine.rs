@@ -32,8 +32,40 @@
 //! The engine's processes live in the host's namespace, so
 //! [`Host::router_pids`], [`Host::router_running`] and
 //! [`Host::kill_router`] see (and kill) them too.
+//!
+//! # With the weave-rs Docker plugin
+//!
+//! [`DockerEngine::start_with_plugin`] starts the same engine, and also:
+//!
+//! * sets `WEAVE_RS_PLUGIN_SOCKET=DIR/plugins/weave-rs.sock` on the host,
+//!   so its router (launched afterwards: the variable is read at launch)
+//!   serves the `weave-rs` network and IPAM drivers in this engine's
+//!   plugin directory. The engine sees `DIR/plugins` as
+//!   `/run/docker/plugins` (the bind mount above, in its private mount
+//!   namespace), so it finds `/run/docker/plugins/weave-rs.sock`; the
+//!   router, in the machine's mount namespace, binds the socket by its
+//!   real path. Each host's router serves its own engine, and nothing of
+//!   the machine's engine (whose /run/docker/plugins is the real one) is
+//!   touched.
+//! * starts dockerd with `--dns 169.254.53.53`: the upstream server of the
+//!   embedded resolver (127.0.0.11) of every container is then the
+//!   weave-rs DNS of the host. The embedded resolver answers only the
+//!   containers of *this* engine; a name of a container on another host's
+//!   engine is forwarded, from the container's own namespace, to the
+//!   upstream servers, and no remote-driver call can set those per
+//!   network (docker-plugin-research.md, section 3, option A). Without the
+//!   flag the upstream would be the machine's resolv.conf servers, which a
+//!   test must not query.
+//!
+//! Dropping such an engine removes, while the router still serves the
+//! plugin, the containers, then the networks (`docker network rm`), then
+//! stops dockerd: a remote driver's network left behind makes dockerd look
+//! the plugin up again, 15 s a lookup, once the router is gone. When the
+//! plugin socket no longer answers (the router died), it skips the
+//! removals (each would wait those 15 s) and stops dockerd at once.
 
 use std::fs::File;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -53,6 +85,12 @@ pub const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Name of an engine's directory below the lab's scratch directory:
 /// `<lab dir>/dockerd-<host>-<n>` (the stale sweep looks for this prefix).
 pub(crate) const ENGINE_DIR_PREFIX: &str = "dockerd-";
+/// The weave-rs DNS address: the upstream server of an engine started
+/// with [`DockerEngine::start_with_plugin`] (`dockerd --dns`).
+pub const WEAVE_DNS: &str = "169.254.53.53";
+/// The name the weave-rs plugin's drivers go by (`docker network create
+/// -d weave-rs --ipam-driver weave-rs`), and its socket's file name.
+pub const PLUGIN_NAME: &str = "weave-rs";
 
 /// A dockerd of the test's in one host's network namespace. See the module
 /// documentation.
@@ -62,6 +100,9 @@ pub struct DockerEngine {
     host: String,
     child: Option<Child>,
     started_in: Duration,
+    /// `DIR/plugins/weave-rs.sock` when the host's router serves the
+    /// plugin ([`DockerEngine::start_with_plugin`]).
+    plugin: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -77,6 +118,30 @@ impl DockerEngine {
     /// once launched, and every weave-rs command it runs).
     #[track_caller]
     pub fn start(host: &Host, images: &[&str]) -> DockerEngine {
+        Self::start_opts(host, images, false)
+    }
+
+    /// Like [`DockerEngine::start`], for the weave-rs Docker plugin (see the
+    /// module documentation): also sets `WEAVE_RS_PLUGIN_SOCKET` on `host`
+    /// to `DIR/plugins/weave-rs.sock` (this engine's plugin directory), and
+    /// runs dockerd with `--dns 169.254.53.53`. Call it before launching
+    /// `host`'s router (the router reads the variable at launch); panics
+    /// when something already runs in `host`'s namespace.
+    #[track_caller]
+    pub fn start_with_plugin(host: &Host, images: &[&str]) -> DockerEngine {
+        let pids = host.router_pids();
+        assert!(
+            pids.is_empty(),
+            "start the plugin's engine of {} before its router is launched \
+             (it reads WEAVE_RS_PLUGIN_SOCKET at launch); processes already \
+             in its namespace: {pids:?}",
+            host.name()
+        );
+        Self::start_opts(host, images, true)
+    }
+
+    #[track_caller]
+    fn start_opts(host: &Host, images: &[&str], plugin: bool) -> DockerEngine {
         require_images(images);
         let ctx = host.ctx();
         let dir = ctx
@@ -91,12 +156,19 @@ impl DockerEngine {
         let log = File::create(dir.join("dockerd.log"))
             .unwrap_or_else(|e| panic!("create {}/dockerd.log: {e}", dir.display()));
         let d = dir.display().to_string();
+        let plugin = plugin.then(|| dir.join("plugins").join(format!("{PLUGIN_NAME}.sock")));
+        // Names of other engines' containers: see the module documentation.
+        let dns = if plugin.is_some() {
+            format!(" --dns {WEAVE_DNS}")
+        } else {
+            String::new()
+        };
         let script = format!(
             "mkdir -p /run/docker/plugins && mount --bind '{d}/plugins' /run/docker/plugins && \
              exec dockerd --config-file '{d}/daemon.json' --data-root '{d}/data' \
              --exec-root '{d}/exec' --pidfile '{d}/docker.pid' -H 'unix://{d}/docker.sock' \
              --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
-             --bridge=none"
+             --bridge=none{dns}"
         );
         let started = Instant::now();
         let child = Command::new("nsenter")
@@ -115,12 +187,16 @@ impl DockerEngine {
             host: host.name().to_string(),
             child: Some(child),
             started_in: Duration::ZERO,
+            plugin,
         };
         // From here a panic drops `engine`, which cleans up.
         engine.wait_ready(started);
         engine.started_in = started.elapsed();
         engine.load_images(images);
         host.set_env("DOCKER_HOST", &engine.docker_host());
+        if let Some(sock) = &engine.plugin {
+            host.set_env("WEAVE_RS_PLUGIN_SOCKET", &sock.display().to_string());
+        }
         engine
     }
 
@@ -196,6 +272,21 @@ impl DockerEngine {
         format!("unix://{}", self.socket().display())
     }
 
+    /// The plugin socket the host's router serves for this engine
+    /// (`DIR/plugins/weave-rs.sock`), when started with
+    /// [`DockerEngine::start_with_plugin`].
+    pub fn plugin_socket(&self) -> Option<&Path> {
+        self.plugin.as_deref()
+    }
+
+    /// Does something accept connections on the plugin socket? (False for
+    /// an engine without the plugin.)
+    pub fn plugin_answers(&self) -> bool {
+        self.plugin
+            .as_deref()
+            .is_some_and(|p| UnixStream::connect(p).is_ok())
+    }
+
     /// How long dockerd took from its start until `docker info` answered.
     pub fn started_in(&self) -> Duration {
         self.started_in
@@ -261,7 +352,16 @@ impl Drop for DockerEngine {
                 self.log_tail(20)
             );
         }
-        if self.running() {
+        // Without its plugin, every removal below waits 15 s per plugin
+        // lookup before it fails: skip them, dockerd is killed anyway.
+        let plugin_gone = self.plugin.is_some() && !self.plugin_answers();
+        if plugin_gone {
+            eprintln!(
+                "netns-tests: {self:?}: nothing answers on the plugin socket; \
+                 stopping it without removing its containers and networks"
+            );
+        }
+        if self.running() && !plugin_gone {
             let ids = self.docker_timeout(&["ps", "-aq"], Duration::from_secs(10));
             let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
             if !ids.is_empty() {
@@ -272,12 +372,28 @@ impl Drop for DockerEngine {
                     eprintln!("netns-tests: removing the containers of {self:?}:\n{out}");
                 }
             }
+            // Networks after their containers, before dockerd stops (while
+            // the router still serves the plugin).
+            let nets = self.docker_timeout(
+                &["network", "ls", "-q", "--filter", "type=custom"],
+                Duration::from_secs(10),
+            );
+            let nets: Vec<&str> = nets.stdout.split_whitespace().collect();
+            if !nets.is_empty() {
+                let mut argv = vec!["network", "rm"];
+                argv.extend(nets);
+                let out = self.docker(&argv);
+                if !out.success() {
+                    eprintln!("netns-tests: removing the networks of {self:?}:\n{out}");
+                }
+            }
         }
         if let Some(mut child) = self.child.take() {
             // dockerd stops the containerd it started on SIGTERM.
             let pid = Pid::from_raw(child.id() as i32);
             let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let wait = if plugin_gone { 5 } else { 20 };
+            let deadline = Instant::now() + Duration::from_secs(wait);
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,

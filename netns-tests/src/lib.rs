@@ -20,7 +20,9 @@
 //!   [`DnsmasqUpstream`] is a dnsmasq serving fixed names in one.
 //! * [`DockerEngine`]: a second dockerd in one host's namespace (its own
 //!   data, socket and images; `DOCKER_HOST` set on the host), so that two
-//!   hosts can each run a container with the same Docker name.
+//!   hosts can each run a container with the same Docker name;
+//!   [`DockerEngine::start_with_plugin`] also has the host's router serve
+//!   the weave-rs Docker plugin in that engine's plugin directory.
 //! * [`Capture`]: `tcpdump -w` on an underlay interface, read back as a
 //!   [`Pcap`] (UDP/TCP payloads over IPv4); [`tcp_transfer`] and
 //!   [`udp_send`] make known traffic from Rust inside a namespace.
