@@ -47,15 +47,15 @@
 //!   real path. Each host's router serves its own engine, and nothing of
 //!   the machine's engine (whose /run/docker/plugins is the real one) is
 //!   touched.
-//! * starts dockerd with `--dns 169.254.53.53`: the upstream server of the
-//!   embedded resolver (127.0.0.11) of every container is then the
-//!   weave-rs DNS of the host. The embedded resolver answers only the
-//!   containers of *this* engine; a name of a container on another host's
-//!   engine is forwarded, from the container's own namespace, to the
-//!   upstream servers, and no remote-driver call can set those per
-//!   network (docker-plugin-research.md, section 3, option A). Without the
-//!   flag the upstream would be the machine's resolv.conf servers, which a
-//!   test must not query.
+//! * starts dockerd with `--dns 10.53.0.53` ([`HOST_RESOLVER`]), an
+//!   address the test owns and nothing answers: it stands for the host's
+//!   resolvers, which the engine's embedded resolver (127.0.0.11) asks,
+//!   from the container's own namespace, for every name it does not know
+//!   (the containers of other engines). The plugin routes that address
+//!   through weave-rs DNS and the host redirects the queries to it, so
+//!   names resolve with no engine setting pointing at weave-rs (the
+//!   machine's own resolvers must not be queried by a test: launch the
+//!   router with a resolv.conf naming [`HOST_RESOLVER`]).
 //!
 //! Dropping such an engine removes, while the router still serves the
 //! plugin, the containers, then the networks (`docker network rm`), then
@@ -86,8 +86,11 @@ pub const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// `<lab dir>/dockerd-<host>-<n>` (the stale sweep looks for this prefix).
 pub(crate) const ENGINE_DIR_PREFIX: &str = "dockerd-";
 /// The weave-rs DNS address: the upstream server of an engine started
-/// with [`DockerEngine::start_with_plugin`] (`dockerd --dns`).
+/// with [`DockerEngine::start_with_plugin`].
 pub const WEAVE_DNS: &str = "169.254.53.53";
+/// The "host's resolver" of a plugin engine (`dockerd --dns`): never
+/// answered; see the module documentation.
+pub const HOST_RESOLVER: &str = "10.53.0.53";
 /// The name the weave-rs plugin's drivers go by (`docker network create
 /// -d weave-rs --ipam-driver weave-rs`), and its socket's file name.
 pub const PLUGIN_NAME: &str = "weave-rs";
@@ -124,7 +127,7 @@ impl DockerEngine {
     /// Like [`DockerEngine::start`], for the weave-rs Docker plugin (see the
     /// module documentation): also sets `WEAVE_RS_PLUGIN_SOCKET` on `host`
     /// to `DIR/plugins/weave-rs.sock` (this engine's plugin directory), and
-    /// runs dockerd with `--dns 169.254.53.53`. Call it before launching
+    /// runs dockerd with `--dns 10.53.0.53` ([`HOST_RESOLVER`]). Call it before launching
     /// `host`'s router (the router reads the variable at launch); panics
     /// when something already runs in `host`'s namespace.
     #[track_caller]
@@ -159,7 +162,7 @@ impl DockerEngine {
         let plugin = plugin.then(|| dir.join("plugins").join(format!("{PLUGIN_NAME}.sock")));
         // Names of other engines' containers: see the module documentation.
         let dns = if plugin.is_some() {
-            format!(" --dns {WEAVE_DNS}")
+            format!(" --dns {HOST_RESOLVER}")
         } else {
             String::new()
         };

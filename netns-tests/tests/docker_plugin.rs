@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use ipnetwork::Ipv4Network;
-use netns_tests::docker_engine::{PLUGIN_NAME, WEAVE_DNS};
+use netns_tests::docker_engine::{HOST_RESOLVER, PLUGIN_NAME, WEAVE_DNS};
 use netns_tests::*;
 
 const BUSYBOX: &str = "weave-rs-test/busybox:latest";
@@ -23,10 +23,20 @@ const DOMAIN: &str = "weave.local";
 
 /// Launches `hosts` in a full mesh with `--ipalloc-init consensus=N` (N =
 /// the number of hosts), each given the addresses of the hosts before it.
-fn launch_consensus(hosts: &[Host]) {
+fn launch_consensus(lab: &Lab, hosts: &[Host]) {
     let quorum = format!("consensus={}", hosts.len());
+    // The routers' upstream is the engines' "host resolver" (never the
+    // machine's own resolvers).
+    let resolv = lab.dir().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {HOST_RESOLVER}\n")).unwrap();
+    let resolv = resolv.display().to_string();
     for (i, h) in hosts.iter().enumerate() {
-        let mut args = vec!["--ipalloc-init".to_string(), quorum.clone()];
+        let mut args = vec![
+            "--resolv-conf".to_string(),
+            resolv.clone(),
+            "--ipalloc-init".to_string(),
+            quorum.clone(),
+        ];
         args.extend(hosts[..i].iter().map(|p| p.addr_for(h).to_string()));
         h.launch(&args);
     }
@@ -250,7 +260,7 @@ fn network_across_two_engines() {
 
     lab.step("launch both routers (mesh, --ipalloc-init consensus=2)");
     let started = Instant::now();
-    launch_consensus(&hosts);
+    launch_consensus(&lab, &hosts);
     eprintln!(
         "routers launched and connected in {:.2}s",
         started.elapsed().as_secs_f64()

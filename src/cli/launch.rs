@@ -628,6 +628,9 @@ pub fn reset() -> anyhow::Result<()> {
             tracing::debug!("{}: {e}", family.program());
         }
     }
+    if let Err(e) = crate::net::iptables::Iptables::default().remove_dns_redirects(BRIDGE) {
+        tracing::debug!("iptables: {e}");
+    }
     let (dir, _) = state_dir::path();
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;

@@ -1,6 +1,12 @@
-//! The one firewall rule the router needs, for IPv4 and IPv6:
-//! `iptables -I FORWARD -i <bridge> -o <bridge> -j ACCEPT`, and the same
-//! with `ip6tables`.
+//! The firewall rules the router needs:
+//! - `iptables -I FORWARD -i <bridge> -o <bridge> -j ACCEPT`, and the same
+//!   with `ip6tables`;
+//! - with DNS on, `-t nat -I PREROUTING -i <bridge> -p udp|tcp --dport 53
+//!   ! -d <dns> -j DNAT --to-destination <dns>:53`: the DNS queries that
+//!   Docker's embedded resolver sends, from a container on a weave-rs
+//!   network, to the host's resolvers (routed to the bridge by the
+//!   plugin's Join) are answered by weave-rs DNS, which forwards what is
+//!   not its own.
 //!
 //! With br_netfilter loaded (it is once Docker runs) and a FORWARD policy of
 //! DROP, bridged traffic between a container's veth and the router's TAP is
@@ -83,32 +89,82 @@ impl Iptables {
     /// Adds the FORWARD accept rule for `bridge` unless present; returns
     /// whether it was added.
     pub fn ensure_forward_accept(&self, bridge: &str) -> Result<bool, NetError> {
-        if self.check(bridge)? {
-            return Ok(false);
-        }
-        self.run_ok(&rule("-I", bridge))?;
-        Ok(true)
+        self.ensure(&forward_accept(bridge))
     }
 
     /// Removes every copy of the FORWARD accept rule for `bridge`; returns
     /// whether one was removed.
     pub fn remove_forward_accept(&self, bridge: &str) -> Result<bool, NetError> {
+        self.remove(&forward_accept(bridge))
+    }
+
+    /// Adds the DNS redirections (UDP and TCP) for `bridge` unless present.
+    pub fn ensure_dns_redirect(
+        &self,
+        bridge: &str,
+        dns: std::net::Ipv4Addr,
+    ) -> Result<(), NetError> {
+        for proto in ["udp", "tcp"] {
+            self.ensure(&dns_redirect(bridge, dns, proto))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the DNS redirections of `bridge`, whatever their address.
+    pub fn remove_dns_redirects(&self, bridge: &str) -> Result<bool, NetError> {
+        let listed = self.run(&["-t".into(), "nat".into(), "-S".into(), "PREROUTING".into()])?;
+        let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+        let mut removed = false;
+        for line in text.lines() {
+            let Some(spec) = line.strip_prefix("-A PREROUTING ") else {
+                continue;
+            };
+            let words: Vec<String> = spec.split_whitespace().map(str::to_string).collect();
+            let ours = words.windows(2).any(|w| w[0] == "-i" && w[1] == bridge)
+                && words.windows(2).any(|w| w[0] == "--dport" && w[1] == "53")
+                && words.iter().any(|w| w == "DNAT");
+            if ours {
+                let mut args = vec![
+                    "-t".to_string(),
+                    "nat".into(),
+                    "-D".into(),
+                    "PREROUTING".into(),
+                ];
+                args.extend(words);
+                self.run_ok(&args)?;
+                removed = true;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Adds `r` (at the top of its chain) unless present; whether it was.
+    fn ensure(&self, r: &Rule) -> Result<bool, NetError> {
+        if self.check(r)? {
+            return Ok(false);
+        }
+        self.run_ok(&r.args("-I"))?;
+        Ok(true)
+    }
+
+    /// Removes every copy of `r`; whether one was removed.
+    fn remove(&self, r: &Rule) -> Result<bool, NetError> {
         let mut removed = false;
         // Bounded: each round deletes one copy; never loop forever on a
         // misbehaving binary.
         for _ in 0..16 {
-            if !self.check(bridge)? {
+            if !self.check(r)? {
                 break;
             }
-            self.run_ok(&rule("-D", bridge))?;
+            self.run_ok(&r.args("-D"))?;
             removed = true;
         }
         Ok(removed)
     }
 
     /// Whether the rule is present (`-C` exits 0; 1 means absent).
-    fn check(&self, bridge: &str) -> Result<bool, NetError> {
-        let args = rule("-C", bridge);
+    fn check(&self, r: &Rule) -> Result<bool, NetError> {
+        let args = r.args("-C");
         let out = self.run(&args)?;
         match out.status.code() {
             Some(0) => Ok(true),
@@ -161,13 +217,61 @@ impl Iptables {
     }
 }
 
-/// The rule's arguments after `-w`, with `op` = `-C`, `-I` or `-D`; the
-/// same for both families.
-fn rule(op: &str, bridge: &str) -> Vec<String> {
-    [op, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+/// A rule: its table, its chain, and what it matches and does.
+struct Rule {
+    table: &'static str,
+    chain: &'static str,
+    spec: Vec<String>,
+}
+
+impl Rule {
+    /// The arguments after `-w`, with `op` = `-C`, `-I` or `-D`.
+    fn args(&self, op: &str) -> Vec<String> {
+        let mut a = vec![
+            "-t".to_string(),
+            self.table.to_string(),
+            op.into(),
+            self.chain.into(),
+        ];
+        a.extend(self.spec.iter().cloned());
+        a
+    }
+}
+
+fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
+}
+
+/// The same for both families.
+fn forward_accept(bridge: &str) -> Rule {
+    Rule {
+        table: "filter",
+        chain: "FORWARD",
+        spec: words(&["-i", bridge, "-o", bridge, "-j", "ACCEPT"]),
+    }
+}
+
+fn dns_redirect(bridge: &str, dns: std::net::Ipv4Addr, proto: &str) -> Rule {
+    let (to, dst) = (format!("{dns}:53"), dns.to_string());
+    Rule {
+        table: "nat",
+        chain: "PREROUTING",
+        spec: words(&[
+            "-i",
+            bridge,
+            "-p",
+            proto,
+            "--dport",
+            "53",
+            "!",
+            "-d",
+            &dst,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ]),
+    }
 }
 
 #[cfg(test)]
@@ -177,12 +281,19 @@ mod tests {
     #[test]
     fn rule_arguments() {
         assert_eq!(
-            rule("-I", "weave").join(" "),
-            "-I FORWARD -i weave -o weave -j ACCEPT"
+            forward_accept("weave").args("-I").join(" "),
+            "-t filter -I FORWARD -i weave -o weave -j ACCEPT"
         );
         assert_eq!(
-            rule("-D", "br0").join(" "),
-            "-D FORWARD -i br0 -o br0 -j ACCEPT"
+            forward_accept("br0").args("-D").join(" "),
+            "-t filter -D FORWARD -i br0 -o br0 -j ACCEPT"
+        );
+        assert_eq!(
+            dns_redirect("weave", [169, 254, 53, 53].into(), "udp")
+                .args("-C")
+                .join(" "),
+            "-t nat -C PREROUTING -i weave -p udp --dport 53 ! -d 169.254.53.53 -j DNAT \
+             --to-destination 169.254.53.53:53"
         );
         assert_eq!(Family::V4.program(), "iptables");
         assert_eq!(Family::V6.program(), "ip6tables");

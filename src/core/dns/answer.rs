@@ -92,6 +92,19 @@ pub fn answer(
         }
         return encode(&q, r, transport).map(Outcome::Reply);
     }
+    // A single label (`db`, as Docker's embedded resolver passes on a name
+    // it does not know) is a name of the domain when the zone has it.
+    let name = match name.strip_suffix('.') {
+        Some(label) if !label.contains('.') && !label.is_empty() => {
+            let full = format!("{label}.{}", zone.domain);
+            if zone.lookup(&full).is_some() {
+                full
+            } else {
+                name
+            }
+        }
+        _ => name,
+    };
     if in_domain(&name, &zone.domain) {
         r.metadata.authoritative = true;
         match zone.lookup(&name) {
@@ -272,6 +285,19 @@ mod tests {
         assert_eq!(data(&m), ["10.32.0.1"]);
         assert_eq!(m.answers[0].name.to_ascii(), "DB.Weave.Local.");
         assert_eq!(m.answers[0].ttl, 1);
+    }
+
+    #[test]
+    fn a_single_label_is_a_name_of_the_domain_when_the_zone_has_it() {
+        let m = ask("db.", RecordType::A);
+        assert_eq!(data(&m), ["10.32.0.1"]);
+        assert_eq!(m.answers[0].name.to_ascii(), "db.");
+        assert_eq!(ask("DB.", RecordType::AAAA).answers.len(), 0, "NODATA");
+        let other = query("nope.", RecordType::A, false);
+        assert_eq!(
+            answer(&other, &zone(), 0, Transport::Udp),
+            Ok(Outcome::Forward)
+        );
     }
 
     #[test]

@@ -467,6 +467,20 @@ pub async fn prepare(shared: &Shared) {
             warn!("DNS: replies to containers may find no route: {e}");
         }
         shared.data().router.set_host_only(Some(cfg.address));
+        if shared.config.plugin_socket.is_some() {
+            let (bridge, addr) = (shared.config.bridge.clone(), cfg.address);
+            let redirected = tokio::task::spawn_blocking(move || {
+                crate::net::iptables::Iptables::default().ensure_dns_redirect(&bridge, addr)
+            })
+            .await;
+            match redirected {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!("DNS: containers of Docker networks will not reach weave-rs DNS: {e}")
+                }
+                Err(e) => warn!("DNS: {e}"),
+            }
+        }
     }
 }
 

@@ -226,6 +226,13 @@ fn create_endpoint(shared: &Arc<Shared>, r: CreateEndpoint) -> Result<Value, Str
     } else {
         (iface.mac_address.clone(), json!({}))
     };
+    let dns_servers = r
+        .options
+        .as_ref()
+        .and_then(|o| o.get("com.docker.network.endpoint.dnsservers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+        .unwrap_or_default();
     shared.plugin().endpoints.insert(
         r.endpoint_id,
         Endpoint {
@@ -234,6 +241,7 @@ fn create_endpoint(shared: &Arc<Shared>, r: CreateEndpoint) -> Result<Value, Str
             mac,
             sandbox: None,
             dns_route: false,
+            dns_servers,
         },
     );
     save(shared);
@@ -280,12 +288,35 @@ async fn join(shared: &Arc<Shared>, r: Join) -> Result<Value, String> {
         give
     };
     save(shared);
-    let routes: Vec<Value> = match (route, dns) {
-        (true, Some(a)) => {
-            vec![json!({"Destination": format!("{a}/32"), "RouteType": 1, "NextHop": ""})]
+    // The DNS server on link, then the resolvers the engine's embedded
+    // resolver asks (from inside the container) through it: the host
+    // hands those queries to weave-rs DNS (iptables' DNS redirect), which
+    // answers the mesh's names and forwards the rest.
+    let mut routes: Vec<Value> = Vec::new();
+    if let (true, Some(a)) = (route, dns) {
+        routes.push(json!({"Destination": format!("{a}/32"), "RouteType": 1, "NextHop": ""}));
+        // The engine's own list when it told us (its --dns), else the
+        // host's resolvers, which the engine uses too.
+        let servers: Vec<IpAddr> = if ep.dns_servers.is_empty() {
+            match shared.dns_served.status() {
+                Some(Ok(s)) => s.iter().map(|s| s.ip()).collect(),
+                _ => Vec::new(),
+            }
+        } else {
+            ep.dns_servers.clone()
+        };
+        let mut routed = Vec::new();
+        for s in servers {
+            if s.is_ipv4() && !s.is_loopback() && s != IpAddr::V4(a) && !routed.contains(&s) {
+                routed.push(s);
+                routes.push(json!({
+                    "Destination": format!("{s}/32"),
+                    "RouteType": 0,
+                    "NextHop": a.to_string(),
+                }));
+            }
         }
-        _ => Vec::new(),
-    };
+    }
     Ok(json!({
         "InterfaceName": {"SrcName": names.1, "DstPrefix": "ethwe"},
         "StaticRoutes": routes,

@@ -53,6 +53,10 @@ pub struct Endpoint {
     pub sandbox: Option<String>,
     #[serde(default)]
     pub dns_route: bool,
+    /// The DNS servers the engine's embedded resolver asks for this
+    /// endpoint's container (when the engine or the container set some).
+    #[serde(default)]
+    pub dns_servers: Vec<std::net::IpAddr>,
 }
 
 /// What the plugin keeps (`plugin.json`).
