@@ -631,6 +631,7 @@ pub fn reset() -> anyhow::Result<()> {
     if let Err(e) = crate::net::iptables::Iptables::default().remove_dns_redirects(BRIDGE) {
         tracing::debug!("iptables: {e}");
     }
+    crate::net::ebtables::release_all("vethwrp");
     let (dir, _) = state_dir::path();
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;

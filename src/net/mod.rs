@@ -4,6 +4,7 @@
 //! network namespace does so on a short-lived std thread that called
 //! `setns` ([`netns::run_in_netns`]); a tokio worker thread is never moved.
 
+pub mod ebtables;
 pub mod error;
 pub mod garp;
 pub mod iptables;

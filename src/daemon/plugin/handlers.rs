@@ -272,6 +272,7 @@ async fn join(shared: &Arc<Shared>, r: Join) -> Result<Value, String> {
         )
         .await
         .map_err(|e| e.to_string())?;
+    confine(shared, &names.0, &ep.network, true).await?;
     // The route to the DNS server, once per sandbox.
     let dns = shared.config.dns.as_ref().map(|d| d.address);
     let route = {
@@ -326,6 +327,14 @@ async fn join(shared: &Arc<Shared>, r: Join) -> Result<Value, String> {
 
 async fn leave(shared: &Arc<Shared>, r: EndpointRef) -> Result<Value, String> {
     let (host, _) = rules::veth_names(&r.endpoint_id);
+    let network = shared
+        .plugin()
+        .endpoints
+        .get(&r.endpoint_id)
+        .map(|e| e.network.clone());
+    if let Some(n) = network {
+        let _ = confine(shared, &host, &n, false).await;
+    }
     // Deleting our end takes the pair, wherever the other end is.
     if let Err(e) = shared.netlink.delete_link(&host).await {
         tracing::warn!("Docker plugin: removing {host}: {e}");
@@ -343,6 +352,14 @@ async fn leave(shared: &Arc<Shared>, r: EndpointRef) -> Result<Value, String> {
 
 async fn delete_endpoint(shared: &Arc<Shared>, r: EndpointRef) -> Result<Value, String> {
     let (host, peer) = rules::veth_names(&r.endpoint_id);
+    let network = shared
+        .plugin()
+        .endpoints
+        .get(&r.endpoint_id)
+        .map(|e| e.network.clone());
+    if let Some(n) = network {
+        let _ = confine(shared, &host, &n, false).await;
+    }
     for name in [host, peer] {
         let _ = shared.netlink.delete_link(&name).await;
     }
@@ -353,6 +370,27 @@ async fn delete_endpoint(shared: &Arc<Shared>, r: EndpointRef) -> Result<Value, 
     }
     save(shared);
     Ok(json!({}))
+}
+
+/// Confines (or frees) the endpoint veth `host` to its network's subnet
+/// (`net::ebtables`).
+async fn confine(shared: &Arc<Shared>, host: &str, network: &str, on: bool) -> Result<(), String> {
+    let subnet = shared.plugin().networks.get(network).map(|n| n.subnet);
+    let Some(ipnetwork::IpNetwork::V4(subnet)) = subnet else {
+        return Ok(());
+    };
+    let host = host.to_string();
+    tokio::task::spawn_blocking(move || {
+        if on {
+            crate::net::ebtables::isolate(&host, subnet)
+        } else {
+            crate::net::ebtables::release(&host, subnet);
+            Ok(())
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("keeping the network apart from others: {e}"))
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {
