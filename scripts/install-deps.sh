@@ -29,6 +29,10 @@ declare -A PROVIDES=(
     [bind9-dnsutils]=dig
     [dnsperf]=dnsperf
     [dnsmasq-base]=dnsmasq
+    # The Docker plugin keeps networks apart with ebtables; its compose
+    # test uses Debian's docker-compose.
+    [ebtables]=ebtables
+    [docker-compose]=docker-compose
 )
 
 missing=()
