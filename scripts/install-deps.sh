@@ -16,6 +16,8 @@ declare -A PROVIDES=(
     [iputils-ping]=ping
     [iputils-arping]=arping
     [tcpdump]=tcpdump
+    # iptables also gives ebtables (ebtables-nft), which the Docker
+    # plugin uses to keep networks apart.
     [iptables]=iptables
     [netcat-openbsd]=nc.openbsd
     [ethtool]=ethtool
@@ -29,9 +31,7 @@ declare -A PROVIDES=(
     [bind9-dnsutils]=dig
     [dnsperf]=dnsperf
     [dnsmasq-base]=dnsmasq
-    # The Docker plugin keeps networks apart with ebtables; its compose
-    # test uses Debian's docker-compose.
-    [ebtables]=ebtables
+    # The Docker plugin's compose test.
     [docker-compose]=docker-compose
 )
 
