@@ -228,6 +228,98 @@ pub async fn original_command(container_id: &str) -> Result<Vec<String>, DockerE
     Ok(argv)
 }
 
+/// Containers with restart policy `always` that the engine could not
+/// start because a network's plugin was missing (it never retries them),
+/// on one of `networks` (network IDs).
+pub async fn stranded(networks: &[String]) -> Result<Vec<String>, DockerError> {
+    let docker = connect().await?;
+    let opts = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        ..Default::default()
+    };
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))?;
+    let mut out = Vec::new();
+    for c in list {
+        let on_ours = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .is_some_and(|n| {
+                n.values().any(|e| {
+                    e.network_id
+                        .as_ref()
+                        .is_some_and(|id| networks.contains(id))
+                })
+            });
+        let Some(id) = c.id else { continue };
+        if !on_ours || c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING) {
+            continue;
+        }
+        let Ok(info) = docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+        else {
+            continue;
+        };
+        let always = info
+            .host_config
+            .and_then(|h| h.restart_policy)
+            .and_then(|r| r.name)
+            == Some(bollard::models::RestartPolicyNameEnum::ALWAYS);
+        let plugin_missing = info
+            .state
+            .and_then(|s| s.error)
+            .is_some_and(|e| e.contains("plugin") || e.contains("weave-rs"));
+        if always && plugin_missing {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn start(id: &str) -> Result<(), DockerError> {
+    let docker = connect().await?;
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))
+}
+
+/// Makes network `name` with `driver` (as network and IPAM driver) unless
+/// the engine has one of that name; whether it made it.
+pub async fn ensure_network(name: &str, driver: &str) -> Result<bool, DockerError> {
+    let docker = connect().await?;
+    match docker
+        .inspect_network(
+            name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    {
+        Ok(_) => return Ok(false),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => return Err(DockerError::Api(e.to_string())),
+    }
+    let req = bollard::models::NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some(driver.to_string()),
+        ipam: Some(bollard::models::Ipam {
+            driver: Some(driver.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_network(req)
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))?;
+    Ok(true)
+}
+
 /// The IDs of the running containers.
 pub async fn running() -> Result<Vec<String>, DockerError> {
     let docker = connect().await?;

@@ -408,11 +408,18 @@ pub async fn watch_docker(shared: Arc<Shared>) -> anyhow::Result<()> {
                 for a in &registered {
                     reattach(&shared, a).await;
                 }
-                // Names of containers on the plugin's networks.
+                // Names of containers on the plugin's networks; the
+                // plugin's side of a (re)started engine.
                 if !shared.plugin().endpoints.is_empty() {
                     for id in docker::running().await.unwrap_or_default() {
                         super::plugin::name_endpoints(&shared, &id).await;
                     }
+                }
+                if shared.config.plugin_socket.is_some() {
+                    let shared = shared.clone();
+                    shared
+                        .clone()
+                        .spawn(async move { super::plugin::on_engine(&shared).await });
                 }
                 while let Some(ev) = events.next().await {
                     match ev {

@@ -351,6 +351,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ipam::load(&shared);
     dns::prepare(&shared).await;
     plugin::load(&shared);
+    if shared.config.plugin_socket.is_some() {
+        plugin::sweep(&shared, true);
+    }
 
     let api = crate::api::server::bind().context("control socket")?;
     info!(
@@ -564,6 +567,7 @@ async fn tick_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         shared.collect_garbage(now);
         ipam::step(&shared, false);
         dns::step(&shared);
+        plugin::sweep(&shared, false);
         if now.duration_since(last_full) >= FULL_GOSSIP_INTERVAL {
             last_full = now;
             let st = shared.state();

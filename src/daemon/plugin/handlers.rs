@@ -159,6 +159,7 @@ async fn request_address(shared: &Arc<Shared>, r: RequestAddress) -> Result<Valu
         let cidr = IpNetwork::new(ip, subnet.prefix()).map_err(|e| e.to_string())?;
         ipam::claim(shared, &key, cidr).await?
     };
+    shared.plugin().pending.insert(key, Instant::now());
     Ok(json!({"Address": cidr.to_string(), "Data": {}}))
 }
 
@@ -199,10 +200,16 @@ fn create_network(shared: &Arc<Shared>, r: CreateNetwork) -> Result<Value, Strin
         .pool
         .parse()
         .map_err(|_| format!("pool {:?} is not a CIDR", v4.pool))?;
-    shared
-        .plugin()
-        .networks
-        .insert(r.network_id, Network { subnet });
+    let gateway = v4.gateway.parse::<IpNetwork>().ok().map(|g| g.ip());
+    // Never the plugin's lock and IPAM's together.
+    let holder = gateway.and_then(|g| shared.ipam().core.holder(g).map(str::to_string));
+    {
+        let mut s = shared.plugin();
+        if let Some(id) = holder {
+            s.pending.remove(&id);
+        }
+        s.networks.insert(r.network_id, Network { subnet, gateway });
+    }
     save(shared);
     Ok(json!({}))
 }
@@ -220,6 +227,10 @@ fn create_endpoint(shared: &Arc<Shared>, r: CreateEndpoint) -> Result<Value, Str
         .address
         .parse()
         .map_err(|_| format!("endpoint address {:?} is not a CIDR", iface.address))?;
+    let holder = shared.ipam().core.holder(address.ip()).map(str::to_string);
+    if let Some(id) = holder {
+        shared.plugin().pending.remove(&id);
+    }
     let (mac, reply) = if iface.mac_address.is_empty() {
         let mac = rules::endpoint_mac(&r.endpoint_id);
         (mac.clone(), json!({"Interface": {"MacAddress": mac}}))

@@ -38,6 +38,9 @@ const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1+json";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Network {
     pub subnet: ipnetwork::IpNetwork,
+    /// The address the engine took as its gateway (held in IPAM).
+    #[serde(default)]
+    pub gateway: Option<std::net::IpAddr>,
 }
 
 /// An endpoint (a container on one of our networks).
@@ -68,6 +71,63 @@ pub struct PluginState {
     /// again when our answer overlaps a route on its host.
     #[serde(skip)]
     pool_asks: Vec<Instant>,
+    /// Addresses handed out whose endpoint or network the engine has not
+    /// made yet (IPAM id -> when): an engine killed in between would leak
+    /// them (`sweep`).
+    #[serde(skip)]
+    pending: BTreeMap<String, Instant>,
+}
+
+/// How long an address may wait for its endpoint or network.
+const PENDING_GRACE: Duration = Duration::from_secs(60);
+
+/// Frees what the engine asked for and never used: addresses whose
+/// endpoint or network did not follow within `PENDING_GRACE`, and, at
+/// startup (`all`), every plugin allocation that no kept endpoint or
+/// network holds.
+pub fn sweep(shared: &Arc<Shared>, all: bool) {
+    if !all && shared.plugin().pending.is_empty() {
+        return;
+    }
+    let used: Vec<std::net::IpAddr> = {
+        let s = shared.plugin();
+        s.endpoints
+            .values()
+            .map(|e| e.address.ip())
+            .chain(s.networks.values().filter_map(|n| n.gateway))
+            .collect()
+    };
+    let expired: Vec<String> = {
+        let mut s = shared.plugin();
+        let now = Instant::now();
+        let old: Vec<String> = s
+            .pending
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= PENDING_GRACE)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &old {
+            s.pending.remove(k);
+        }
+        old
+    };
+    if !all && expired.is_empty() {
+        return;
+    }
+    let held: Vec<(String, std::net::IpAddr)> = shared
+        .ipam()
+        .core
+        .allocations()
+        .filter(|(id, _)| id.starts_with(crate::core::docker_plugin::IPAM_ID_PREFIX))
+        .map(|(id, a)| (id.to_string(), a))
+        .collect();
+    for (id, addr) in held {
+        let unused = !used.contains(&addr);
+        if unused && (all || expired.contains(&id)) {
+            info!("Docker plugin: releasing {addr} ({id}): the engine never used it");
+            super::ipam::release_addrs(shared, &id, &[addr]);
+        }
+    }
 }
 
 fn file(shared: &Shared) -> PathBuf {
@@ -133,6 +193,45 @@ pub async fn name_endpoints(shared: &Arc<Shared>, container: &str) {
         }
         if let Err(e) = super::dns::register(shared, &info.id, &names, &[*addr]) {
             warn!("Docker plugin: {} not named in DNS: {e}", info.name);
+        }
+    }
+}
+
+/// The network `docker run --network weave` finds out of the box.
+pub const DEFAULT_NETWORK: &str = "weave";
+
+/// Once the engine answers (at start, and whenever it restarted): the
+/// default network if the engine has none of that name, and the
+/// `restart=always` containers on our networks that the engine gave up on
+/// while the plugin was away (it never tries them again).
+pub async fn on_engine(shared: &Arc<Shared>) {
+    // The first address may wait for the mesh to agree on the range.
+    for attempt in 1..=6 {
+        match crate::docker::ensure_network(DEFAULT_NETWORK, crate::core::docker_plugin::DRIVER)
+            .await
+        {
+            Ok(true) => info!("Docker plugin: made the network {DEFAULT_NETWORK}"),
+            Ok(false) => {}
+            Err(e) if attempt < 6 => {
+                debug!("Docker plugin: making the network {DEFAULT_NETWORK}: {e}; again in 10 s");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                continue;
+            }
+            Err(e) => warn!("Docker plugin: making the network {DEFAULT_NETWORK}: {e}"),
+        }
+        break;
+    }
+    let ours: Vec<String> = shared.plugin().networks.keys().cloned().collect();
+    if ours.is_empty() {
+        return;
+    }
+    for id in crate::docker::stranded(&ours).await.unwrap_or_default() {
+        match crate::docker::start(&id).await {
+            Ok(()) => info!(
+                "Docker plugin: started {}, which the engine gave up on while the plugin was away",
+                id.get(..12).unwrap_or(&id)
+            ),
+            Err(e) => warn!("Docker plugin: starting {id}: {e}"),
         }
     }
 }
