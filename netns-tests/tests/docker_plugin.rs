@@ -1,21 +1,43 @@
-//! The weave-rs Docker plugin (issue 13, acceptance 1): two hosts, each
-//! with its own Docker engine whose network and IPAM driver `weave-rs` is
-//! served by the host's router ([`DockerEngine::start_with_plugin`]). The
-//! same network `<prefix>app` is created on both engines; a container on
-//! each gets an address of the default subnet from weave-rs IPAM, and they
-//! reach each other by address and by name (the engine's embedded resolver
-//! forwards the other engine's name to the weave-rs DNS, dockerd `--dns
-//! 169.254.53.53`). Needs the engine and the local images (scripts/test.sh
-//! sets them up).
+//! The weave-rs Docker plugin (issue 13): hosts, each with its own Docker
+//! engine whose network and IPAM driver `weave-rs` is served by the host's
+//! router ([`DockerEngine::start_with_plugin`]).
+//!
+//! * `network_across_two_engines` (acceptance 1): the same network
+//!   `<prefix>app` on both engines; a container on each gets an address of
+//!   the default subnet from weave-rs IPAM, and they reach each other by
+//!   address and by name (the engine's embedded resolver forwards the
+//!   other engine's name to the weave-rs DNS).
+//! * `compose_across_two_hosts` (acceptance 2): a compose project in two
+//!   files, redis on h1 and a client on h2 (Debian's docker-compose 1.29,
+//!   one `up` per engine, an external network): `redis-cli -h redis ping`
+//!   from the client answers PONG.
+//! * `networks_are_isolated` (acceptance 3): two networks with different
+//!   subnets on both engines; each container reaches its own network's
+//!   peers and neither the other network's container on the same host nor
+//!   the one on the other host, even with a route added inside.
+//! * `connect_and_disconnect` (acceptance 4): `docker network connect`
+//!   gives a running container `ethwe1` with an address of the second
+//!   network, held in weave-rs IPAM; `disconnect` removes both.
+//! * `clear_errors` (acceptance 7): docker's own error output for an
+//!   unknown network option, a subnet outside the range, a network without
+//!   the weave-rs IPAM, an address already in use, and the plugin while the
+//!   router is stopped (and `network create` working again once relaunched).
+//!
+//! Needs the engine and the local images (scripts/test.sh sets them up),
+//! and docker-compose for the compose test.
 
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use ipnetwork::Ipv4Network;
+use netns_tests::cmd::run_cmd;
 use netns_tests::docker_engine::{HOST_RESOLVER, PLUGIN_NAME, WEAVE_DNS};
 use netns_tests::*;
 
 const BUSYBOX: &str = "weave-rs-test/busybox:latest";
+const REDIS: &str = "weave-rs-test/redis:latest";
 
 /// The default subnet of `--ipalloc-range`'s default.
 const DEFAULT_SUBNET: &str = "10.32.0.0/12";
@@ -230,117 +252,304 @@ fn assert_allocated(h: &Host, name: &str, addr: Ipv4Addr) {
     );
 }
 
-#[test]
-fn network_across_two_engines() {
-    let test_started = Instant::now();
-    require_images(&[BUSYBOX]);
-    let lab = Lab::new();
-    let hosts = lab.switched_hosts(2);
-    let (h1, h2) = (&hosts[0], &hosts[1]);
+/// Hosts whose engines have the weave-rs plugin, their routers launched
+/// and serving it. The engines drop first (field order), removing their
+/// containers and networks while the routers still serve the plugin.
+struct Plugged {
+    engines: Vec<DockerEngine>,
+    hosts: Vec<Host>,
+}
 
-    lab.step("an engine with the weave-rs plugin in h1 and one in h2 (before the routers)");
-    // After the hosts: the engines drop first, removing their containers
-    // and networks while the routers still serve the plugin.
-    let (e1, e2) = std::thread::scope(|s| {
-        let t1 = s.spawn(|| DockerEngine::start_with_plugin(h1, &[BUSYBOX]));
-        let e2 = DockerEngine::start_with_plugin(h2, &[BUSYBOX]);
-        (
-            t1.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            e2,
-        )
-    });
-    for (h, e) in [(h1, &e1), (h2, &e2)] {
+impl Plugged {
+    /// `n` switched hosts, an engine with the plugin in each (loaded with
+    /// `images`, started in parallel), then the routers
+    /// ([`launch_consensus`]); waits until each plugin socket answers.
+    #[track_caller]
+    fn start(lab: &Lab, n: usize, images: &[&str]) -> Plugged {
+        require_images(images);
+        let hosts = lab.switched_hosts(n);
+        lab.step(&format!(
+            "an engine with the weave-rs plugin in each of {n} hosts (before the routers)"
+        ));
+        // Declared after the hosts: dropped before them on a panic.
+        let engines: Vec<DockerEngine> = std::thread::scope(|s| {
+            let started: Vec<_> = hosts
+                .iter()
+                .map(|h| s.spawn(move || DockerEngine::start_with_plugin(h, images)))
+                .collect();
+            let mut engines = Vec::new();
+            let mut failed = None;
+            for t in started {
+                match t.join() {
+                    Ok(e) => engines.push(e),
+                    Err(p) => failed = failed.or(Some(p)),
+                }
+            }
+            if let Some(p) = failed {
+                drop(engines);
+                std::panic::resume_unwind(p);
+            }
+            engines
+        });
+        for (h, e) in hosts.iter().zip(&engines) {
+            eprintln!(
+                "{}'s engine answered {:.2}s after dockerd started; plugin socket {}",
+                h.name(),
+                e.started_in().as_secs_f64(),
+                e.plugin_socket().expect("plugin engine").display()
+            );
+        }
+        lab.step(&format!(
+            "launch the routers (mesh, --ipalloc-init consensus={n})"
+        ));
+        let started = Instant::now();
+        launch_consensus(lab, &hosts);
         eprintln!(
-            "{}'s engine answered {:.2}s after dockerd started; plugin socket {}",
-            h.name(),
-            e.started_in().as_secs_f64(),
-            e.plugin_socket().expect("plugin engine").display()
+            "routers launched and connected in {:.2}s",
+            started.elapsed().as_secs_f64()
         );
+        for (h, e) in hosts.iter().zip(&engines) {
+            wait_plugin(h, e, secs(10));
+        }
+        Plugged { engines, hosts }
     }
 
-    lab.step("launch both routers (mesh, --ipalloc-init consensus=2)");
-    let started = Instant::now();
-    launch_consensus(&lab, &hosts);
+    fn h(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    fn e(&self, i: usize) -> &DockerEngine {
+        &self.engines[i]
+    }
+}
+
+/// Waits until `h`'s router serves the plugin on `e`'s plugin socket.
+#[track_caller]
+fn wait_plugin(h: &Host, e: &DockerEngine, timeout: Duration) {
+    let sock = e
+        .plugin_socket()
+        .expect("plugin engine")
+        .display()
+        .to_string();
+    if !try_wait_until(timeout, || e.plugin_answers()) {
+        panic!(
+            "{}'s router does not serve the Docker plugin on {sock} \
+             (WEAVE_RS_PLUGIN_SOCKET; is issue 13's plugin in this build?)\n{}",
+            h.name(),
+            logs(h, e)
+        );
+    }
+}
+
+/// `docker network create -d weave-rs --ipam-driver weave-rs EXTRA...
+/// NAME` on `e`; must succeed. Prints its IPAM section and how long it took.
+#[track_caller]
+fn create_network(h: &Host, e: &DockerEngine, name: &str, extra: &[&str]) {
+    let mut args = vec![
+        "network",
+        "create",
+        "-d",
+        PLUGIN_NAME,
+        "--ipam-driver",
+        PLUGIN_NAME,
+    ];
+    args.extend_from_slice(extra);
+    args.push(name);
+    let (id, took) = docker_must(h, e, &args, secs(60));
+    let ipam = e.docker_ok(&["network", "inspect", "-f", "{{json .IPAM}}", name]);
     eprintln!(
-        "routers launched and connected in {:.2}s",
-        started.elapsed().as_secs_f64()
+        "{name} on {}'s engine: {} in {:.2}s, IPAM {}",
+        h.name(),
+        id.trim(),
+        took.as_secs_f64(),
+        ipam.trim()
     );
-    for (h, e) in [(h1, &e1), (h2, &e2)] {
-        let sock = e
-            .plugin_socket()
-            .expect("plugin engine")
-            .display()
-            .to_string();
-        if !try_wait_until(secs(10), || e.plugin_answers()) {
+}
+
+/// `docker run -d --init --network NET EXTRA... --name NAME busybox sleep
+/// 3600` on `e`; must succeed.
+#[track_caller]
+fn run_busybox(h: &Host, e: &DockerEngine, name: &str, net: &str, extra: &[&str]) {
+    let mut args = vec!["run", "-d", "--init", "--network", net, "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[BUSYBOX, "sleep", "3600"]);
+    let (_, took) = docker_must(h, e, &args, secs(60));
+    eprintln!(
+        "docker run {name} on {}'s engine took {:.2}s",
+        h.name(),
+        took.as_secs_f64()
+    );
+}
+
+/// `ping -c 2 -W 1` from `from` to `to` must fail (both tries); panics
+/// with the ping's output and both containers' view otherwise.
+#[track_caller]
+fn no_ping(h: &Host, e: &DockerEngine, from: &str, to: &str, why: &str) {
+    let out = exec_ping(e, from, to, 2, 1);
+    eprintln!(
+        "{from} -> {to} ({why}): exit {:?}, {}",
+        out.code(),
+        out.stdout
+            .lines()
+            .chain(out.stderr.lines())
+            .filter(|l| l.contains("packets") || l.contains("ping:"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    if out.success() {
+        panic!(
+            "{from} (on {}) reaches {to} ({why}):\n{out}\n{from}'s routes:\n{}\n{}",
+            h.name(),
+            e.docker(&["exec", from, "ip", "route"]),
+            logs(h, e)
+        );
+    }
+}
+
+/// `docker exec C ip route add ROUTE dev ethwe0`; must succeed.
+#[track_caller]
+fn add_route(h: &Host, e: &DockerEngine, c: &str, route: &str) {
+    docker_must(
+        h,
+        e,
+        &["exec", c, "ip", "route", "add", route, "dev", "ethwe0"],
+        secs(15),
+    );
+}
+
+/// `status ipam`'s "Allocated here: N" on `h`.
+#[track_caller]
+fn allocated_here(h: &Host) -> usize {
+    let out = h.weave_ok(&["status", "ipam"]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("Allocated here:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| {
             panic!(
-                "{}'s router does not serve the Docker plugin on {sock} \
-                 (WEAVE_RS_PLUGIN_SOCKET; is issue 13's plugin in this build?)\n{}",
+                "no \"Allocated here: N\" in status ipam of {}:\n{out}",
+                h.name()
+            )
+        })
+}
+
+/// The allocation of `addr` in `h`'s ipam.allocations, if any: its id.
+fn allocation_of(h: &Host, addr: Ipv4Addr) -> Option<String> {
+    allocations(h)
+        .into_iter()
+        .find(|(_, cidr)| cidr.parse::<Ipv4Network>().is_ok_and(|c| c.ip() == addr))
+        .map(|(id, _)| id)
+}
+
+/// The IPv4 address (and prefix) of `dev` in container `c`, if it has the
+/// interface: from `ip -o -4 addr show dev DEV`.
+fn iface_addr(e: &DockerEngine, c: &str, dev: &str) -> Option<(Ipv4Addr, u8)> {
+    let out = e.docker(&["exec", c, "ip", "-o", "-4", "addr", "show", "dev", dev]);
+    if !out.success() {
+        return None;
+    }
+    let cidr = out
+        .stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)?;
+    let n: Ipv4Network = cidr.parse().ok()?;
+    Some((n.ip(), n.prefix()))
+}
+
+/// A compose project of the test's on one engine; `down` when dropped
+/// (also when the test panics), before the engines go.
+struct ComposeProject {
+    docker_host: String,
+    project: String,
+    file: PathBuf,
+}
+
+impl ComposeProject {
+    /// Writes `yaml` to `dir/<project>.yml` for the engine `e`.
+    fn new(e: &DockerEngine, dir: &Path, project: &str, yaml: &str) -> ComposeProject {
+        let file = dir.join(format!("{project}.yml"));
+        std::fs::write(&file, yaml).unwrap_or_else(|err| panic!("write {}: {err}", file.display()));
+        eprintln!("--- {} ---\n{yaml}", file.display());
+        ComposeProject {
+            docker_host: e.docker_host(),
+            project: project.to_string(),
+            file,
+        }
+    }
+
+    /// `DOCKER_HOST=<engine> docker-compose -p PROJECT -f FILE ARGS...`.
+    fn run(&self, args: &[&str], timeout: Duration) -> Output {
+        let mut c = Command::new("docker-compose");
+        c.env("DOCKER_HOST", &self.docker_host)
+            .args(["--ansi", "never", "-p", &self.project, "-f"])
+            .arg(&self.file)
+            .args(args);
+        run_cmd(c, timeout)
+    }
+
+    /// Like [`ComposeProject::run`]; must succeed. Returns stdout and how
+    /// long it took.
+    #[track_caller]
+    fn must(
+        &self,
+        h: &Host,
+        e: &DockerEngine,
+        args: &[&str],
+        timeout: Duration,
+    ) -> (String, Duration) {
+        let started = Instant::now();
+        let out = self.run(args, timeout);
+        let took = started.elapsed();
+        if !out.success() {
+            panic!(
+                "docker-compose -p {} {} on {}'s engine failed after {:.2}s:\n{out}\n{}",
+                self.project,
+                args.join(" "),
                 h.name(),
+                took.as_secs_f64(),
                 logs(h, e)
             );
         }
+        (out.stdout, took)
     }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let out = self.run(&["down", "-t", "1"], secs(60));
+        if !out.success() {
+            eprintln!(
+                "netns-tests: docker-compose -p {} down:\n{out}",
+                self.project
+            );
+        }
+    }
+}
+
+#[test]
+fn network_across_two_engines() {
+    let test_started = Instant::now();
+    let lab = Lab::new();
+    let p = Plugged::start(&lab, 2, &[BUSYBOX]);
+    let (h1, h2, e1, e2) = (p.h(0), p.h(1), p.e(0), p.e(1));
 
     let net = format!("{}app", lab.prefix());
     lab.step(&format!(
         "docker network create -d {PLUGIN_NAME} --ipam-driver {PLUGIN_NAME} {net} on both engines"
     ));
-    for (h, e) in [(h1, &e1), (h2, &e2)] {
-        let (id, took) = docker_must(
-            h,
-            e,
-            &[
-                "network",
-                "create",
-                "-d",
-                PLUGIN_NAME,
-                "--ipam-driver",
-                PLUGIN_NAME,
-                &net,
-            ],
-            secs(60),
-        );
-        let ipam = e.docker_ok(&["network", "inspect", "-f", "{{json .IPAM}}", &net]);
-        eprintln!(
-            "{net} on {}'s engine: {} in {:.2}s, IPAM {}",
-            h.name(),
-            id.trim(),
-            took.as_secs_f64(),
-            ipam.trim()
-        );
+    for (h, e) in [(h1, e1), (h2, e2)] {
+        create_network(h, e, &net, &[]);
     }
 
     let (a, b) = (format!("{}a", lab.prefix()), format!("{}b", lab.prefix()));
     lab.step(&format!("docker run {a} on h1's engine, {b} on h2's"));
-    for (h, e, name) in [(h1, &e1, &a), (h2, &e2, &b)] {
-        let (_, took) = docker_must(
-            h,
-            e,
-            &[
-                "run",
-                "-d",
-                "--init",
-                "--network",
-                &net,
-                "--name",
-                name,
-                BUSYBOX,
-                "sleep",
-                "3600",
-            ],
-            secs(60),
-        );
-        eprintln!(
-            "docker run {name} on {}'s engine took {:.2}s",
-            h.name(),
-            took.as_secs_f64()
-        );
-    }
+    run_busybox(h1, e1, &a, &net, &[]);
+    run_busybox(h2, e2, &b, &net, &[]);
 
     lab.step("their addresses: in the default subnet, different");
     let default: Ipv4Network = DEFAULT_SUBNET.parse().unwrap();
-    let (addr_a, prefix_a) = address_on(&e1, &a, &net);
-    let (addr_b, prefix_b) = address_on(&e2, &b, &net);
+    let (addr_a, prefix_a) = address_on(e1, &a, &net);
+    let (addr_b, prefix_b) = address_on(e2, &b, &net);
     for (name, addr, prefix) in [(&a, addr_a, prefix_a), (&b, addr_b, prefix_b)] {
         assert!(
             default.contains(addr),
@@ -351,8 +560,8 @@ fn network_across_two_engines() {
 
     lab.step("by address: a pings b, b pings a");
     let (sa, sb) = (addr_a.to_string(), addr_b.to_string());
-    let ab = pings(h1, &e1, &a, &sb, secs(20));
-    let ba = pings(h2, &e2, &b, &sa, secs(20));
+    let ab = pings(h1, e1, &a, &sb, secs(20));
+    let ba = pings(h2, e2, &b, &sa, secs(20));
     eprintln!(
         "{a} -> {addr_b}: first answer after {:.2}s; {b} -> {addr_a}: after {:.2}s",
         ab.as_secs_f64(),
@@ -362,8 +571,8 @@ fn network_across_two_engines() {
     lab.step(&format!(
         "by name: a pings {b} (another engine's: forwarded to {WEAVE_DNS}), b pings {a}"
     ));
-    let ab = pings_by_name(h1, &e1, &a, &b, addr_b, secs(20));
-    let ba = pings_by_name(h2, &e2, &b, &a, addr_a, secs(20));
+    let ab = pings_by_name(h1, e1, &a, &b, addr_b, secs(20));
+    let ba = pings_by_name(h2, e2, &b, &a, addr_a, secs(20));
     eprintln!(
         "{a} -> {b}: first answer after {:.2}s; {b} -> {a}: after {:.2}s",
         ab.as_secs_f64(),
@@ -375,6 +584,556 @@ fn network_across_two_engines() {
     assert_allocated(h2, &b, addr_b);
     eprintln!(
         "whole test {:.2}s (engines and routers stop next)",
+        test_started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn compose_across_two_hosts() {
+    let test_started = Instant::now();
+    require_tool("docker-compose");
+    let lab = Lab::new();
+    let p = Plugged::start(&lab, 2, &[REDIS]);
+    let (h1, h2, e1, e2) = (p.h(0), p.h(1), p.e(0), p.e(1));
+
+    let net = format!("{}app", lab.prefix());
+    lab.step(&format!("docker network create ... {net} on both engines"));
+    for (h, e) in [(h1, e1), (h2, e2)] {
+        create_network(h, e, &net, &[]);
+    }
+
+    lab.step("a compose project in two files: redis for h1's engine, client for h2's");
+    let networks = format!("networks:\n  default:\n    external: true\n    name: {net}\n");
+    let service = |name: &str, command: &str| {
+        format!(
+            "version: \"3.7\"\nservices:\n  {name}:\n    image: {REDIS}\n    \
+             command: {command}\n    init: true\n{networks}"
+        )
+    };
+    let dir = lab.dir();
+    let (p1, p2) = (format!("{}p1", lab.prefix()), format!("{}p2", lab.prefix()));
+    // Dropped (down) before the engines, also on a panic.
+    let c1 = ComposeProject::new(
+        e1,
+        dir,
+        &p1,
+        &service("redis", "redis-server --protected-mode no"),
+    );
+    // The redis image has no `sleep`: the client service stays up with a
+    // redis-server of its own on a unix socket only (no TCP port), and the
+    // test runs redis-cli in it.
+    let c2 = ComposeProject::new(
+        e2,
+        dir,
+        &p2,
+        &service(
+            "client",
+            "redis-server --port 0 --unixsocket /data/client.sock",
+        ),
+    );
+
+    lab.step("docker-compose up -d: p1 on h1's engine, p2 on h2's");
+    for (c, h, e) in [(&c1, h1, e1), (&c2, h2, e2)] {
+        let (_, took) = c.must(h, e, &["up", "-d"], secs(120));
+        eprintln!(
+            "docker-compose -p {} up -d on {}'s engine took {:.2}s\n{}",
+            c.project,
+            h.name(),
+            took.as_secs_f64(),
+            c.run(&["ps"], secs(30)).stdout
+        );
+    }
+    let redis = e1.docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={p1}"),
+    ]);
+    let redis = redis.trim();
+    let aliases = e1.docker_ok(&[
+        "inspect",
+        "-f",
+        &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}"),
+        redis,
+    ]);
+    let (addr, _) = address_on(e1, redis, &net);
+    eprintln!("redis ({redis}) on h1: {addr}, aliases {}", aliases.trim());
+
+    lab.step("the client (h2) asks redis (h1) by its service name: PONG");
+    let ping = ["exec", "-T", "client", "redis-cli", "-h", "redis", "ping"];
+    let started = Instant::now();
+    let mut last = None;
+    let answered = try_wait_until(secs(30), || {
+        let out = c2.run(&ping, secs(20));
+        let pong = out.success() && out.stdout.trim() == "PONG";
+        last = Some(out);
+        pong
+    });
+    let took = started.elapsed();
+    if !answered {
+        let client = e2.docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={p2}"),
+        ]);
+        panic!(
+            "redis-cli -h redis ping from the client (h2) got no PONG within {:.2}s:\n{}\n{}\n{}\n{}",
+            took.as_secs_f64(),
+            last.map(|o| o.to_string()).unwrap_or_default(),
+            name_diagnostics(h2, e2, client.trim(), "redis"),
+            logs(h1, e1),
+            logs(h2, e2)
+        );
+    }
+    eprintln!(
+        "client -> redis: PONG after {:.2}s ({})",
+        took.as_secs_f64(),
+        last.map(|o| o.stdout.trim().to_string())
+            .unwrap_or_default()
+    );
+    // And once more, now that it answers.
+    let (out, took) = c2.must(h2, e2, &ping, secs(20));
+    assert_eq!(out.trim(), "PONG", "second redis-cli ping");
+    eprintln!("second ping: {} in {:.2}s", out.trim(), took.as_secs_f64());
+
+    lab.step("docker-compose down on both engines");
+    for (c, h, e) in [(&c2, h2, e2), (&c1, h1, e1)] {
+        let (_, took) = c.must(h, e, &["down", "-t", "1"], secs(60));
+        eprintln!(
+            "docker-compose -p {} down on {}'s engine took {:.2}s",
+            c.project,
+            h.name(),
+            took.as_secs_f64()
+        );
+    }
+    assert!(
+        allocation_of(h1, addr).is_none(),
+        "redis's address {addr} is still allocated on h1 after down: {:?}",
+        allocations(h1)
+    );
+    eprintln!(
+        "whole test {:.2}s (engines and routers stop next)",
+        test_started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn networks_are_isolated() {
+    let test_started = Instant::now();
+    let lab = Lab::new();
+    let p = Plugged::start(&lab, 2, &[BUSYBOX]);
+    let (h1, h2, e1, e2) = (p.h(0), p.h(1), p.e(0), p.e(1));
+
+    let (n1, n2) = (format!("{}n1", lab.prefix()), format!("{}n2", lab.prefix()));
+    let (s1, s2) = ("10.33.1.0/24", "10.33.2.0/24");
+    lab.step(&format!("{n1} ({s1}) and {n2} ({s2}) on both engines"));
+    for (h, e) in [(h1, e1), (h2, e2)] {
+        create_network(h, e, &n1, &["--subnet", s1]);
+        create_network(h, e, &n2, &["--subnet", s2]);
+    }
+
+    let c = |s: &str| format!("{}{s}", lab.prefix());
+    let (a1, b1, a2, b2) = (c("a1"), c("b1"), c("a2"), c("b2"));
+    lab.step(&format!(
+        "{a1} ({n1}) and {a2} ({n2}) on h1, {b1} ({n1}) and {b2} ({n2}) on h2"
+    ));
+    let admin = ["--cap-add", "NET_ADMIN"];
+    run_busybox(h1, e1, &a1, &n1, &admin);
+    run_busybox(h1, e1, &a2, &n2, &admin);
+    run_busybox(h2, e2, &b1, &n1, &admin);
+    run_busybox(h2, e2, &b2, &n2, &admin);
+    let (addr_a1, _) = address_on(e1, &a1, &n1);
+    let (addr_a2, _) = address_on(e1, &a2, &n2);
+    let (addr_b1, _) = address_on(e2, &b1, &n1);
+    let (addr_b2, _) = address_on(e2, &b2, &n2);
+    let (net1, net2): (Ipv4Network, Ipv4Network) = (s1.parse().unwrap(), s2.parse().unwrap());
+    for (name, addr, subnet) in [
+        (&a1, addr_a1, net1),
+        (&b1, addr_b1, net1),
+        (&a2, addr_a2, net2),
+        (&b2, addr_b2, net2),
+    ] {
+        assert!(
+            subnet.contains(addr),
+            "{name}'s address {addr} is not in {subnet}"
+        );
+    }
+
+    lab.step("each reaches its own network's peer on the other host");
+    let t = pings(h1, e1, &a1, &addr_b1.to_string(), secs(20));
+    eprintln!(
+        "{a1} -> {b1} ({addr_b1}): first answer after {:.2}s",
+        t.as_secs_f64()
+    );
+    let t = pings(h1, e1, &a2, &addr_b2.to_string(), secs(20));
+    eprintln!(
+        "{a2} -> {b2} ({addr_b2}): first answer after {:.2}s",
+        t.as_secs_f64()
+    );
+
+    lab.step("without routes: no way across (nothing routes the other subnet)");
+    no_ping(
+        h1,
+        e1,
+        &a1,
+        &addr_a2.to_string(),
+        "n1 -> n2, same host, no route",
+    );
+    no_ping(
+        h1,
+        e1,
+        &a1,
+        &addr_b2.to_string(),
+        "n1 -> n2, other host, no route",
+    );
+
+    lab.step(&format!(
+        "routes added inside: {s2} dev ethwe0 in {a1}, {s1} dev ethwe0 in {a2} and {b2}"
+    ));
+    add_route(h1, e1, &a1, s2);
+    add_route(h1, e1, &a2, s1);
+    add_route(h2, e2, &b2, s1);
+    let started = Instant::now();
+    no_ping(
+        h1,
+        e1,
+        &a1,
+        &addr_a2.to_string(),
+        "n1 -> n2, same host, with routes",
+    );
+    no_ping(
+        h1,
+        e1,
+        &a1,
+        &addr_b2.to_string(),
+        "n1 -> n2, other host, with routes",
+    );
+    no_ping(
+        h1,
+        e1,
+        &a2,
+        &addr_a1.to_string(),
+        "n2 -> n1, same host, with routes",
+    );
+    no_ping(
+        h2,
+        e2,
+        &b2,
+        &addr_a1.to_string(),
+        "n2 -> n1, other host, with routes",
+    );
+    eprintln!(
+        "4 cross-network pings refused in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    lab.step("and each still reaches its own peers");
+    pings(h1, e1, &a1, &addr_b1.to_string(), secs(10));
+    pings(h2, e2, &b2, &addr_a2.to_string(), secs(10));
+    eprintln!(
+        "whole test {:.2}s (engines and routers stop next)",
+        test_started.elapsed().as_secs_f64()
+    );
+}
+
+/// Acceptance 4 on a container started on `<prefix>app` (made with
+/// `app_opts`): `network connect <prefix>app2 c` (10.33.3.0/24) gives it
+/// ethwe1 with an address of that subnet, allocated in weave-rs IPAM
+/// (report, `status ipam`); `disconnect` removes the interface and the
+/// allocation.
+#[track_caller]
+fn connect_and_disconnect_on(app_opts: &[&str]) {
+    let test_started = Instant::now();
+    let lab = Lab::new();
+    let p = Plugged::start(&lab, 1, &[BUSYBOX]);
+    let (h1, e1) = (p.h(0), p.e(0));
+
+    let (app, app2) = (
+        format!("{}app", lab.prefix()),
+        format!("{}app2", lab.prefix()),
+    );
+    let s2 = "10.33.3.0/24";
+    lab.step(&format!("{app} ({app_opts:?}) and {app2} ({s2})"));
+    create_network(h1, e1, &app, app_opts);
+    create_network(h1, e1, &app2, &["--subnet", s2]);
+    let c = format!("{}c", lab.prefix());
+    run_busybox(h1, e1, &c, &app, &[]);
+    let (addr, _) = address_on(e1, &c, &app);
+    assert_allocated(h1, &c, addr);
+    let before = allocated_here(h1);
+    assert!(
+        iface_addr(e1, &c, "ethwe1").is_none(),
+        "{c} has an ethwe1 before the connect"
+    );
+
+    lab.step(&format!(
+        "docker network connect {app2} {c}: ethwe1 in {s2}"
+    ));
+    let (_, took) = docker_must(h1, e1, &["network", "connect", &app2, &c], secs(60));
+    eprintln!("network connect took {:.2}s", took.as_secs_f64());
+    let net2: Ipv4Network = s2.parse().unwrap();
+    let (addr2, _) = address_on(e1, &c, &app2);
+    assert!(
+        net2.contains(addr2),
+        "{c}'s address {addr2} on {app2} is not in {s2}"
+    );
+    let inside = iface_addr(e1, &c, "ethwe1");
+    assert_eq!(
+        inside.map(|(a, _)| a),
+        Some(addr2),
+        "{c}'s ethwe1 should have {addr2}:\n{}",
+        e1.docker(&["exec", &c, "ip", "-o", "addr"])
+    );
+    eprintln!("{c}'s ethwe1: {:?}", inside);
+    assert_allocated(h1, &c, addr2);
+    let connected = allocated_here(h1);
+    assert_eq!(
+        connected,
+        before + 1,
+        "status ipam's Allocated here after the connect (was {before})"
+    );
+    let ps = h1.weave_ok(&["ps"]);
+    eprintln!(
+        "weave-rs ps after the connect (does {c} show, with {addr} and {addr2}?):\n{ps}\
+         --- shows {addr}: {}, shows {addr2}: {}",
+        ps.contains(&addr.to_string()),
+        ps.contains(&addr2.to_string())
+    );
+
+    lab.step(&format!(
+        "docker network disconnect {app2} {c}: ethwe1 and {addr2} gone"
+    ));
+    let (_, took) = docker_must(h1, e1, &["network", "disconnect", &app2, &c], secs(60));
+    eprintln!("network disconnect took {:.2}s", took.as_secs_f64());
+    assert!(
+        iface_addr(e1, &c, "ethwe1").is_none(),
+        "{c} still has ethwe1 after the disconnect:\n{}",
+        e1.docker(&["exec", &c, "ip", "-o", "addr"])
+    );
+    let started = Instant::now();
+    if !try_wait_until(secs(5), || allocation_of(h1, addr2).is_none()) {
+        panic!(
+            "{addr2} is still allocated on {} 5 s after the disconnect: {:?}\n{}",
+            h1.name(),
+            allocations(h1),
+            logs(h1, e1)
+        );
+    }
+    eprintln!(
+        "{addr2} gone from report {:.2}s after disconnect returned",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        allocated_here(h1),
+        before,
+        "status ipam's Allocated here after the disconnect"
+    );
+    assert_allocated(h1, &c, addr);
+    let ps = h1.weave_ok(&["ps"]);
+    eprintln!(
+        "weave-rs ps after the disconnect:\n{ps}--- shows {addr}: {}, shows {addr2}: {}",
+        ps.contains(&addr.to_string()),
+        ps.contains(&addr2.to_string())
+    );
+    assert!(
+        !ps.contains(&addr2.to_string()),
+        "weave-rs ps still shows {addr2} after the disconnect:\n{ps}"
+    );
+    eprintln!(
+        "whole test {:.2}s (engine and router stop next)",
+        test_started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn connect_and_disconnect() {
+    // Its own subnet: see connect_from_the_default_subnet.
+    connect_and_disconnect_on(&["--subnet", "10.33.5.0/24"]);
+}
+
+/// The same from a network of the default subnet (`network create`
+/// without --subnet, like the default network `weave`): that subnet is
+/// the whole allocation range 10.32.0.0/12, and every --subnet network
+/// lies inside it, so the container's route to the first network covers
+/// the second's subnet.
+#[test]
+fn connect_from_the_default_subnet() {
+    connect_and_disconnect_on(&[]);
+}
+
+/// `docker ARGS...` on `e` must fail within `t`; its error output must
+/// contain each of `needles` (case-insensitive). Returns the error output.
+#[track_caller]
+fn docker_fails(
+    h: &Host,
+    e: &DockerEngine,
+    args: &[&str],
+    needles: &[&str],
+    t: Duration,
+) -> String {
+    let started = Instant::now();
+    let out = e.docker_timeout(args, t);
+    let took = started.elapsed();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    eprintln!(
+        "docker {} -> exit {:?} after {:.2}s: {}",
+        args.join(" "),
+        out.code(),
+        took.as_secs_f64(),
+        out.stderr.trim()
+    );
+    if out.success() || out.timed_out {
+        panic!(
+            "docker {} on {}'s engine should fail (timed out: {}):\n{out}\n{}",
+            args.join(" "),
+            h.name(),
+            out.timed_out,
+            logs(h, e)
+        );
+    }
+    let lower = text.to_lowercase();
+    for n in needles {
+        assert!(
+            lower.contains(&n.to_lowercase()),
+            "docker {}: the error does not say {n:?}:\n{out}",
+            args.join(" ")
+        );
+    }
+    out.stderr
+}
+
+#[test]
+fn clear_errors() {
+    let test_started = Instant::now();
+    let lab = Lab::new();
+    let p = Plugged::start(&lab, 1, &[BUSYBOX]);
+    let (h1, e1) = (p.h(0), p.e(0));
+    let net = |s: &str| format!("{}{s}", lab.prefix());
+    let create = [
+        "network",
+        "create",
+        "-d",
+        PLUGIN_NAME,
+        "--ipam-driver",
+        PLUGIN_NAME,
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        create.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    lab.step("an unknown network option (-o foo=bar)");
+    let v = with(&["-o", "foo=bar", &net("opt")]);
+    docker_fails(h1, e1, &args(&v), &["foo", "option"], secs(30));
+
+    lab.step("a subnet outside the allocation range (--subnet 192.168.77.0/24)");
+    let v = with(&["--subnet", "192.168.77.0/24", &net("out")]);
+    docker_fails(
+        h1,
+        e1,
+        &args(&v),
+        &["192.168.77.0/24", "outside", "allocation range"],
+        secs(30),
+    );
+
+    lab.step("a weave-rs network without --ipam-driver weave-rs");
+    let noipam = net("noipam");
+    docker_fails(
+        h1,
+        e1,
+        &["network", "create", "-d", PLUGIN_NAME, &noipam],
+        &["--ipam-driver weave-rs"],
+        secs(30),
+    );
+    for n in ["opt", "out", "noipam"] {
+        let ls = e1.docker_ok(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^{}$", net(n)),
+        ]);
+        assert!(
+            ls.trim().is_empty(),
+            "the refused network {} exists: {ls}",
+            net(n)
+        );
+    }
+
+    lab.step("docker run --ip with an address another container has");
+    let app = net("app");
+    create_network(h1, e1, &app, &["--subnet", "10.33.4.0/24"]);
+    let taken = "10.33.4.10";
+    let (first, second) = (net("ip1"), net("ip2"));
+    run_busybox(h1, e1, &first, &app, &["--ip", taken]);
+    let (addr, _) = address_on(e1, &first, &app);
+    assert_eq!(addr.to_string(), taken, "--ip {taken} gave another address");
+    let before = allocations(h1);
+    let err = docker_fails(
+        h1,
+        e1,
+        &[
+            "run",
+            "-d",
+            "--init",
+            "--network",
+            &app,
+            "--ip",
+            taken,
+            "--name",
+            &second,
+            BUSYBOX,
+            "sleep",
+            "3600",
+        ],
+        &[taken],
+        secs(60),
+    );
+    eprintln!("the claim refusal as docker shows it: {}", err.trim());
+    let state = e1.docker(&["inspect", "-f", "{{.State.Status}}", &second]);
+    eprintln!("{second} after the refused run: {}", state.stdout.trim());
+    assert_eq!(
+        allocation_of(h1, addr).as_deref(),
+        before
+            .iter()
+            .find(|(_, c)| c.starts_with(&format!("{taken}/")))
+            .map(|(id, _)| id.as_str()),
+        "the refused claim changed who holds {taken}"
+    );
+    pings(h1, e1, &first, taken, secs(5));
+
+    lab.step("the plugin while the router is stopped");
+    h1.weave_ok(&["stop"]);
+    let x = net("x");
+    let v = with(&[&x]);
+    let started = Instant::now();
+    let err = docker_fails(h1, e1, &args(&v), &[PLUGIN_NAME], secs(60));
+    let took = started.elapsed();
+    eprintln!(
+        "network create with the router stopped failed after {:.2}s: {}",
+        took.as_secs_f64(),
+        err.trim()
+    );
+    assert!(
+        took < secs(20),
+        "network create took {:.2}s to fail with the router stopped",
+        took.as_secs_f64()
+    );
+
+    lab.step("relaunch the router: the same create works");
+    let started = Instant::now();
+    h1.relaunch();
+    wait_plugin(h1, e1, secs(10));
+    eprintln!(
+        "router relaunched, plugin up in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    create_network(h1, e1, &x, &[]);
+    eprintln!(
+        "whole test {:.2}s (engine and router stop next)",
         test_started.elapsed().as_secs_f64()
     );
 }
