@@ -45,6 +45,9 @@ const DOMAIN: &str = "weave.local";
 
 /// Launches `hosts` in a full mesh with `--ipalloc-init consensus=N` (N =
 /// the number of hosts), each given the addresses of the hosts before it.
+/// The default subnet is a /16 of the range, as the README advises for
+/// several networks: Docker refuses a container two networks whose
+/// subnets overlap, and `--subnet` networks lie in the range.
 fn launch_consensus(lab: &Lab, hosts: &[Host]) {
     let quorum = format!("consensus={}", hosts.len());
     // The routers' upstream is the engines' "host resolver" (never the
@@ -58,6 +61,8 @@ fn launch_consensus(lab: &Lab, hosts: &[Host]) {
             resolv.clone(),
             "--ipalloc-init".to_string(),
             quorum.clone(),
+            "--ipalloc-default-subnet".to_string(),
+            "10.32.0.0/16".to_string(),
         ];
         args.extend(hosts[..i].iter().map(|p| p.addr_for(h).to_string()));
         h.launch(&args);
