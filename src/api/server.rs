@@ -345,6 +345,7 @@ pub(crate) async fn full_report(shared: &Arc<Shared>) -> Report {
             mac: a.mac,
             addrs: a.cidrs,
         })
+        .chain(crate::daemon::plugin::attached(shared))
         .collect();
     let dns_addr = shared.config.dns.as_ref().map(|d| IpAddr::V4(d.address));
     r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {

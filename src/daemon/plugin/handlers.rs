@@ -253,6 +253,7 @@ fn create_endpoint(shared: &Arc<Shared>, r: CreateEndpoint) -> Result<Value, Str
             sandbox: None,
             dns_route: false,
             dns_servers,
+            container: None,
         },
     );
     save(shared);

@@ -60,6 +60,10 @@ pub struct Endpoint {
     /// endpoint's container (when the engine or the container set some).
     #[serde(default)]
     pub dns_servers: Vec<std::net::IpAddr>,
+    /// The container's name and ID, once the engine said (its connect
+    /// event).
+    #[serde(default)]
+    pub container: Option<(String, String)>,
 }
 
 /// What the plugin keeps (`plugin.json`).
@@ -176,8 +180,9 @@ pub async fn name_endpoints(shared: &Arc<Shared>, container: &str) {
         }
     };
     for (endpoint, addr, aliases) in &info.networks {
-        if !shared.plugin().endpoints.contains_key(endpoint) {
-            continue;
+        match shared.plugin().endpoints.get_mut(endpoint) {
+            Some(e) => e.container = Some((info.name.clone(), info.id.clone())),
+            None => continue,
         }
         let mut names = super::dns::container_names(&domain, &info.name, info.hostname.as_deref());
         for a in aliases {
@@ -195,6 +200,28 @@ pub async fn name_endpoints(shared: &Arc<Shared>, container: &str) {
             warn!("Docker plugin: {} not named in DNS: {e}", info.name);
         }
     }
+}
+
+/// The plugin's endpoints as `ps` lists attachments.
+pub fn attached(shared: &Shared) -> Vec<crate::api::protocol::AttachedReport> {
+    shared
+        .plugin()
+        .endpoints
+        .iter()
+        .map(|(id, e)| {
+            let (name, container) = match &e.container {
+                Some((n, c)) => (n.clone(), Some(c.clone())),
+                None => (format!("endpoint {}", id.get(..12).unwrap_or(id)), None),
+            };
+            crate::api::protocol::AttachedReport {
+                target: name,
+                container,
+                host_veth: crate::core::docker_plugin::veth_names(id).0,
+                mac: e.mac.clone(),
+                addrs: vec![e.address.to_string()],
+            }
+        })
+        .collect()
 }
 
 /// The network `docker run --network weave` finds out of the box.
