@@ -275,6 +275,42 @@ fn a_peer_out_of_space_in_a_small_subnet_gets_some_from_another() {
 }
 
 #[test]
+fn a_subnet_outside_a_smaller_default_subnet_is_asked_for_not_refused() {
+    // Found by the Docker plugin's tests: with the default subnet a part of
+    // the range, owners' free counts say nothing of other subnets, so a
+    // peer owning nothing there must ask, not call the subnet full.
+    let names = [p(1), p(2)];
+    let mut now = 0;
+    let mut peers: Vec<Ipam> = names
+        .iter()
+        .map(|&n| {
+            Ipam::new(
+                n,
+                net("10.32.0.0/12"),
+                net("10.32.0.0/16"),
+                Start::Seed(names.to_vec()),
+            )
+        })
+        .collect();
+    settle(&mut peers, &mut now);
+    let subnet = net("10.33.1.0/24");
+    let owner = owner_of(&peers[0], ip("10.33.1.1")).unwrap();
+    let (asker, giver) = if owner == p(1) { (1, 0) } else { (0, 1) };
+    let first = addr(peers[giver].allocate("gw1", Some(subnet)));
+    assert_eq!(
+        peers[asker]
+            .allocate("gw2", Some(subnet))
+            .map(|o| o.is_err()),
+        Ok(true),
+        "waits for space"
+    );
+    settle(&mut peers, &mut now);
+    let second = addr(peers[asker].allocate("gw2", Some(subnet)));
+    assert!(subnet.contains(second) && second != first, "{second}");
+    assert_consistent(&peers);
+}
+
+#[test]
 fn a_subnet_outside_the_range_is_refused() {
     let mut a = seeded(p(1), "10.32.0.0/24", &[p(1)]);
     let range = a.range();

@@ -78,14 +78,19 @@ impl Ipam {
 
     /// Free addresses of range `r` (entry `e`) within `span`, as far as
     /// its owner's report tells: at least, and at most. Reports count free
-    /// hosts of the default subnet.
+    /// hosts of the default subnet; of the rest of `span` nothing is known
+    /// (any of it may be free).
     pub(super) fn free_bounds(&self, r: Span, e: &Entry, span: Span) -> (u128, u128) {
         let counted = self.default_hosts().and_then(|h| r.intersect(h));
         let part = counted
             .and_then(|c| c.intersect(span))
             .map_or(0, |p| p.size());
         let outside = counted.map_or(0, |c| c.size()) - part;
-        (e.free.saturating_sub(outside), e.free.min(part))
+        let uncounted = r.intersect(span).map_or(0, |t| t.size()) - part;
+        (
+            e.free.saturating_sub(outside),
+            e.free.min(part).saturating_add(uncounted),
+        )
     }
 
     pub(super) fn default_hosts(&self) -> Option<Span> {
