@@ -227,12 +227,12 @@ struct Rule {
 impl Rule {
     /// The arguments after `-w`, with `op` = `-C`, `-I` or `-D`.
     fn args(&self, op: &str) -> Vec<String> {
-        let mut a = vec![
-            "-t".to_string(),
-            self.table.to_string(),
-            op.into(),
-            self.chain.into(),
-        ];
+        // The filter table is the default, and not named.
+        let mut a = Vec::new();
+        if self.table != "filter" {
+            a.extend(["-t".to_string(), self.table.to_string()]);
+        }
+        a.extend([op.to_string(), self.chain.to_string()]);
         a.extend(self.spec.iter().cloned());
         a
     }
@@ -282,11 +282,11 @@ mod tests {
     fn rule_arguments() {
         assert_eq!(
             forward_accept("weave").args("-I").join(" "),
-            "-t filter -I FORWARD -i weave -o weave -j ACCEPT"
+            "-I FORWARD -i weave -o weave -j ACCEPT"
         );
         assert_eq!(
             forward_accept("br0").args("-D").join(" "),
-            "-t filter -D FORWARD -i br0 -o br0 -j ACCEPT"
+            "-D FORWARD -i br0 -o br0 -j ACCEPT"
         );
         assert_eq!(
             dns_redirect("weave", [169, 254, 53, 53].into(), "udp")
