@@ -106,6 +106,10 @@ pub struct DockerEngine {
     /// `DIR/plugins/weave-rs.sock` when the host's router serves the
     /// plugin ([`DockerEngine::start_with_plugin`]).
     plugin: Option<PathBuf>,
+    /// The host's network namespace and the `sh -c` script that starts
+    /// dockerd ([`DockerEngine::kill9_and_restart`] runs it again).
+    ns_path: PathBuf,
+    script: String,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -156,8 +160,6 @@ impl DockerEngine {
         // Not the machine's /etc/docker/daemon.json.
         std::fs::write(dir.join("daemon.json"), "{}\n")
             .unwrap_or_else(|e| panic!("write {}/daemon.json: {e}", dir.display()));
-        let log = File::create(dir.join("dockerd.log"))
-            .unwrap_or_else(|e| panic!("create {}/dockerd.log: {e}", dir.display()));
         let d = dir.display().to_string();
         let plugin = plugin.then(|| dir.join("plugins").join(format!("{PLUGIN_NAME}.sock")));
         // Names of other engines' containers: see the module documentation.
@@ -174,16 +176,8 @@ impl DockerEngine {
              --bridge=none{dns}"
         );
         let started = Instant::now();
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", host.ns().path()))
-            .args(["unshare", "--mount", "--propagation", "private"])
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("dup log")))
-            .stderr(Stdio::from(log))
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start dockerd (nsenter): {e}"));
+        let ns_path = PathBuf::from(host.ns().path());
+        let child = spawn_dockerd(&ns_path, &script, &dir);
         let mut engine = DockerEngine {
             ctx: ctx.clone(),
             dir,
@@ -191,9 +185,11 @@ impl DockerEngine {
             child: Some(child),
             started_in: Duration::ZERO,
             plugin,
+            ns_path,
+            script,
         };
         // From here a panic drops `engine`, which cleans up.
-        engine.wait_ready(started);
+        engine.wait_ready(started, ENGINE_START_TIMEOUT);
         engine.started_in = started.elapsed();
         engine.load_images(images);
         host.set_env("DOCKER_HOST", &engine.docker_host());
@@ -203,8 +199,64 @@ impl DockerEngine {
         engine
     }
 
+    /// SIGKILLs dockerd (not its containerd nor the containers' shims),
+    /// waits until it is gone, removes the pid file it left, and starts it
+    /// again with the same directories and flags (in a new private mount
+    /// namespace of the same host). Waits until `docker info` answers,
+    /// for up to `timeout` (a restart without the plugin spends 15 s on
+    /// each plugin lookup before the API answers); returns how long that
+    /// took from the new start. The log goes on in the same file.
     #[track_caller]
-    fn wait_ready(&mut self, started: Instant) {
+    pub fn kill9_and_restart(&mut self, timeout: Duration) -> Duration {
+        if let Some(mut child) = self.child.take() {
+            // nsenter, unshare and sh exec: the child is dockerd.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever the pid file names must be gone too (it is the child).
+        let pidfile = self.dir.join("docker.pid");
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists() {
+                assert!(
+                    Instant::now() < deadline,
+                    "dockerd {pid} of {} survives SIGKILL",
+                    self.host
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_file(&pidfile);
+        // The containerd dockerd started outlives it; the new dockerd uses
+        // it again, unless it is dead or a zombie nobody reaps (orphans go
+        // to the machine's init): then its pid file must go, or dockerd
+        // waits for it and gives up.
+        let cpid = self.dir.join("exec/containerd/containerd.pid");
+        if let Some(pid) = std::fs::read_to_string(&cpid)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let state = proc_state(pid);
+            eprintln!(
+                "netns-tests: {self:?}: dockerd killed; its containerd {pid} is {}",
+                state.map_or("gone".to_string(), |c| format!("in state {c}"))
+            );
+            if matches!(state, None | Some('Z') | Some('X')) {
+                let _ = std::fs::remove_file(&cpid);
+            }
+        }
+        let started = Instant::now();
+        self.child = Some(spawn_dockerd(&self.ns_path, &self.script, &self.dir));
+        self.wait_ready(started, timeout);
+        started.elapsed()
+    }
+
+    #[track_caller]
+    fn wait_ready(&mut self, started: Instant, timeout: Duration) {
         let mut last = None;
         loop {
             if let Some(child) = self.child.as_mut() {
@@ -224,9 +276,9 @@ impl DockerEngine {
             if out.success() {
                 return;
             }
-            if started.elapsed() > ENGINE_START_TIMEOUT {
+            if started.elapsed() > timeout {
                 panic!(
-                    "dockerd for {} did not answer `docker info` within {ENGINE_START_TIMEOUT:?}\n\
+                    "dockerd for {} did not answer `docker info` within {timeout:?}\n\
                      last try:\n{}\n{}",
                     self.host,
                     last.unwrap_or(out),
@@ -422,6 +474,35 @@ impl Drop for DockerEngine {
             }
         }
     }
+}
+
+/// The state letter of process `pid` (`R`, `S`, `Z`...), if it exists.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ...": the comm may hold spaces and parentheses.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Starts dockerd: `nsenter --net=NS unshare --mount --propagation private
+/// sh -c SCRIPT` (each execs the next: the child is dockerd), its output
+/// appended to `dir/dockerd.log`.
+#[track_caller]
+fn spawn_dockerd(ns_path: &Path, script: &str, dir: &Path) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("dockerd.log"))
+        .unwrap_or_else(|e| panic!("open {}/dockerd.log: {e}", dir.display()));
+    Command::new("nsenter")
+        .arg(format!("--net={}", ns_path.display()))
+        .args(["unshare", "--mount", "--propagation", "private"])
+        .args(["sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().expect("dup log")))
+        .stderr(Stdio::from(log))
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start dockerd (nsenter): {e}"))
 }
 
 /// Kills what an engine under `dir` may have left: its containers' main

@@ -18,6 +18,17 @@
 //! * `connect_and_disconnect` (acceptance 4): `docker network connect`
 //!   gives a running container `ethwe1` with an address of the second
 //!   network, held in weave-rs IPAM; `disconnect` removes both.
+//! * `restart_always_survives_engine_and_router_restarts` (acceptance 5,
+//!   engine first): a `--restart=always --ip` container on h1 comes back
+//!   with its address and pings h2's container after h1's engine is
+//!   killed (-9) and started again, then after h1's router restarts.
+//!   `restart_always_when_the_router_restarts_first` (router stopped,
+//!   then the engine restarted without it) is ignored: see its comment.
+//! * `no_address_leaks` (acceptance 6): 50 run/rm cycles on two hosts
+//!   leave each IPAM as it was; an engine killed mid-create leaks
+//!   nothing; an address requested and never used (RequestAddress sent
+//!   straight to the plugin) goes with a router restart (startup sweep)
+//!   and, router left alone, after PENDING_GRACE (60 s).
 //! * `clear_errors` (acceptance 7): docker's own error output for an
 //!   unknown network option, a subnet outside the range, a network without
 //!   the weave-rs IPAM, an address already in use, and the plugin while the
@@ -1139,6 +1150,561 @@ fn clear_errors() {
     create_network(h1, e1, &x, &[]);
     eprintln!(
         "whole test {:.2}s (engine and router stop next)",
+        test_started.elapsed().as_secs_f64()
+    );
+}
+
+/// `docker inspect`'s state of `c` on `e`: (running, a one-line summary
+/// with status, restart count and error).
+fn container_state(e: &DockerEngine, c: &str) -> (bool, String) {
+    let out = e.docker_timeout(
+        &[
+            "inspect",
+            "-f",
+            "{{.State.Running}} status={{.State.Status}} restarts={{.RestartCount}} \
+             started={{.State.StartedAt}} error={{json .State.Error}}",
+            c,
+        ],
+        secs(20),
+    );
+    let line = format!("{}{}", out.stdout.trim(), out.stderr.trim());
+    (out.success() && line.starts_with("true "), line)
+}
+
+/// Waits (`timeout`) until `c` runs on `e`; returns how long it took.
+#[track_caller]
+fn wait_running(h: &Host, e: &DockerEngine, c: &str, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    if !try_wait_until(timeout, || container_state(e, c).0) {
+        panic!(
+            "{c} on {} is not running {:.2}s later: {}\n{}",
+            h.name(),
+            started.elapsed().as_secs_f64(),
+            container_state(e, c).1,
+            logs(h, e)
+        );
+    }
+    started.elapsed()
+}
+
+/// `c` on `e` has `addr` on ethwe0 (inside) and on `net` (inspect), and
+/// pings `peer` (on `pe`, `peer_addr`) both ways.
+#[track_caller]
+fn back_with(
+    (h, e, c): (&Host, &DockerEngine, &str),
+    net: &str,
+    addr: Ipv4Addr,
+    (ph, pe, peer): (&Host, &DockerEngine, &str),
+    peer_addr: Ipv4Addr,
+    what: &str,
+) {
+    let inside = iface_addr(e, c, "ethwe0");
+    assert_eq!(
+        inside.map(|(a, _)| a),
+        Some(addr),
+        "{what}: {c}'s ethwe0 should have {addr}:\n{}",
+        e.docker(&["exec", c, "ip", "-o", "addr"])
+    );
+    let (seen, _) = address_on(e, c, net);
+    assert_eq!(seen, addr, "{what}: {c}'s address on {net} (inspect)");
+    // A new endpoint has a new MAC and nothing announces it: the peer's
+    // ARP entry may still name the old one (see the report of this test).
+    let mac = e.docker(&["exec", c, "cat", "/sys/class/net/ethwe0/address"]);
+    let neigh = pe.docker(&["exec", peer, "ip", "neigh", "show", &addr.to_string()]);
+    eprintln!(
+        "{what}: {c}'s ethwe0 MAC {}; {peer}'s ARP entry for {addr}: {:?}",
+        mac.stdout.trim(),
+        neigh.stdout.trim()
+    );
+    // c first: its ARP request refreshes the peer's entry.
+    let t2 = pings(h, e, c, &peer_addr.to_string(), secs(30));
+    let t1 = pings(ph, pe, peer, &addr.to_string(), secs(30));
+    eprintln!(
+        "{what}: {c} has {addr} on ethwe0; {c} -> {peer} first answer after {:.2}s, \
+         then {peer} -> {c} after {:.2}s",
+        t2.as_secs_f64(),
+        t1.as_secs_f64()
+    );
+}
+
+/// Acceptance 5, the start: two plugged hosts, `<prefix>app`
+/// (10.32.77.0/24) on both, `<prefix>r` (`--restart=always --ip
+/// 10.32.77.10`) on h1 and `<prefix>peer` on h2, pinging each other.
+/// Returns the hosts, the network, r, peer, r's address and peer's.
+///
+/// The subnet lies inside the default subnet (10.32.0.0/16): a --subnet
+/// network outside it fails on the host that does not own its range ("no
+/// free address left": the allocator's `full` counts no free space
+/// outside the default subnet).
+fn restart_always_setup(lab: &Lab) -> (Plugged, String, String, String, Ipv4Addr, Ipv4Addr) {
+    let p = Plugged::start(lab, 2, &[BUSYBOX]);
+    let (h1, h2, e1, e2) = (p.h(0), p.h(1), p.e(0), p.e(1));
+    let net = format!("{}app", lab.prefix());
+    let subnet = "10.32.77.0/24";
+    let addr: Ipv4Addr = "10.32.77.10".parse().unwrap();
+    lab.step(&format!("{net} ({subnet}) on both engines"));
+    for (h, e) in [(h1, e1), (h2, e2)] {
+        create_network(h, e, &net, &["--subnet", subnet]);
+    }
+    let (r, peer) = (
+        format!("{}r", lab.prefix()),
+        format!("{}peer", lab.prefix()),
+    );
+    lab.step(&format!(
+        "{r} --restart=always --ip {addr} on h1, {peer} on h2"
+    ));
+    let a = addr.to_string();
+    run_busybox(h1, e1, &r, &net, &["--restart=always", "--ip", &a]);
+    run_busybox(h2, e2, &peer, &net, &[]);
+    let (peer_addr, _) = address_on(e2, &peer, &net);
+    back_with(
+        (h1, e1, &r),
+        &net,
+        addr,
+        (h2, e2, &peer),
+        peer_addr,
+        "at first",
+    );
+    (p, net, r, peer, addr, peer_addr)
+}
+
+/// h1's "docker:endpoint:" allocations: r's address only.
+#[track_caller]
+fn only_endpoint(h: &Host, r: &str, addr: Ipv4Addr, what: &str) {
+    let eps: Vec<(String, String)> = allocations(h)
+        .into_iter()
+        .filter(|(id, _)| id.starts_with("docker:endpoint:"))
+        .collect();
+    eprintln!("{what}: {}'s endpoint allocations {eps:?}", h.name());
+    assert!(
+        eps.len() == 1 && eps[0].1.starts_with(&format!("{addr}/")),
+        "{what}: {}'s endpoint allocations should be {r}'s {addr} alone: {eps:?}",
+        h.name()
+    );
+}
+
+/// Acceptance 5, engine first: the `--restart=always` container comes
+/// back, with its address (`--ip`) and connectivity to the other host's
+/// container, after h1's engine is killed (`kill -9`) and started again,
+/// and again after h1's router is then restarted; the old endpoint's
+/// address is not left behind.
+#[test]
+fn restart_always_survives_engine_and_router_restarts() {
+    let test_started = Instant::now();
+    let lab = Lab::new();
+    let (mut p, net, r, peer, addr, peer_addr) = restart_always_setup(&lab);
+    let (hosts, engines) = (&p.hosts, &mut p.engines);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+
+    lab.step("kill -9 h1's engine and start it again (the router serves the plugin)");
+    let took = engines[0].kill9_and_restart(secs(90));
+    eprintln!(
+        "h1's engine answered {:.2}s after its restart",
+        took.as_secs_f64()
+    );
+    let running = wait_running(h1, &engines[0], &r, secs(60));
+    eprintln!(
+        "{r} running {:.2}s after the engine answered: {}",
+        running.as_secs_f64(),
+        container_state(&engines[0], &r).1
+    );
+    back_with(
+        (h1, &engines[0], &r),
+        &net,
+        addr,
+        (h2, &engines[1], &peer),
+        peer_addr,
+        "after the engine restart",
+    );
+    only_endpoint(h1, &r, addr, "after the engine restart");
+
+    lab.step("then restart h1's router (weave-rs stop, relaunch)");
+    h1.weave_ok(&["stop"]);
+    let started = Instant::now();
+    h1.relaunch();
+    wait_plugin(h1, &engines[0], secs(10));
+    eprintln!(
+        "router relaunched, plugin up in {:.2}s; {r}: {}",
+        started.elapsed().as_secs_f64(),
+        container_state(&engines[0], &r).1
+    );
+    wait_running(h1, &engines[0], &r, secs(10));
+    back_with(
+        (h1, &engines[0], &r),
+        &net,
+        addr,
+        (h2, &engines[1], &peer),
+        peer_addr,
+        "after the router restart",
+    );
+    only_endpoint(h1, &r, addr, "after the router restart");
+    eprintln!(
+        "whole test {:.2}s (engines and routers stop next)",
+        test_started.elapsed().as_secs_f64()
+    );
+}
+
+/// Acceptance 5, router first: h1's router stopped, then its engine
+/// killed (`kill -9`) and started again. Without the plugin the engine
+/// gives the container up (Exited, `plugin "weave-rs" not found`; each
+/// plugin lookup takes 15 s, the API answers only after them); the
+/// relaunched router starts it, with its address and connectivity.
+///
+/// Ignored: fails with the router as it is. The engine could not release
+/// the old endpoint while the plugin was away (and never tells a
+/// restarted plugin), so the relaunched router keeps that endpoint
+/// (plugin.json) and its address: starting the stranded container fails
+/// with `IpamDriver.RequestAddress: 10.32.77.10 is already allocated to
+/// docker:endpoint:<old MAC>` and it stays Exited (without `--ip` the old
+/// address would leak instead).
+#[test]
+#[ignore = "router bug: a restarted engine's stale endpoints keep their addresses (see the doc comment)"]
+fn restart_always_when_the_router_restarts_first() {
+    let test_started = Instant::now();
+    let lab = Lab::new();
+    let (mut p, net, r, peer, addr, peer_addr) = restart_always_setup(&lab);
+    let (hosts, engines) = (&p.hosts, &mut p.engines);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+
+    lab.step("stop h1's router first, then kill -9 h1's engine and start it again");
+    h1.weave_ok(&["stop"]);
+    assert!(
+        !engines[0].plugin_answers(),
+        "the plugin answers after stop"
+    );
+    // Each plugin lookup gives up after 15 s; the API answers once the
+    // engine has given up on everything.
+    let took = engines[0].kill9_and_restart(secs(180));
+    let (running, state) = container_state(&engines[0], &r);
+    eprintln!(
+        "h1's engine answered {:.2}s after its restart (no plugin); {r}: {state}",
+        took.as_secs_f64()
+    );
+    assert!(
+        !running,
+        "{r} runs although the engine had no plugin: {state}"
+    );
+
+    lab.step("relaunch h1's router: it starts the stranded container");
+    let started = Instant::now();
+    h1.relaunch();
+    let launched = started.elapsed();
+    wait_plugin(h1, &engines[0], secs(10));
+    wait_running(h1, &engines[0], &r, secs(30));
+    let running = started.elapsed();
+    eprintln!(
+        "router launch returned after {:.2}s; {r} running {:.2}s after the launch began: {}",
+        launched.as_secs_f64(),
+        running.as_secs_f64(),
+        container_state(&engines[0], &r).1
+    );
+    back_with(
+        (h1, &engines[0], &r),
+        &net,
+        addr,
+        (h2, &engines[1], &peer),
+        peer_addr,
+        "after the router relaunch",
+    );
+    only_endpoint(h1, &r, addr, "after the router relaunch");
+    eprintln!(
+        "whole test {:.2}s (engines and routers stop next)",
+        test_started.elapsed().as_secs_f64()
+    );
+}
+
+/// What `h`'s IPAM holds: (ipam.allocations' length, its "docker:" ids,
+/// status ipam's "Allocated here").
+fn ipam_counts(h: &Host) -> (usize, Vec<String>, usize) {
+    let allocs = allocations(h);
+    let docker: Vec<String> = allocs
+        .iter()
+        .filter(|(id, _)| id.starts_with("docker:"))
+        .map(|(id, cidr)| format!("{id}={cidr}"))
+        .collect();
+    (allocs.len(), docker, allocated_here(h))
+}
+
+/// The address `h`'s IPAM holds for `id`, if any.
+fn allocation_of_id(h: &Host, id: &str) -> Option<String> {
+    allocations(h)
+        .into_iter()
+        .find(|(a, _)| a == id)
+        .map(|(_, cidr)| cidr)
+}
+
+/// Waits (`timeout`) until `h`'s counts are `want`; panics otherwise.
+#[track_caller]
+fn counts_back(
+    h: &Host,
+    e: &DockerEngine,
+    want: &(usize, Vec<String>, usize),
+    timeout: Duration,
+    what: &str,
+) -> Duration {
+    let started = Instant::now();
+    let mut last = None;
+    let back = try_wait_until(timeout, || {
+        let now = ipam_counts(h);
+        let same = now == *want;
+        last = Some(now);
+        same
+    });
+    if !back {
+        panic!(
+            "{what}: {}'s IPAM is not back to the start within {:.2}s:\n  start {want:?}\n  now   {last:?}\n{}",
+            h.name(),
+            started.elapsed().as_secs_f64(),
+            logs(h, e)
+        );
+    }
+    started.elapsed()
+}
+
+/// What an engine that dies right after its RequestAddress leaves: one
+/// `/IpamDriver.RequestAddress` for `pool` with the endpoint MAC `mac`,
+/// sent straight to `e`'s plugin socket. Returns the address given.
+#[track_caller]
+fn request_address_only(h: &Host, e: &DockerEngine, pool: &str, mac: &str) -> String {
+    use std::io::{Read, Write};
+    let sock = e.plugin_socket().expect("plugin engine");
+    let body = serde_json::json!({
+        "PoolID": pool,
+        "Address": "",
+        "Options": {"com.docker.network.endpoint.macaddress": mac},
+    })
+    .to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .unwrap_or_else(|err| panic!("connect {}: {err}", sock.display()));
+    s.set_read_timeout(Some(secs(10))).unwrap();
+    write!(
+        s,
+        "POST /IpamDriver.RequestAddress HTTP/1.1\r\nHost: plugin\r\n\
+         Content-Type: application/vnd.docker.plugins.v1+json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let json = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap_or_default();
+    let addr = v["Address"].as_str().unwrap_or_default().to_string();
+    if !answer.starts_with("HTTP/1.1 200") || addr.is_empty() {
+        panic!(
+            "RequestAddress {body} on {}'s plugin socket: {answer}\n{}",
+            h.name(),
+            logs(h, e)
+        );
+    }
+    addr
+}
+
+/// Acceptance 6: 50 create/rm cycles (both hosts at once) leave each
+/// host's IPAM as it was; an engine killed right after the plugin handed
+/// out an address (before or while the endpoint was made) leaks nothing
+/// once the engine is back and the router restarted (startup sweep).
+#[test]
+fn no_address_leaks() {
+    let test_started = Instant::now();
+    let lab = Lab::new();
+    let mut p = Plugged::start(&lab, 2, &[BUSYBOX]);
+    let (hosts, engines) = (&p.hosts, &mut p.engines);
+
+    let net = format!("{}app", lab.prefix());
+    lab.step(&format!("{net} on both engines; IPAM counts at the start"));
+    for (h, e) in hosts.iter().zip(engines.iter()) {
+        create_network(h, e, &net, &[]);
+    }
+    let start: Vec<_> = hosts.iter().map(ipam_counts).collect();
+    for (h, c) in hosts.iter().zip(&start) {
+        eprintln!(
+            "{}: ipam.allocations {}, allocated here {}, docker ids {:?}",
+            h.name(),
+            c.0,
+            c.2,
+            c.1
+        );
+    }
+
+    const CYCLES: usize = 50;
+    lab.step(&format!(
+        "{CYCLES} cycles of docker run -d --network {net} + rm -f, half on each host at once"
+    ));
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for (i, (h, e)) in hosts.iter().zip(engines.iter()).enumerate() {
+            let net = &net;
+            s.spawn(move || {
+                for n in 0..CYCLES / 2 {
+                    let (id, _) = docker_must(
+                        h,
+                        e,
+                        &[
+                            "run",
+                            "-d",
+                            "--init",
+                            "--network",
+                            net,
+                            BUSYBOX,
+                            "sleep",
+                            "60",
+                        ],
+                        secs(60),
+                    );
+                    let id = id.trim();
+                    docker_must(h, e, &["rm", "-f", id], secs(60));
+                    if n % 10 == 0 {
+                        eprintln!("host {i}: cycle {n} done");
+                    }
+                }
+            });
+        }
+    });
+    eprintln!("{CYCLES} cycles in {:.2}s", started.elapsed().as_secs_f64());
+    for ((h, e), c) in hosts.iter().zip(engines.iter()).zip(&start) {
+        let t = counts_back(h, e, c, secs(10), "after the cycles");
+        eprintln!(
+            "{}: back to the start {:.2}s after the cycles",
+            h.name(),
+            t.as_secs_f64()
+        );
+    }
+
+    lab.step(
+        "an engine gone right after RequestAddress (sent straight to the plugin): \
+         one on each host; h1's must go with the router's restart (startup sweep), \
+         h2's after PENDING_GRACE (60 s)",
+    );
+    let pool = format!("weave-rs:{}", "10.32.0.0/16");
+    let mut orphans = Vec::new();
+    for (i, (h, e)) in hosts.iter().zip(engines.iter()).enumerate() {
+        let mac = format!("02:42:0a:be:ef:0{i}");
+        let addr = request_address_only(h, e, &pool, &mac);
+        let id = format!("docker:endpoint:{mac}");
+        let held = allocations(h).iter().any(|(a, _)| *a == id);
+        eprintln!(
+            "{}: RequestAddress only -> {addr} ({id}, in ipam.allocations: {held})",
+            h.name()
+        );
+        assert!(
+            held,
+            "{}: {id} not in ipam.allocations: {:?}",
+            h.name(),
+            allocations(h)
+        );
+        orphans.push((id, Instant::now()));
+    }
+
+    let (first, rest) = engines.split_at_mut(1);
+    let (h1, e1, h2, e2) = (&hosts[0], &mut first[0], &hosts[1], &rest[0]);
+    let x = format!("{}x", lab.prefix());
+    lab.step(&format!(
+        "docker run --network {net} {x} on h1, its engine killed once the plugin handed out an address"
+    ));
+    let known: Vec<String> = allocations(h1).into_iter().map(|(id, _)| id).collect();
+    let mut run = e1.docker_command(&[
+        "run",
+        "-d",
+        "--init",
+        "--network",
+        &net,
+        "--name",
+        &x,
+        BUSYBOX,
+        "sleep",
+        "60",
+    ]);
+    run.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let started = Instant::now();
+    let mut child = run.spawn().expect("spawn docker run");
+    let mut new = None;
+    while started.elapsed() < secs(30) {
+        new = allocations(h1)
+            .into_iter()
+            .find(|(id, _)| id.starts_with("docker:endpoint:") && !known.contains(id));
+        if new.is_some() {
+            break;
+        }
+    }
+    let Some((id, cidr)) = new else {
+        let _ = child.kill();
+        panic!(
+            "no new docker:endpoint: allocation on h1 within 30 s\n{}",
+            logs(h1, e1)
+        );
+    };
+    let seen = started.elapsed();
+    let took = e1.kill9_and_restart(secs(90));
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!(
+        "{id} ({cidr}) seen {:.3}s after docker run began; engine killed, answered {:.2}s after its restart",
+        seen.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    let (_, state) = container_state(e1, &x);
+    // What the engine's own restore did (it cleans up the endpoints it
+    // had recorded), before the router's sweep.
+    let released = try_wait_until(secs(3), || allocation_of_id(h1, &id).is_none());
+    eprintln!(
+        "after the engine restart: {x}: {state}; {id} released by the engine's restore: {released}\n  \
+         h1 IPAM now {:?}\n  start        {:?}",
+        ipam_counts(h1),
+        start[0]
+    );
+    let _ = e1.docker(&["rm", "-f", &x]);
+    assert!(
+        allocation_of_id(h1, &orphans[0].0).is_some(),
+        "h1's {} went before the router's restart ({:.2}s after the request)",
+        orphans[0].0,
+        orphans[0].1.elapsed().as_secs_f64()
+    );
+
+    lab.step("restart h1's router (its startup sweep frees what no endpoint holds)");
+    h1.weave_ok(&["stop"]);
+    let started = Instant::now();
+    h1.relaunch();
+    wait_plugin(h1, e1, secs(10));
+    let t = counts_back(h1, e1, &start[0], secs(10), "after the router restart");
+    eprintln!(
+        "h1's IPAM back to the start {:.2}s after the relaunch began ({:.2}s after it answered)",
+        started.elapsed().as_secs_f64(),
+        t.as_secs_f64()
+    );
+    lab.step("h2's orphan goes after PENDING_GRACE (60 s), its router left alone");
+    let (id2, asked) = &orphans[1];
+    assert!(
+        asked.elapsed() < secs(55),
+        "too late to see {id2} held before the grace ends ({:.2}s)",
+        asked.elapsed().as_secs_f64()
+    );
+    assert!(
+        allocation_of_id(h2, id2).is_some(),
+        "h2's {id2} went {:.2}s after the request, before PENDING_GRACE",
+        asked.elapsed().as_secs_f64()
+    );
+    let left = secs(60 + 10).saturating_sub(asked.elapsed());
+    counts_back(
+        h2,
+        e2,
+        &start[1],
+        left,
+        "h2, PENDING_GRACE after the request",
+    );
+    let after = asked.elapsed();
+    eprintln!(
+        "h2's {id2} released {:.2}s after the request (PENDING_GRACE 60 s)",
+        after.as_secs_f64()
+    );
+    assert!(
+        after >= secs(59),
+        "released before PENDING_GRACE: {after:?}"
+    );
+    counts_back(h1, e1, &start[0], secs(1), "h1 at the end");
+    eprintln!(
+        "whole test {:.2}s (engines and routers stop next)",
         test_started.elapsed().as_secs_f64()
     );
 }
