@@ -320,6 +320,25 @@ pub async fn ensure_network(name: &str, driver: &str) -> Result<bool, DockerErro
     Ok(true)
 }
 
+/// Every endpoint ID the engine has, of every container, running or not.
+pub async fn endpoint_ids() -> Result<Vec<String>, DockerError> {
+    let docker = connect().await?;
+    let opts = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        ..Default::default()
+    };
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))?;
+    Ok(list
+        .into_iter()
+        .filter_map(|c| c.network_settings?.networks)
+        .flat_map(|n| n.into_values().filter_map(|e| e.endpoint_id))
+        .filter(|id| !id.is_empty())
+        .collect())
+}
+
 /// The IDs of the running containers.
 pub async fn running() -> Result<Vec<String>, DockerError> {
     let docker = connect().await?;

@@ -1348,17 +1348,12 @@ fn restart_always_survives_engine_and_router_restarts() {
 /// killed (`kill -9`) and started again. Without the plugin the engine
 /// gives the container up (Exited, `plugin "weave-rs" not found`; each
 /// plugin lookup takes 15 s, the API answers only after them); the
-/// relaunched router starts it, with its address and connectivity.
-///
-/// Ignored: fails with the router as it is. The engine could not release
-/// the old endpoint while the plugin was away (and never tells a
-/// restarted plugin), so the relaunched router keeps that endpoint
-/// (plugin.json) and its address: starting the stranded container fails
-/// with `IpamDriver.RequestAddress: 10.32.77.10 is already allocated to
-/// docker:endpoint:<old MAC>` and it stays Exited (without `--ip` the old
-/// address would leak instead).
+/// relaunched router starts it, with its address and connectivity. (The
+/// engine could not release the old endpoint while the plugin was away,
+/// and never tells a restarted plugin: the router forgets endpoints the
+/// engine no longer has before it starts the container, or its address
+/// would still be held by the old endpoint.)
 #[test]
-#[ignore = "router bug: a restarted engine's stale endpoints keep their addresses (see the doc comment)"]
 fn restart_always_when_the_router_restarts_first() {
     let test_started = Instant::now();
     let lab = Lab::new();

@@ -254,6 +254,7 @@ fn create_endpoint(shared: &Arc<Shared>, r: CreateEndpoint) -> Result<Value, Str
             dns_route: false,
             dns_servers,
             container: None,
+            joined: None,
         },
     );
     save(shared);
@@ -297,6 +298,7 @@ async fn join(shared: &Arc<Shared>, r: Join) -> Result<Value, String> {
         if let Some(e) = s.endpoints.get_mut(&r.endpoint_id) {
             e.sandbox = Some(r.sandbox_key.clone());
             e.dns_route = give;
+            e.joined = Some(Instant::now());
         }
         give
     };

@@ -64,6 +64,9 @@ pub struct Endpoint {
     /// event).
     #[serde(default)]
     pub container: Option<(String, String)>,
+    /// When it joined, in this router's life.
+    #[serde(skip)]
+    pub joined: Option<Instant>,
 }
 
 /// What the plugin keeps (`plugin.json`).
@@ -248,6 +251,7 @@ pub async fn on_engine(shared: &Arc<Shared>) {
         }
         break;
     }
+    forget_stale_endpoints(shared).await;
     let ours: Vec<String> = shared.plugin().networks.keys().cloned().collect();
     if ours.is_empty() {
         return;
@@ -262,6 +266,59 @@ pub async fn on_engine(shared: &Arc<Shared>) {
         }
     }
 }
+
+/// Endpoints we keep that the engine no longer has (it restarted while
+/// the plugin was away, and could not tell us): their veths, names and
+/// addresses go, so the containers' new endpoints can have them. Those
+/// joined lately are spared (the engine may be making them now).
+async fn forget_stale_endpoints(shared: &Arc<Shared>) {
+    let Ok(known) = crate::docker::endpoint_ids().await else {
+        return;
+    };
+    let stale: Vec<(String, Endpoint)> = shared
+        .plugin()
+        .endpoints
+        .iter()
+        .filter(|(id, e)| {
+            !known.contains(id) && e.joined.is_none_or(|t| t.elapsed() >= STALE_AFTER)
+        })
+        .map(|(id, e)| (id.clone(), e.clone()))
+        .collect();
+    for (id, e) in stale {
+        info!(
+            "Docker plugin: the engine no longer has endpoint {} ({}): forgetting it",
+            id.get(..12).unwrap_or(&id),
+            e.address
+        );
+        let (host, peer) = crate::core::docker_plugin::veth_names(&id);
+        for name in [&host, &peer] {
+            let _ = shared.netlink.delete_link(name).await;
+        }
+        let subnet = shared
+            .plugin()
+            .networks
+            .get(&e.network)
+            .map_or(e.address, |n| n.subnet);
+        if let ipnetwork::IpNetwork::V4(subnet) = subnet {
+            let _ =
+                tokio::task::spawn_blocking(move || crate::net::ebtables::release(&host, subnet))
+                    .await;
+        }
+        let addr = e.address.ip();
+        super::dns::unregister(shared, |k, _| k.addr == addr);
+        shared.plugin().endpoints.remove(&id);
+        let holder = shared.ipam().core.holder(addr).map(str::to_string);
+        if let Some(h) =
+            holder.filter(|h| h.starts_with(crate::core::docker_plugin::IPAM_ID_PREFIX))
+        {
+            super::ipam::release_addrs(shared, &h, &[addr]);
+        }
+    }
+    save(shared);
+}
+
+/// An endpoint joined this recently is never taken for stale.
+const STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// Serves the plugin until the router stops. A socket that cannot be made
 /// is logged and leaves the router running without the plugin.
