@@ -168,14 +168,7 @@ fn release_address(shared: &Arc<Shared>, r: ReleaseAddress) -> Result<Value, Str
         .address
         .parse()
         .map_err(|_| format!("{:?} is not an IP address", r.address))?;
-    let holder = shared.ipam().core.holder(ip).map(str::to_string);
-    match holder {
-        Some(id) if id.starts_with(rules::IPAM_ID_PREFIX) => {
-            ipam::release_addrs(shared, &id, &[ip])
-        }
-        // Not ours to free (already released, or someone else's).
-        _ => {}
-    }
+    release_plugin_address(shared, ip);
     Ok(json!({}))
 }
 
@@ -365,25 +358,38 @@ async fn leave(shared: &Arc<Shared>, r: EndpointRef) -> Result<Value, String> {
 }
 
 async fn delete_endpoint(shared: &Arc<Shared>, r: EndpointRef) -> Result<Value, String> {
-    let (host, peer) = rules::veth_names(&r.endpoint_id);
-    let network = shared
-        .plugin()
-        .endpoints
-        .get(&r.endpoint_id)
-        .map(|e| e.network.clone());
+    drop_endpoint(shared, &r.endpoint_id).await;
+    save(shared);
+    Ok(json!({}))
+}
+
+/// Takes endpoint `id` down: its isolation rules, its veth pair, its
+/// names, and our record of it (its address stays: the engine releases
+/// it). The endpoint as it was, if we had it.
+pub(super) async fn drop_endpoint(shared: &Arc<Shared>, id: &str) -> Option<Endpoint> {
+    let (host, peer) = rules::veth_names(id);
+    let network = shared.plugin().endpoints.get(id).map(|e| e.network.clone());
     if let Some(n) = network {
         let _ = confine(shared, &host, &n, false).await;
     }
     for name in [host, peer] {
         let _ = shared.netlink.delete_link(&name).await;
     }
-    let gone = shared.plugin().endpoints.remove(&r.endpoint_id);
-    if let Some(ep) = gone {
+    let gone = shared.plugin().endpoints.remove(id);
+    if let Some(ep) = &gone {
         let addr = ep.address.ip();
         crate::daemon::dns::unregister(shared, |k, _| k.addr == addr);
     }
-    save(shared);
-    Ok(json!({}))
+    gone
+}
+
+/// Frees `ip` if one of the plugin's allocations holds it (not another
+/// id's: the engine may release what it never had).
+pub(super) fn release_plugin_address(shared: &Arc<Shared>, ip: IpAddr) {
+    let holder = shared.ipam().core.holder(ip).map(str::to_string);
+    if let Some(id) = holder.filter(|h| h.starts_with(rules::IPAM_ID_PREFIX)) {
+        ipam::release_addrs(shared, &id, &[ip]);
+    }
 }
 
 /// Confines (or frees) the endpoint veth `host` to its network's subnet

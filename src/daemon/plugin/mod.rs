@@ -290,29 +290,8 @@ async fn forget_stale_endpoints(shared: &Arc<Shared>) {
             id.get(..12).unwrap_or(&id),
             e.address
         );
-        let (host, peer) = crate::core::docker_plugin::veth_names(&id);
-        for name in [&host, &peer] {
-            let _ = shared.netlink.delete_link(name).await;
-        }
-        let subnet = shared
-            .plugin()
-            .networks
-            .get(&e.network)
-            .map_or(e.address, |n| n.subnet);
-        if let ipnetwork::IpNetwork::V4(subnet) = subnet {
-            let _ =
-                tokio::task::spawn_blocking(move || crate::net::ebtables::release(&host, subnet))
-                    .await;
-        }
-        let addr = e.address.ip();
-        super::dns::unregister(shared, |k, _| k.addr == addr);
-        shared.plugin().endpoints.remove(&id);
-        let holder = shared.ipam().core.holder(addr).map(str::to_string);
-        if let Some(h) =
-            holder.filter(|h| h.starts_with(crate::core::docker_plugin::IPAM_ID_PREFIX))
-        {
-            super::ipam::release_addrs(shared, &h, &[addr]);
-        }
+        handlers::drop_endpoint(shared, &id).await;
+        handlers::release_plugin_address(shared, e.address.ip());
     }
     save(shared);
 }

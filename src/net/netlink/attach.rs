@@ -226,19 +226,28 @@ impl Netlink {
             .mtu(mtu)
             .setns_by_fd(ns.as_raw_fd())
             .build();
+        self.add_veth(host_veth, br_index, mtu, peer)
+            .await
+            .map_err(|e| nl_err(&format!("veth {host_veth}"), "create", e))
+    }
+
+    /// A veth pair: `host` on the bridge `br_index` and up, its peer as
+    /// `peer` describes it (name, namespace, MAC).
+    pub(super) async fn add_veth(
+        &self,
+        host: &str,
+        br_index: u32,
+        mtu: u32,
+        peer: netlink_packet_route::link::LinkMessage,
+    ) -> Result<(), rtnetlink::Error> {
         let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(host_veth)
+            .name(host)
             .mtu(mtu)
             .controller(br_index)
             .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|e| nl_err(&format!("veth {host_veth}"), "create", e))
+        self.handle.link().add(msg).execute().await
     }
 
     /// Waits (at most 2 s) until bridge port `name` is forwarding.

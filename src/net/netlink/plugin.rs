@@ -2,7 +2,7 @@
 //! on the bridge, the other left in this namespace for the engine to move
 //! into the container and rename.
 
-use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec};
 
 use super::*;
 
@@ -34,17 +34,7 @@ impl Netlink {
             .mtu(mtu)
             .address(mac.to_vec())
             .build();
-        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(host)
-            .mtu(mtu)
-            .controller(br)
-            .up()
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-            .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
+        self.add_veth(host, br, mtu, peer_msg)
             .await
             .map_err(|e| nl_err(&format!("veth {host} / {peer}"), "create", e))
     }
