@@ -1105,7 +1105,7 @@ fn clear_errors() {
             "sleep",
             "3600",
         ],
-        &[taken],
+        &[taken, "in use by container", &first],
         secs(60),
     );
     eprintln!("the claim refusal as docker shows it: {}", err.trim());

@@ -157,6 +157,13 @@ async fn request_address(shared: &Arc<Shared>, r: RequestAddress) -> Result<Valu
             return Err(format!("{ip} is not in the network's subnet {subnet}"));
         }
         let cidr = IpNetwork::new(ip, subnet.prefix()).map_err(|e| e.to_string())?;
+        let holder = shared.ipam().core.holder(ip).map(str::to_string);
+        if let Some(holder) = holder.filter(|h| *h != key) {
+            return Err(format!(
+                "--ip {ip}: the address is in use by {}",
+                super::holder_description(shared, &holder)
+            ));
+        }
         ipam::claim(shared, &key, cidr).await?
     };
     shared.plugin().pending.insert(key, Instant::now());

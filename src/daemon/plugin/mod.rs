@@ -206,6 +206,31 @@ pub async fn name_endpoints(shared: &Arc<Shared>, container: &str) {
 }
 
 /// The plugin's endpoints as `ps` lists attachments.
+/// Who an IPAM holder id is, in words a `docker` user knows: the
+/// container behind one of our endpoints, a network's gateway, or the id
+/// itself (`weave-rs ps` shows what `attach` holds).
+pub fn holder_description(shared: &Shared, holder: &str) -> String {
+    use crate::core::docker_plugin as rules;
+    if holder.starts_with(&format!("{}gateway:", rules::IPAM_ID_PREFIX)) {
+        return "the gateway of a weave-rs network".to_string();
+    }
+    let plugin = shared.plugin();
+    let endpoint = plugin
+        .endpoints
+        .iter()
+        .find(|(_, e)| rules::endpoint_key(&e.mac) == holder);
+    match endpoint {
+        Some((id, e)) => match &e.container {
+            Some((name, _)) => format!("container {name}"),
+            None => format!(
+                "a container joining now (endpoint {})",
+                id.get(..12).unwrap_or(id)
+            ),
+        },
+        None => format!("{holder} (see `weave-rs ps` and `weave-rs status ipam`)"),
+    }
+}
+
 pub fn attached(shared: &Shared) -> Vec<crate::api::protocol::AttachedReport> {
     shared
         .plugin()
