@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod core;
 pub mod daemon;
 pub mod docker;

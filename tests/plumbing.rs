@@ -19,6 +19,7 @@ use ipnetwork::IpNetwork;
 use weave_rs::net::iptables::{Family, Iptables};
 use weave_rs::net::{open_tap, run_in_netns, NetError, Netlink, NetnsTarget};
 
+const ETHWE: &str = weave_rs::net::CONTAINER_IFNAME;
 const MTU: u32 = 1376;
 /// The bridge's MAC in these tests (locally administered).
 const BR_MAC: [u8; 6] = [0x02, 0x77, 0x72, 0x70, 0x6c, 0x01];
@@ -219,6 +220,7 @@ fn bridge_and_attach() {
             .attach(
                 "weave",
                 &target,
+                ETHWE,
                 &[cidr("10.2.1.1/24"), cidr("fd00:2::1/64")],
                 MTU,
             )
@@ -319,16 +321,26 @@ fn attach_is_idempotent_and_same_netns_same_veth() {
         let nl = Netlink::connect().unwrap();
         nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
         let cidrs = [cidr("10.2.1.1/24")];
-        let a1 = nl.attach("weave", &target, &cidrs, MTU).await.unwrap();
-        let a2 = nl.attach("weave", &target, &cidrs, MTU).await.unwrap();
+        let a1 = nl
+            .attach("weave", &target, ETHWE, &cidrs, MTU)
+            .await
+            .unwrap();
+        let a2 = nl
+            .attach("weave", &target, ETHWE, &cidrs, MTU)
+            .await
+            .unwrap();
         assert_eq!(a1, a2);
-        let a3 = nl.attach("weave", &by_pid, &cidrs, MTU).await.unwrap();
+        let a3 = nl
+            .attach("weave", &by_pid, ETHWE, &cidrs, MTU)
+            .await
+            .unwrap();
         assert_eq!(a1, a3);
         // A further address is added to the same ethwe.
         let a4 = nl
             .attach(
                 "weave",
                 &by_pid,
+                ETHWE,
                 &[cidr("10.2.1.1/24"), cidr("10.2.1.7/24")],
                 MTU,
             )
@@ -356,6 +368,7 @@ fn detach_removes_addresses_then_veth() {
             .attach(
                 "weave",
                 &target,
+                ETHWE,
                 &[
                     cidr("10.2.1.1/24"),
                     cidr("10.2.1.2/24"),
@@ -368,7 +381,10 @@ fn detach_removes_addresses_then_veth() {
         let ctr = Netlink::connect_in(&c1_file).unwrap();
 
         // Removing the primary keeps the secondary of the same subnet.
-        let left = nl.detach(&target, &[cidr("10.2.1.1/24")]).await.unwrap();
+        let left = nl
+            .detach(&target, ETHWE, &[cidr("10.2.1.1/24")])
+            .await
+            .unwrap();
         let mut left_sorted = left.clone();
         left_sorted.sort();
         assert_eq!(left_sorted, vec![cidr("10.2.1.2/24"), cidr("fd00:2::1/64")]);
@@ -376,12 +392,15 @@ fn detach_removes_addresses_then_veth() {
         assert!(now.contains(&cidr("10.2.1.2/24")) && !now.contains(&cidr("10.2.1.1/24")));
 
         // Absent addresses are ignored.
-        let left = nl.detach(&target, &[cidr("10.9.9.9/24")]).await.unwrap();
+        let left = nl
+            .detach(&target, ETHWE, &[cidr("10.9.9.9/24")])
+            .await
+            .unwrap();
         assert_eq!(left.len(), 2);
 
         // Removing the last addresses removes the veth pair.
         let left = nl
-            .detach(&target, &[cidr("10.2.1.2/24"), cidr("fd00:2::1/64")])
+            .detach(&target, ETHWE, &[cidr("10.2.1.2/24"), cidr("fd00:2::1/64")])
             .await
             .unwrap();
         assert!(left.is_empty());
@@ -390,16 +409,16 @@ fn detach_removes_addresses_then_veth() {
 
         // Attach again, then detach with no list: the veth goes at once.
         let a = nl
-            .attach("weave", &target, &[cidr("10.2.1.1/24")], MTU)
+            .attach("weave", &target, ETHWE, &[cidr("10.2.1.1/24")], MTU)
             .await
             .unwrap();
-        assert!(nl.detach(&target, &[]).await.unwrap().is_empty());
+        assert!(nl.detach(&target, ETHWE, &[]).await.unwrap().is_empty());
         assert_eq!(ctr.link_index("ethwe").await.unwrap(), None);
         assert_eq!(nl.link_index(&a.host_veth).await.unwrap(), None);
         assert!(nl.attached("weave").await.unwrap().is_empty());
 
         // Nothing left to detach.
-        let e = nl.detach(&target, &[]).await.unwrap_err();
+        let e = nl.detach(&target, ETHWE, &[]).await.unwrap_err();
         assert!(matches!(e, NetError::NotAttached { .. }), "{e}");
         assert!(e.to_string().ends_with(": not attached (no ethwe)"), "{e}");
     });
@@ -441,7 +460,7 @@ fn bad_targets_give_specific_errors() {
         let nl = Netlink::connect().unwrap();
         // No bridge yet.
         let e = nl
-            .attach("weave", &target, &[cidr("10.2.1.1/24")], MTU)
+            .attach("weave", &target, ETHWE, &[cidr("10.2.1.1/24")], MTU)
             .await
             .unwrap_err();
         assert_eq!(e.to_string(), "bridge weave: does not exist");
@@ -451,6 +470,7 @@ fn bad_targets_give_specific_errors() {
             .attach(
                 "weave",
                 &target,
+                ETHWE,
                 &[cidr("10.2.1.1/24"), cidr("224.0.0.5/24")],
                 MTU,
             )
@@ -463,13 +483,13 @@ fn bad_targets_give_specific_errors() {
         assert!(nl.attached("weave").await.unwrap().is_empty());
         // The router's own namespace.
         let e = nl
-            .attach("weave", &host_target, &[cidr("10.2.1.1/24")], MTU)
+            .attach("weave", &host_target, ETHWE, &[cidr("10.2.1.1/24")], MTU)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("own network namespace"), "{e}");
         // A missing namespace.
         let e = nl
-            .attach("weave", &gone_target, &[cidr("10.2.1.1/24")], MTU)
+            .attach("weave", &gone_target, ETHWE, &[cidr("10.2.1.1/24")], MTU)
             .await
             .unwrap_err();
         assert!(
@@ -545,10 +565,10 @@ fn tap_on_bridge_sees_container_frames_and_reset_removes_all() {
         assert_eq!(t.kind.as_deref(), Some("tun"));
 
         let a1 = nl
-            .attach("weave", &t1, &[cidr("10.2.1.1/24")], MTU)
+            .attach("weave", &t1, ETHWE, &[cidr("10.2.1.1/24")], MTU)
             .await
             .unwrap();
-        nl.attach("weave", &t2, &[cidr("10.2.1.2/24")], MTU)
+        nl.attach("weave", &t2, ETHWE, &[cidr("10.2.1.2/24")], MTU)
             .await
             .unwrap();
         assert_eq!(nl.attached("weave").await.unwrap().len(), 2);
@@ -814,13 +834,17 @@ async fn connect_in_works_from_a_multi_thread_runtime() {
     nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
     assert!(nl.expose("weave", cidr("10.2.1.254/24")).await.unwrap());
     let a = nl
-        .attach("weave", &c1.target(), &[cidr("10.2.1.1/24")], MTU)
+        .attach("weave", &c1.target(), ETHWE, &[cidr("10.2.1.1/24")], MTU)
         .await
         .unwrap();
     let links = host.ip(&["-o", "link", "show"]);
     assert!(links.contains(&a.host_veth), "{links}");
     assert!(!ip(&["-o", "link", "show"]).contains(&a.host_veth));
-    assert!(nl.detach(&c1.target(), &[]).await.unwrap().is_empty());
+    assert!(nl
+        .detach(&c1.target(), ETHWE, &[])
+        .await
+        .unwrap()
+        .is_empty());
     nl.reset("weave", "weave-tap").await.unwrap();
     assert_eq!(nl.link_index("weave").await.unwrap(), None);
 }

@@ -51,7 +51,10 @@ pub fn reply_timeout(req: &Request) -> Duration {
         | Request::Expose { .. }
         | Request::Allocate { .. }
         | Request::Claim { .. } => Duration::from_secs(3_600 + 60),
-        Request::Detach { .. } => Duration::from_secs(60),
+        Request::Detach { .. }
+        | Request::CniAdd(_)
+        | Request::CniDel { .. }
+        | Request::CniGc { .. } => Duration::from_secs(60),
         _ => Duration::from_secs(15),
     }
 }

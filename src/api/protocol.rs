@@ -75,7 +75,60 @@ pub enum Request {
     DnsLookup {
         name: String,
     },
+    /// CNI ADD (from `weave-rs-cni`): an interface for a runtime's
+    /// attachment.
+    CniAdd(CniAdd),
+    /// CNI DEL: the attachment's interface, names and addresses go.
+    /// Idempotent.
+    CniDel {
+        container_id: String,
+        ifname: String,
+    },
+    /// CNI CHECK: the interface is there with `addrs`, and they are held.
+    CniCheck {
+        container_id: String,
+        ifname: String,
+        netns: String,
+        addrs: Vec<String>,
+    },
+    /// CNI GC: release every CNI attachment but these (container ID,
+    /// interface name).
+    CniGc {
+        keep: Vec<(String, String)>,
+    },
+    /// CNI STATUS: can an ADD be served now?
+    CniStatus,
     Stop,
+}
+
+/// What a CNI ADD asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CniAdd {
+    pub container_id: String,
+    pub ifname: String,
+    /// `CNI_NETNS`: a path to the network namespace.
+    pub netns: String,
+    /// As `attach` takes them (none: one from the default subnet).
+    pub addrs: Vec<String>,
+    /// Names for DNS (qualified in the router's domain).
+    pub names: Vec<String>,
+    pub mtu: Option<u32>,
+    /// The bridge the config names; refused if not the router's.
+    pub bridge: Option<String>,
+    pub hairpin: bool,
+    /// How long an allocation may wait before the runtime is told to try
+    /// again later.
+    pub patience_ms: u64,
+}
+
+/// What a CNI ADD made.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CniAttached {
+    pub mac: String,
+    pub addrs: Vec<String>,
+    pub mtu: u32,
+    /// The DNS server containers use, and the domain (None: DNS is off).
+    pub dns: Option<(String, String)>,
 }
 
 impl Request {
@@ -83,7 +136,11 @@ impl Request {
     pub fn mutates(&self) -> bool {
         !matches!(
             self,
-            Request::Report | Request::Lookup { .. } | Request::DnsLookup { .. }
+            Request::Report
+                | Request::Lookup { .. }
+                | Request::DnsLookup { .. }
+                | Request::CniCheck { .. }
+                | Request::CniStatus
         )
     }
 }
@@ -96,6 +153,8 @@ pub enum Reply {
         message: String,
         #[serde(default)]
         report: Option<Box<Report>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cni: Option<CniAttached>,
     },
     Error {
         error: String,
@@ -107,6 +166,7 @@ impl Reply {
         Reply::Ok {
             message: message.into(),
             report: None,
+            cni: None,
         }
     }
 

@@ -24,7 +24,7 @@ use super::slots::{Slots, LIMITS};
 use crate::core::cidr;
 use crate::core::ipam::spec::AddrSpec;
 use crate::daemon::state::{Encryption, TargetSource, TargetStatus};
-use crate::daemon::{attachments, dns, ipam, targets, Shared};
+use crate::daemon::{attachments, cni, dns, ipam, targets, Shared};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 << 10;
@@ -134,6 +134,7 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
         Request::Report => Reply::Ok {
             message: String::new(),
             report: Some(Box::new(full_report(shared).await)),
+            cni: None,
         },
         Request::Connect { peers } => {
             let mut keys = Vec::new();
@@ -218,6 +219,29 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
             Ok(a) => Reply::ok(join(&a)),
             Err(e) => Reply::error(e),
         },
+        Request::CniAdd(req) => match cni::add(shared, req).await {
+            Ok(a) => Reply::Ok {
+                message: String::new(),
+                report: None,
+                cni: Some(a),
+            },
+            Err(e) => Reply::error(e),
+        },
+        Request::CniDel {
+            container_id,
+            ifname,
+        } => unit(cni::del(shared, &container_id, &ifname).await),
+        Request::CniCheck {
+            container_id,
+            ifname,
+            netns,
+            addrs,
+        } => unit(cni::check(shared, &container_id, &ifname, &netns, &addrs).await),
+        Request::CniGc { keep } => Reply::ok(format!(
+            "released {} attachments",
+            cni::gc(shared, &keep).await
+        )),
+        Request::CniStatus => unit(cni::status(shared)),
         Request::Stop => Reply::ok(""),
     }
 }
@@ -231,6 +255,13 @@ fn parse_addrs(addrs: &[String]) -> Result<Vec<IpAddr>, String> {
                 .map_err(|_| format!("{a:?} is not an IP address (e.g. 10.32.0.5)"))
         })
         .collect()
+}
+
+fn unit(r: Result<(), String>) -> Reply {
+    match r {
+        Ok(()) => Reply::ok(""),
+        Err(e) => Reply::error(e),
+    }
 }
 
 fn result(r: Result<String, String>) -> Reply {

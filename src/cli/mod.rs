@@ -4,7 +4,8 @@ mod dns;
 mod launch;
 mod lock;
 mod run;
-mod state_dir;
+mod setup_cni;
+pub(crate) mod state_dir;
 pub(crate) mod status;
 
 use std::process::ExitCode;
@@ -101,6 +102,9 @@ pub enum Command {
     DnsLookup { name: String },
     /// The docker run flags that make a container use weave-rs DNS.
     DnsArgs,
+    /// Install the CNI plugin (weave-rs-cni) and a network config list, for
+    /// Kubernetes, podman and other CNI runtimes.
+    SetupCni(setup_cni::SetupCniArgs),
     /// Stop the router (the bridge and attached namespaces stay).
     Stop,
     /// Stop the router and remove everything weave-rs made on this host.
@@ -224,6 +228,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DnsRemove { args } => dns::remove(&args),
         Command::DnsLookup { name } => dns::lookup(&name),
         Command::DnsArgs => dns::print_args(),
+        Command::SetupCni(args) => setup_cni::run(args),
         Command::Stop => launch::stop(),
         Command::Reset => launch::reset(),
     }

@@ -5,6 +5,7 @@
 pub mod arp;
 pub mod backoff;
 pub mod cidr;
+pub mod cni;
 pub mod crypto;
 pub mod dns;
 pub mod docker_plugin;

@@ -16,6 +16,7 @@ use crate::core::cidr;
 use crate::core::ipam::spec::AddrSpec;
 use crate::docker;
 use crate::net::netns::NetnsTarget;
+use crate::net::CONTAINER_IFNAME;
 
 /// Where `weave-rs run` keeps each container's waiter and command.
 pub const RUN_DIR: &str = "/var/lib/weave-rs/run";
@@ -34,45 +35,74 @@ pub struct Attachment {
     pub cidrs: Vec<String>,
     pub host_veth: String,
     pub mac: String,
+    /// A CNI runtime's attachment: its key (`core::cni::key`), which is
+    /// then the registry key and the IPAM id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_key: Option<String>,
+    /// The interface in the namespace (None: `ethwe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Names given with it (CNI), registered again after a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 impl Attachment {
     pub fn key(&self) -> String {
-        self.container_id
+        self.cni_key
             .clone()
+            .or_else(|| self.container_id.clone())
             .or_else(|| self.target.clone())
             .unwrap_or_default()
     }
 }
 
 /// A target resolved to a namespace, and how to record it.
-struct Resolved {
-    ns: NetnsTarget,
-    label: String,
-    container_id: Option<String>,
-    target: Option<String>,
+pub struct Resolved {
+    pub ns: NetnsTarget,
+    pub label: String,
+    pub container_id: Option<String>,
+    pub target: Option<String>,
     /// A container's hostname (named in DNS when it lies in the domain).
-    hostname: Option<String>,
+    pub hostname: Option<String>,
+    /// The interface to make (`ethwe` unless a CNI runtime asks).
+    pub ifname: String,
+    pub mtu: Option<u32>,
+    /// A CNI attachment's key and names.
+    pub cni_key: Option<String>,
+    pub names: Vec<String>,
+}
+
+impl Resolved {
+    /// `ns`, shown as `label`, given `ethwe`; nothing else known.
+    pub fn namespace(ns: NetnsTarget, label: String) -> Resolved {
+        Resolved {
+            ns,
+            label,
+            container_id: None,
+            target: None,
+            hostname: None,
+            ifname: CONTAINER_IFNAME.to_string(),
+            mtu: None,
+            cni_key: None,
+            names: Vec::new(),
+        }
+    }
 }
 
 /// A network-namespace path, `pid:N`, or a Docker container's name or ID.
 async fn resolve(target: &str) -> Result<Resolved, String> {
     match target.parse::<NetnsTarget>() {
         Ok(ns) => Ok(Resolved {
-            ns,
-            label: target.to_string(),
-            container_id: None,
             target: Some(target.to_string()),
-            hostname: None,
+            ..Resolved::namespace(ns, target.to_string())
         }),
         Err(_) if docker::looks_like_container(target) => {
             let c = docker::container(target).await.map_err(|e| e.to_string())?;
             Ok(Resolved {
-                ns: NetnsTarget::Pid(c.pid),
-                label: c.name,
                 container_id: Some(c.id),
-                target: None,
                 hostname: c.hostname,
+                ..Resolved::namespace(NetnsTarget::Pid(c.pid), c.name)
             })
         }
         Err(e) => Err(e.to_string()),
@@ -86,7 +116,7 @@ fn file(shared: &Shared) -> PathBuf {
 /// Write the registry to the state dir. Saves from concurrent tasks are
 /// serialised, each taking its snapshot under the lock, so the last file
 /// written is the latest state; each write is atomic and durable.
-fn save(shared: &Shared) {
+pub(super) fn save(shared: &Shared) {
     static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = SAVING.lock().unwrap_or_else(|e| e.into_inner());
     let list: Vec<Attachment> = shared.state().attached.values().cloned().collect();
@@ -125,7 +155,7 @@ pub async fn attach(
         }
     };
     match attach_resolved(shared, r, &nets).await {
-        Ok(mac) => Ok((mac, nets)),
+        Ok(a) => Ok((a.mac, nets)),
         Err(e) => {
             undo_allocations(shared, &key, &before);
             Err(e)
@@ -134,7 +164,7 @@ pub async fn attach(
 }
 
 /// Releases what `key` holds now but did not hold `before`.
-fn undo_allocations(shared: &Arc<Shared>, key: &str, before: &[IpNetwork]) {
+pub(super) fn undo_allocations(shared: &Arc<Shared>, key: &str, before: &[IpNetwork]) {
     let new: Vec<std::net::IpAddr> = shared
         .ipam()
         .lookup(key)
@@ -147,34 +177,39 @@ fn undo_allocations(shared: &Arc<Shared>, key: &str, before: &[IpNetwork]) {
     }
 }
 
-/// Attach a resolved target with `nets` (allocated already); the MAC.
-async fn attach_resolved(
+/// Attach a resolved target with `nets` (allocated already); the entry
+/// recorded.
+pub(super) async fn attach_resolved(
     shared: &Arc<Shared>,
     r: Resolved,
     nets: &[IpNetwork],
-) -> Result<String, String> {
+) -> Result<Attachment, String> {
     if nets.is_empty() {
         return Err("attach needs at least one address".into());
     }
     let c = &shared.config;
+    let mtu = r.mtu.unwrap_or(u32::from(c.mtu));
     let a = shared
         .netlink
-        .attach(&c.bridge, &r.ns, nets, u32::from(c.mtu))
+        .attach(&c.bridge, &r.ns, &r.ifname, nets, mtu)
         .await
         .map_err(|e| e.to_string())?;
     let mac = crate::core::PeerName(a.mac).to_string();
     name_in_dns(shared, &r, nets).await;
     let entry = Attachment {
+        cni_key: r.cni_key,
+        ifname: (r.ifname != CONTAINER_IFNAME).then_some(r.ifname),
+        names: r.names,
         label: r.label,
         container_id: r.container_id,
         target: r.target,
         cidrs: a.addrs.iter().map(|n| n.to_string()).collect(),
         host_veth: a.host_veth,
-        mac: mac.clone(),
+        mac,
     };
-    shared.state().attached.insert(entry.key(), entry);
+    shared.state().attached.insert(entry.key(), entry.clone());
     save(shared);
-    Ok(mac)
+    Ok(entry)
 }
 
 /// The DNS side of an attach: the route to the DNS server over ethwe, and
@@ -185,15 +220,25 @@ async fn name_in_dns(shared: &Arc<Shared>, r: &Resolved, nets: &[IpNetwork]) {
     };
     if let Err(e) = shared
         .netlink
-        .route_dns_over_ethwe(&r.ns, cfg.address)
+        .route_dns_over(&r.ns, &r.ifname, cfg.address)
         .await
     {
         warn!("{}: no route to the DNS server: {e}", r.label);
     }
-    let Some(id) = &r.container_id else {
-        return;
+    let (id, names) = match (&r.cni_key, &r.container_id) {
+        (Some(key), _) => (
+            key,
+            r.names
+                .iter()
+                .filter_map(|n| crate::core::dns::qualify(n, &cfg.domain).ok())
+                .collect(),
+        ),
+        (None, Some(id)) => (
+            id,
+            dns::container_names(&cfg.domain, &r.label, r.hostname.as_deref()),
+        ),
+        (None, None) => return,
     };
-    let names = dns::container_names(&cfg.domain, &r.label, r.hostname.as_deref());
     let addrs: Vec<std::net::IpAddr> = nets.iter().map(|n| n.ip()).collect();
     if let Err(e) = dns::register(shared, id, &names, &addrs) {
         warn!("{}: not named in DNS: {e}", r.label);
@@ -205,7 +250,7 @@ pub async fn detach(shared: &Arc<Shared>, target: &str, nets: &[IpNetwork]) -> R
     let r = resolve(target).await?;
     let left = shared
         .netlink
-        .detach(&r.ns, nets)
+        .detach(&r.ns, CONTAINER_IFNAME, nets)
         .await
         .map_err(|e| e.to_string())?;
     let key = r.container_id.or(r.target).unwrap_or_default();
@@ -364,8 +409,24 @@ async fn reattach(shared: &Arc<Shared>, a: &Attachment) {
     for n in &nets {
         ipam::restore(shared, &a.key(), *n);
     }
-    let attached = match resolve(&a.key()).await {
-        Ok(r) => attach_resolved(shared, r, &nets).await,
+    let resolved = match &a.cni_key {
+        Some(key) => a
+            .target
+            .as_deref()
+            .unwrap_or_default()
+            .parse::<NetnsTarget>()
+            .map(|ns| Resolved {
+                target: a.target.clone(),
+                ifname: a.ifname.clone().unwrap_or_else(|| CONTAINER_IFNAME.into()),
+                cni_key: Some(key.clone()),
+                names: a.names.clone(),
+                ..Resolved::namespace(ns, a.label.clone())
+            })
+            .map_err(|e| e.to_string()),
+        None => resolve(&a.key()).await,
+    };
+    let attached = match resolved {
+        Ok(r) => attach_resolved(shared, r, &nets).await.map(|_| ()),
         Err(e) => Err(e),
     };
     match attached {
@@ -501,6 +562,9 @@ mod tests {
             cidrs: vec![format!("10.2.1.{i}/24")],
             host_veth: format!("vethwr{i:08x}"),
             mac: "02:00:00:00:00:01".into(),
+            cni_key: None,
+            ifname: None,
+            names: Vec::new(),
         }
     }
 

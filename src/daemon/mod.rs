@@ -13,6 +13,7 @@
 //! joins them all.
 
 pub mod attachments;
+pub mod cni;
 pub mod connection;
 pub mod dataplane;
 pub mod dns;
@@ -378,6 +379,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(crate::api::server::serve(shared.clone(), api));
     tasks.spawn(dns::serve(shared.clone()));
     tasks.spawn(plugin::serve(shared.clone()));
+    tasks.spawn(cni::replay_released(shared.clone()));
     {
         let shared = shared.clone();
         tasks.spawn(async move {

@@ -10,6 +10,7 @@
 //! that was current when it was made.
 
 mod attach;
+mod cni;
 mod dns;
 mod host_routes;
 mod plugin;

@@ -147,6 +147,13 @@ pub fn ns_short_id(ns: &File) -> Result<String, NetError> {
     Ok(hash_id(&ns_inode(ns)?.to_le_bytes()))
 }
 
+/// As `ns_short_id`, for one of several interfaces of `ns`.
+pub fn ns_short_id_with(ns: &File, ifname: &str) -> Result<String, NetError> {
+    let mut bytes = ns_inode(ns)?.to_le_bytes().to_vec();
+    bytes.extend_from_slice(ifname.as_bytes());
+    Ok(hash_id(&bytes))
+}
+
 /// FNV-1a 64, folded to 32 bits: stable across builds and Rust versions.
 fn hash_id(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -230,13 +230,22 @@ pub fn on_gossip(shared: &Arc<Shared>, from: PeerName, body: &[u8]) {
     }
 }
 
-/// Polls `attempt` until it answers or the deadline passes.
+/// Whether an allocation's error says it waited in vain (no ring, no
+/// space from peers yet), rather than that it cannot be done.
+pub fn gave_up(error: &str) -> bool {
+    error.contains(GAVE_UP)
+}
+
+const GAVE_UP: &str = ": gave up after ";
+
+/// Polls `attempt` until it answers or `patience` has passed.
 async fn wait_for(
     shared: &Arc<Shared>,
     what: &str,
+    patience: Duration,
     mut attempt: impl FnMut(&mut IpamShell) -> Outcome,
 ) -> Result<IpAddr, String> {
-    let deadline = Instant::now() + shared.config.ipam_timeout;
+    let deadline = Instant::now() + patience;
     let mut first_wait = true;
     loop {
         let notified = shared.ipam_changed.notified();
@@ -271,10 +280,7 @@ async fn wait_for(
                     s.core.abandon(&w);
                     s.pending.retain(|p| p != what);
                     let why = explain(&view, &s, &w);
-                    return Err(format!(
-                        "{what}: gave up after {}s: {why}",
-                        shared.config.ipam_timeout.as_secs()
-                    ));
+                    return Err(format!("{what}{GAVE_UP}{}s: {why}", patience.as_secs_f64()));
                 }
                 let _ = tokio::time::timeout(POLL, notified).await;
             }
@@ -289,6 +295,15 @@ pub async fn allocate(
     id: &str,
     subnet: Option<IpNetwork>,
 ) -> Result<IpNetwork, String> {
+    allocate_within(shared, id, subnet, shared.config.ipam_timeout).await
+}
+
+async fn allocate_within(
+    shared: &Arc<Shared>,
+    id: &str,
+    subnet: Option<IpNetwork>,
+    patience: Duration,
+) -> Result<IpNetwork, String> {
     let prefix = subnet
         .unwrap_or_else(|| shared.ipam().core.default_subnet())
         .prefix();
@@ -296,7 +311,7 @@ pub async fn allocate(
         "allocate for {id} in {}",
         subnet.map_or("the default subnet".to_string(), |s| s.to_string())
     );
-    let addr = wait_for(shared, &what, |s| s.core.allocate(id, subnet)).await?;
+    let addr = wait_for(shared, &what, patience, |s| s.core.allocate(id, subnet)).await?;
     let mut s = shared.ipam();
     s.prefixes.entry(addr).or_insert(prefix);
     Ok(s.cidr(addr))
@@ -304,8 +319,17 @@ pub async fn allocate(
 
 /// `cidr`'s address for `id`, exactly.
 pub async fn claim(shared: &Arc<Shared>, id: &str, cidr: IpNetwork) -> Result<IpNetwork, String> {
+    claim_within(shared, id, cidr, shared.config.ipam_timeout).await
+}
+
+async fn claim_within(
+    shared: &Arc<Shared>,
+    id: &str,
+    cidr: IpNetwork,
+    patience: Duration,
+) -> Result<IpNetwork, String> {
     let what = format!("claim {cidr} for {id}");
-    let addr = wait_for(shared, &what, |s| s.core.claim(id, cidr.ip())).await?;
+    let addr = wait_for(shared, &what, patience, |s| s.core.claim(id, cidr.ip())).await?;
     shared.ipam().prefixes.insert(addr, cidr.prefix());
     Ok(cidr)
 }
@@ -317,6 +341,17 @@ pub async fn addresses(
     key: &str,
     specs: &[AddrSpec],
 ) -> Result<Vec<IpNetwork>, String> {
+    addresses_within(shared, key, specs, shared.config.ipam_timeout).await
+}
+
+/// As `addresses`, giving up on each after `patience` (a CNI runtime
+/// wants "try again later" soon, not a hang).
+pub async fn addresses_within(
+    shared: &Arc<Shared>,
+    key: &str,
+    specs: &[AddrSpec],
+    patience: Duration,
+) -> Result<Vec<IpNetwork>, String> {
     let default = [AddrSpec::NetDefault];
     let specs = if specs.is_empty() {
         &default[..]
@@ -327,9 +362,9 @@ pub async fn addresses(
     for spec in specs {
         let net = match *spec {
             AddrSpec::Cidr(n) if !in_range(shared, n.ip()) => n,
-            AddrSpec::Cidr(n) | AddrSpec::Ip(n) => claim(shared, key, n).await?,
-            AddrSpec::Net(subnet) => allocate(shared, key, Some(subnet)).await?,
-            AddrSpec::NetDefault => allocate(shared, key, None).await?,
+            AddrSpec::Cidr(n) | AddrSpec::Ip(n) => claim_within(shared, key, n, patience).await?,
+            AddrSpec::Net(subnet) => allocate_within(shared, key, Some(subnet), patience).await?,
+            AddrSpec::NetDefault => allocate_within(shared, key, None, patience).await?,
         };
         if !nets.contains(&net) {
             nets.push(net);

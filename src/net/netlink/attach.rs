@@ -11,21 +11,24 @@ use super::*;
 
 impl Netlink {
     /// Connects the container network namespace `target` to `bridge`:
-    /// a veth pair whose host end `vethwr<short_id>` is on the bridge and
-    /// up, and whose other end is `ethwe` in `target` with MTU `mtu`,
+    /// a veth pair whose host end `vethwr<8 hex>` is on the bridge and
+    /// up, and whose other end is `ifname` (`ethwe`, or what a CNI runtime
+    /// asks for) in `target` with MTU `mtu`,
     /// addresses `cidrs` (IPv6 without DAD) and up; the prefix route comes
     /// with each address. Then announces each address (gratuitous ARP,
     /// unsolicited NA) from inside `target`.
     ///
-    /// Idempotent: if `ethwe` already exists, only the missing addresses
+    /// Idempotent: if `ifname` already exists, only the missing addresses
     /// are added (and MTU, up and the host end's bridge are reasserted).
     pub async fn attach(
         &self,
         bridge: &str,
         target: &NetnsTarget,
+        ifname: &str,
         cidrs: &[IpNetwork],
         mtu: u32,
     ) -> Result<Attached, NetError> {
+        check_ifname(&format!("interface {ifname}"), ifname)?;
         let ns = target.open()?;
         if ns_inode(&ns)? == ns_inode(&self.ns)? {
             return Err(NetError::Netns {
@@ -33,9 +36,9 @@ impl Netlink {
                 source: std::io::Error::other("is the router's own network namespace"),
             });
         }
-        let host_veth = format!("{HOST_VETH_PREFIX}{}", ns_short_id(&ns)?);
+        let host_veth = host_veth_name(&ns, ifname)?;
         let host_obj = format!("veth {host_veth}");
-        let ctr_obj = format!("{CONTAINER_IFNAME} in {target}");
+        let ctr_obj = format!("{ifname} in {target}");
         check_unicast(&ctr_obj, cidrs)?;
         let br_index = self
             .require(&format!("bridge {bridge}"), bridge)
@@ -43,9 +46,9 @@ impl Netlink {
             .header
             .index;
         let ctr = Netlink::connect_in(&ns)?;
-        ctr.check_no_clash(&ctr_obj, cidrs).await?;
+        ctr.check_no_clash(&ctr_obj, ifname, cidrs).await?;
 
-        let existing = ctr.get_link(CONTAINER_IFNAME).await?;
+        let existing = ctr.get_link(ifname).await?;
         let created = existing.is_none();
         let ethwe = match existing {
             Some(l) => {
@@ -76,7 +79,7 @@ impl Netlink {
                 if let Some(stale) = self.get_link(&host_veth).await? {
                     self.del_index(&host_obj, stale.header.index).await?;
                 }
-                self.create_veth(&host_veth, br_index, &ns, mtu)
+                self.create_veth(&host_veth, br_index, (&ns, ifname), mtu)
                     .await
                     .map_err(|e| match e {
                         NetError::Netlink {
@@ -89,7 +92,7 @@ impl Netlink {
                         },
                         e => e,
                     })?;
-                ctr.require(&ctr_obj, CONTAINER_IFNAME).await?
+                ctr.require(&ctr_obj, ifname).await?
             }
         };
         let ethwe = summarize(&ethwe);
@@ -105,20 +108,19 @@ impl Netlink {
         if cidrs.iter().any(IpNetwork::is_ipv6) {
             // Docker turns IPv6 off in containers of networks without it;
             // ethwe's own addresses need it on, on ethwe alone.
-            let enabled = run_in_netns_async(&ns, || {
-                std::fs::write(
-                    format!("/proc/sys/net/ipv6/conf/{CONTAINER_IFNAME}/disable_ipv6"),
-                    "0",
+            let name = ifname.to_string();
+            let enabled = run_in_netns_async(&ns, move || {
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "0").map_err(
+                    |e| NetError::Netns {
+                        target: name.clone(),
+                        source: e,
+                    },
                 )
-                .map_err(|e| NetError::Netns {
-                    target: CONTAINER_IFNAME.into(),
-                    source: e,
-                })
             })
             .await;
             match enabled {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) | Err(e) => tracing::debug!("{target}: enabling IPv6 on ethwe: {e}"),
+                Ok(Err(e)) | Err(e) => tracing::debug!("{target}: enabling IPv6 on {ifname}: {e}"),
             }
         }
         if let Err(e) = ctr.configure_ethwe(&ctr_obj, &ethwe, cidrs, mtu).await {
@@ -132,14 +134,15 @@ impl Netlink {
         // Announce once the host end forwards, or the bridge drops it.
         self.wait_forwarding(&host_veth).await;
         let ips: Vec<IpAddr> = cidrs.iter().map(|c| c.ip()).collect();
+        let name = ifname.to_string();
         let announced = run_in_netns_async(&ns, move || {
             // Removing a primary IPv4 address must not take the secondaries
             // in the same subnet with it (detach of one of several).
             let _ = std::fs::write(
-                format!("/proc/sys/net/ipv4/conf/{CONTAINER_IFNAME}/promote_secondaries"),
+                format!("/proc/sys/net/ipv4/conf/{name}/promote_secondaries"),
                 "1",
             );
-            garp::announce(CONTAINER_IFNAME, mac, &ips)
+            garp::announce(&name, mac, &ips)
         })
         .await;
         match announced {
@@ -158,10 +161,15 @@ impl Netlink {
     /// Refuses `cidrs` whose address is already on another interface of
     /// this namespace, or whose subnet overlaps one there (e.g. Docker's
     /// eth0): the overlay's routes would fight with it.
-    async fn check_no_clash(&self, object: &str, cidrs: &[IpNetwork]) -> Result<(), NetError> {
+    async fn check_no_clash(
+        &self,
+        object: &str,
+        ifname: &str,
+        cidrs: &[IpNetwork],
+    ) -> Result<(), NetError> {
         for link in self.all_links().await? {
             let s = summarize(&link);
-            if s.name == CONTAINER_IFNAME || s.name == "lo" {
+            if s.name == ifname || s.name == "lo" {
                 continue;
             }
             for have in self.addrs_of(&format!("link {}", s.name), s.index).await? {
@@ -213,16 +221,16 @@ impl Netlink {
     }
 
     /// Creates the pair: host end in this netns (on the bridge, up), peer
-    /// `ethwe` created directly in `ns` (down, no addresses yet).
+    /// `ifname` created directly in `ns` (down, no addresses yet).
     async fn create_veth(
         &self,
         host_veth: &str,
         br_index: u32,
-        ns: &File,
+        (ns, ifname): (&File, &str),
         mtu: u32,
     ) -> Result<(), NetError> {
         let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(CONTAINER_IFNAME)
+            .name(ifname)
             .mtu(mtu)
             .setns_by_fd(ns.as_raw_fd())
             .build();
@@ -269,19 +277,20 @@ impl Netlink {
         }
     }
 
-    /// Removes `cidrs` from `ethwe` in `target`. With an empty list, or
+    /// Removes `cidrs` from `ifname` in `target`. With an empty list, or
     /// when no address (IPv6 link-local excepted) remains, deletes the veth
     /// pair. Addresses not present are ignored. Returns the addresses that
     /// remain (empty: the veth is gone).
     pub async fn detach(
         &self,
         target: &NetnsTarget,
+        ifname: &str,
         cidrs: &[IpNetwork],
     ) -> Result<Vec<IpNetwork>, NetError> {
         let ns = target.open()?;
-        let ctr_obj = format!("{CONTAINER_IFNAME} in {target}");
+        let ctr_obj = format!("{ifname} in {target}");
         let ctr = Netlink::connect_in(&ns)?;
-        let Some(ethwe) = ctr.get_link(CONTAINER_IFNAME).await? else {
+        let Some(ethwe) = ctr.get_link(ifname).await? else {
             return Err(NetError::NotAttached {
                 target: target.to_string(),
             });
@@ -309,4 +318,16 @@ impl Netlink {
         }
         Ok(remaining)
     }
+}
+
+/// The host end's name for `ifname` in `ns`: `vethwr` and 8 hex digits
+/// of the namespace's inode (and of `ifname`, unless it is `ethwe`, so a
+/// namespace can have several).
+fn host_veth_name(ns: &File, ifname: &str) -> Result<String, NetError> {
+    let id = if ifname == CONTAINER_IFNAME {
+        ns_short_id(ns)?
+    } else {
+        crate::net::netns::ns_short_id_with(ns, ifname)?
+    };
+    Ok(format!("{HOST_VETH_PREFIX}{id}"))
 }

@@ -24,7 +24,7 @@ pub const DNS_TABLE: u32 = 0x7765;
 /// rule for `DNS_TABLE` comes next.
 const RULE_PRIORITY: u32 = 1053;
 const MAIN_TABLE: u32 = 254;
-use crate::net::{NetError, NetnsTarget, CONTAINER_IFNAME};
+use crate::net::{NetError, NetnsTarget};
 
 impl Netlink {
     /// Puts `addr` (a host address: /32) on `bridge` if it is missing. No
@@ -45,16 +45,17 @@ impl Netlink {
         self.add_addr(&object, index, cidr).await
     }
 
-    /// In `target`: a route to `addr` over `ethwe` (which must exist).
-    pub async fn route_dns_over_ethwe(
+    /// In `target`: a route to `addr` over `ifname` (which must exist).
+    pub async fn route_dns_over(
         &self,
         target: &NetnsTarget,
+        ifname: &str,
         addr: Ipv4Addr,
     ) -> Result<(), NetError> {
         let ns = target.open()?;
         let ctr = Netlink::connect_in(&ns)?;
-        let object = format!("{CONTAINER_IFNAME} in {target}");
-        let index = ctr.require(&object, CONTAINER_IFNAME).await?.header.index;
+        let object = format!("{ifname} in {target}");
+        let index = ctr.require(&object, ifname).await?.header.index;
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(addr, 32)
             .output_interface(index)
