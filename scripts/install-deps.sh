@@ -33,6 +33,12 @@ declare -A PROVIDES=(
     [dnsmasq-base]=dnsmasq
     # The Docker plugin's compose test.
     [docker-compose]=docker-compose
+    # The CNI plugin's tests: a real CNI runtime (podman, switched to the
+    # CNI backend by the tests' own containers.conf) and the standard
+    # plugins (bridge, host-local, ...) in /usr/lib/cni (not in PATH: the
+    # check takes a path).
+    [podman]=podman
+    [containernetworking-plugins]=/usr/lib/cni/bridge
 )
 
 missing=()

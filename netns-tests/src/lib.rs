@@ -23,6 +23,10 @@
 //!   hosts can each run a container with the same Docker name;
 //!   [`DockerEngine::start_with_plugin`] also has the host's router serve
 //!   the weave-rs Docker plugin in that engine's plugin directory.
+//! * [`Podman`]: a podman with its own storage and CNI configuration
+//!   (`network_backend = "cni"`, the test's plugin directory before
+//!   /usr/lib/cni) run in one host's namespace, with a busybox image
+//!   ([`BUSYBOX_IMAGE`]); the runtime side of the weave-rs CNI plugin.
 //! * [`Capture`]: `tcpdump -w` on an underlay interface, read back as a
 //!   [`Pcap`] (UDP/TCP payloads over IPv4); [`tcp_transfer`] and
 //!   [`udp_send`] make known traffic from Rust inside a namespace.
@@ -40,6 +44,7 @@ pub mod lab;
 pub mod memory;
 pub mod netns;
 pub mod pcap;
+pub mod podman;
 pub mod report;
 pub mod tools;
 pub mod traffic;
@@ -57,6 +62,7 @@ pub use lab::{
 pub use memory::{rss_kib, RssWatch};
 pub use netns::{in_netns, spawn_in_netns, AsNetns, Netns};
 pub use pcap::{Capture, Pcap, Segment};
+pub use podman::{Podman, BUSYBOX_IMAGE};
 pub use report::{Conn, Report};
 pub use std::time::Duration;
 pub use tools::{
