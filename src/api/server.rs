@@ -241,7 +241,7 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
             "released {} attachments",
             cni::gc(shared, &keep).await
         )),
-        Request::CniStatus => unit(cni::status(shared)),
+        Request::CniStatus => unit(cni::status(shared).await),
         Request::Stop => Reply::ok(""),
     }
 }

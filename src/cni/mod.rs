@@ -336,6 +336,9 @@ fn call(req: Request) -> Result<Reply, Error> {
 
 fn describe(e: &ClientError) -> String {
     match e {
+        ClientError::BadReply(m) if m.starts_with("empty reply") => {
+            "the router stopped during the call (restarting?)".to_string()
+        }
         ClientError::Router(m) => m.strip_prefix(rules::TRY_AGAIN).unwrap_or(m).to_string(),
         e => e.to_string(),
     }

@@ -23,6 +23,9 @@ use crate::net::NetnsTarget;
 
 /// Where the plugin leaves DELs the router was not there to take.
 pub const RELEASED_DIR: &str = "cni-released";
+/// How long STATUS may work towards an allocation ring before it says
+/// "not ready".
+const STATUS_PATIENCE: Duration = Duration::from_secs(2);
 /// How often that directory is looked at.
 const REPLAY_EVERY: Duration = Duration::from_secs(5);
 
@@ -186,16 +189,13 @@ pub async fn gc(shared: &Arc<Shared>, keep: &[(String, String)]) -> usize {
     victims.len()
 }
 
-/// STATUS: the router takes ADDs once it has restored its state.
-pub fn status(shared: &Shared) -> Result<(), String> {
-    if shared.ipam().started {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}the router is starting (restoring its attachments)",
-            cni::TRY_AGAIN
-        ))
+/// STATUS: the router takes ADDs once it has restored its state and can
+/// give out addresses (working towards that for a moment if it cannot).
+pub async fn status(shared: &Arc<Shared>) -> Result<(), String> {
+    if !shared.ipam().started {
+        return Err("the router is starting (restoring its attachments)".into());
     }
+    ipam::ready(shared, STATUS_PATIENCE).await
 }
 
 fn check_ids(container_id: &str, ifname: &str) -> Result<(), String> {

@@ -230,6 +230,24 @@ pub fn on_gossip(shared: &Arc<Shared>, from: PeerName, body: &[u8]) {
     }
 }
 
+/// Ok once addresses can be given out (the ring exists), working towards
+/// it for up to `patience`; else why not.
+pub async fn ready(shared: &Arc<Shared>, patience: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let notified = shared.ipam_changed.notified();
+        if shared.ipam().core.want_ring() {
+            return Ok(());
+        }
+        step(shared, false);
+        if Instant::now() >= deadline {
+            let view = MeshView::now(shared);
+            return Err(explain(&view, &shared.ipam(), &Waiting::Ring));
+        }
+        let _ = tokio::time::timeout(POLL, notified).await;
+    }
+}
+
 /// Whether an allocation's error says it waited in vain (no ring, no
 /// space from peers yet), rather than that it cannot be done.
 pub fn gave_up(error: &str) -> bool {

@@ -374,6 +374,16 @@ impl Ipam {
         true
     }
 
+    /// Whether the ring exists; if not, the next `think` works towards it
+    /// as if an address were wanted (a runtime asking if we are ready).
+    pub fn want_ring(&mut self) -> bool {
+        if self.g.ring.is_empty() {
+            self.needed = true;
+            return false;
+        }
+        true
+    }
+
     /// The daemon gave up waiting for space in `span`, or for a claim.
     pub fn abandon(&mut self, waiting: &Waiting) {
         match waiting {
