@@ -35,6 +35,7 @@
 //! the harness has a timeout, and a failing one panics with its stderr.
 
 pub mod cmd;
+pub mod cni_driver;
 pub mod container;
 pub mod dns;
 pub mod docker_engine;

@@ -144,6 +144,7 @@ impl Netns {
         loop {
             let pids = self.pids();
             if pids.is_empty() || Instant::now() > deadline {
+                wait_released(&killed, deadline);
                 return killed;
             }
             for p in pids {
@@ -155,7 +156,33 @@ impl Netns {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
 
+/// SIGKILLs `pids` and waits (up to 5 s) until they hold no file any more
+/// (see `wait_released`).
+pub fn kill_pids(pids: &[i32]) {
+    for p in pids {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    wait_released(pids, Instant::now() + Duration::from_secs(5));
+}
+
+/// Waits until each of `pids` is gone or a zombie without open files. A
+/// killed process leaves the namespace's pid list when its first thread
+/// exits, while its other threads may still hold its files (the launch
+/// lock among them) for a moment.
+fn wait_released(pids: &[i32], deadline: Instant) {
+    for p in pids {
+        let fds = format!("/proc/{p}/fd");
+        while std::fs::read_dir(&fds).is_ok_and(|mut d| d.next().is_some())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Netns {
     /// Runs `f` on a thread whose network namespace is this one (sockets it
     /// makes belong to the namespace and keep working from any thread).
     pub fn in_netns<F, R>(&self, f: F) -> R

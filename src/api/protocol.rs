@@ -110,6 +110,10 @@ pub struct CniAdd {
     pub netns: String,
     /// As `attach` takes them (none: one from the default subnet).
     pub addrs: Vec<String>,
+    /// Addresses the runtime asks for (`CNI_ARGS` `IP=`, runtimeConfig
+    /// `ips`): claimed instead of allocated, in the config's subnet.
+    #[serde(default)]
+    pub claims: Vec<std::net::IpAddr>,
     /// Names for DNS (qualified in the router's domain).
     pub names: Vec<String>,
     pub mtu: Option<u32>,

@@ -203,6 +203,7 @@ fn add(
         ifname: ids.ifname.clone(),
         netns: ids.netns.clone().unwrap_or_default(),
         addrs,
+        claims: rules::requested_ips(&args, &pc.ips).map_err(Error::InvalidEnvValue)?,
         names: rules::names(&args, &pc.aliases),
         mtu: pc.mtu,
         bridge: pc.bridge.clone(),

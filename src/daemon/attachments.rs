@@ -227,7 +227,7 @@ async fn name_in_dns(shared: &Arc<Shared>, r: &Resolved, nets: &[IpNetwork]) {
     }
     let (id, names) = match (&r.cni_key, &r.container_id) {
         (Some(key), _) => (
-            key,
+            &crate::core::cni::dns_owner(key),
             r.names
                 .iter()
                 .filter_map(|n| crate::core::dns::qualify(n, &cfg.domain).ok())

@@ -55,6 +55,11 @@ pub async fn add(shared: &Arc<Shared>, req: CniAdd) -> Result<CniAttached, Strin
         .iter()
         .map(|a| a.parse::<AddrSpec>().map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
+    let specs = if req.claims.is_empty() {
+        specs
+    } else {
+        claims(shared, &specs, &req.claims)?
+    };
     let key = cni::key(&req.container_id, &req.ifname);
     let before = shared.ipam().lookup(&key);
     let patience = Duration::from_millis(req.patience_ms.clamp(100, 60_000));
@@ -96,6 +101,13 @@ pub async fn add(shared: &Arc<Shared>, req: CniAdd) -> Result<CniAttached, Strin
     {
         warn!("{}: hairpin mode: {e}", entry.label);
     }
+    info!(
+        "CNI attachment {key}: {} in {} as {}, names {:?}",
+        entry.cidrs.join(" "),
+        req.netns,
+        req.ifname,
+        req.names
+    );
     Ok(CniAttached {
         mac: entry.mac,
         addrs: nets.iter().map(IpNetwork::to_string).collect(),
@@ -105,6 +117,32 @@ pub async fn add(shared: &Arc<Shared>, req: CniAdd) -> Result<CniAttached, Strin
             .as_ref()
             .map(|d| (d.address.to_string(), d.domain.clone())),
     })
+}
+
+/// The addresses a runtime asked for, each with the prefix of the subnet
+/// the config allocates from (none named: the default subnet).
+fn claims(
+    shared: &Shared,
+    specs: &[AddrSpec],
+    ips: &[std::net::IpAddr],
+) -> Result<Vec<AddrSpec>, String> {
+    let subnet = specs
+        .iter()
+        .find_map(|s| match s {
+            AddrSpec::Net(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or_else(|| shared.ipam().core.default_subnet());
+    ips.iter()
+        .map(|ip| {
+            if !subnet.contains(*ip) {
+                return Err(format!("IP {ip} is not in the network's subnet {subnet}"));
+            }
+            IpNetwork::new(*ip, subnet.prefix())
+                .map(AddrSpec::Ip)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// DEL: whatever of the attachment is left goes. Never fails for what is
@@ -128,7 +166,8 @@ async fn forget(shared: &Arc<Shared>, key: &str) {
         let _ = shared.netlink.delete_link(&a.host_veth).await;
         attachments::save(shared);
     }
-    let named = dns::unregister(shared, |_, c| c == key);
+    let owner = cni::dns_owner(key);
+    let named = dns::unregister(shared, |_, c| c == owner);
     let freed = ipam::release(shared, key);
     if entry.is_some() || named > 0 || !freed.is_empty() {
         info!("CNI attachment {key} removed (freed {freed:?})");

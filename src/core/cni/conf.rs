@@ -44,6 +44,8 @@ pub struct PluginConf {
     pub dns: Option<Dns>,
     /// The container's aliases on this network (runtimeConfig `aliases`).
     pub aliases: Vec<String>,
+    /// Addresses asked for in runtimeConfig `ips`.
+    pub ips: Vec<String>,
     pub prev_result: Option<CNIResult>,
     /// GC: the attachments to keep (container ID, interface name).
     pub valid_attachments: Option<Vec<(String, String)>>,
@@ -127,6 +129,18 @@ pub fn plugin_conf(conf: &NetConf) -> Result<PluginConf, Error> {
                 .collect()
         })
         .unwrap_or_default();
+    let ips = conf
+        .runtime_config
+        .as_ref()
+        .and_then(|r| r.custom.get("ips"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     let valid_attachments = conf.valid_attachments.as_ref().map(|v| {
         v.iter()
             .map(|a| (a.container_id.clone(), a.ifname.clone()))
@@ -140,6 +154,7 @@ pub fn plugin_conf(conf: &NetConf) -> Result<PluginConf, Error> {
         hairpin,
         dns: conf.dns.clone(),
         aliases,
+        ips,
         prev_result: conf.prev_result.clone(),
         valid_attachments,
     })

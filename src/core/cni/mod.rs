@@ -23,6 +23,22 @@ pub fn key(container_id: &str, ifname: &str) -> String {
     format!("{KEY_PREFIX}{container_id}:{ifname}")
 }
 
+/// Who owns a CNI attachment's DNS names: DNS gossip carries owners of
+/// at most 64 letters and digits, which a key (`cni:<id>:<ifname>`) is
+/// not; two FNV-1a hashes of it (both directions) make one that is.
+pub fn dns_owner(key: &str) -> String {
+    fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
+        bytes.fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+    format!(
+        "cni{:016x}{:016x}",
+        fnv(key.bytes()),
+        fnv(key.bytes().rev())
+    )
+}
+
 /// How the router's refusals that a runtime should retry begin.
 pub const TRY_AGAIN: &str = "try again later: ";
 
@@ -69,6 +85,31 @@ pub fn parse_args(args: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// The addresses a runtime asks for: `IP=` in `CNI_ARGS` (podman's
+/// `--ip`; several separated by commas) and runtimeConfig `ips`.
+pub fn requested_ips(
+    args: &[(String, String)],
+    runtime_ips: &[String],
+) -> Result<Vec<std::net::IpAddr>, String> {
+    let from_args = args
+        .iter()
+        .filter(|(k, _)| k == "IP")
+        .flat_map(|(_, v)| v.split(','));
+    let mut out = Vec::new();
+    for text in from_args.chain(runtime_ips.iter().map(String::as_str)) {
+        let text = text.trim();
+        // runtimeConfig gives CIDRs; the address is what counts.
+        let addr = text.split('/').next().unwrap_or_default();
+        let ip = addr
+            .parse()
+            .map_err(|_| format!("requested IP {text:?} is not an address"))?;
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
+}
+
 /// The names a container is known by: the pod or container name a runtime
 /// passes (`K8S_POD_NAME`), then its network aliases, each once (the
 /// router qualifies them in its domain and drops what is not a name).
@@ -101,6 +142,16 @@ mod tests {
     }
 
     #[test]
+    fn dns_owners_fit_dns_gossip_and_differ_per_interface() {
+        let a = dns_owner(&key(&"f".repeat(64), "eth0"));
+        let b = dns_owner(&key(&"f".repeat(64), "eth1"));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 35);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(a, dns_owner(&key(&"f".repeat(64), "eth0")));
+    }
+
+    #[test]
     fn gc_releases_cni_attachments_not_listed_only() {
         let held = [
             "cni:a:eth0",
@@ -123,6 +174,17 @@ mod tests {
         assert_eq!(parse_args("").unwrap(), vec![]);
         let e = parse_args("IgnoreUnknown=1;oops").unwrap_err();
         assert!(e.contains("\"oops\""), "{e}");
+    }
+
+    #[test]
+    fn requested_ips_come_from_cni_args_and_runtime_config() {
+        let args = parse_args("IgnoreUnknown=1;IP=10.32.5.5,10.32.5.6").unwrap();
+        let ips = requested_ips(&args, &["10.32.5.6/24".to_string()]).unwrap();
+        assert_eq!(ips.len(), 2);
+        assert_eq!(ips[0].to_string(), "10.32.5.5");
+        let e = requested_ips(&parse_args("IP=ten").unwrap(), &[]).unwrap_err();
+        assert!(e.contains("\"ten\""), "{e}");
+        assert!(requested_ips(&[], &[]).unwrap().is_empty());
     }
 
     #[test]
