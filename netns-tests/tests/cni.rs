@@ -59,6 +59,18 @@ fn conformance_at_every_version() {
         let addr: IpNetwork = ip["address"].as_str().unwrap().parse().unwrap();
         assert!(range.contains(addr.ip()), "{addr} outside {range}");
         assert_eq!(r["dns"]["nameservers"], json!(["169.254.53.53"]), "{r}");
+        // The host, exposed in the subnet, is the pod's gateway.
+        let gw = ip["gateway"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no gateway in {r}"));
+        assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0", "gw": gw}]), "{r}");
+        let routes = c.ns().run(&["ip", "route", "show", "default"]).ok().stdout;
+        assert!(routes.contains(&format!("via {gw} dev eth0")), "{routes}");
+        assert!(
+            h.weave_ok(&["ps"]).contains(gw),
+            "the host is not exposed at {gw}: {}",
+            h.weave_ok(&["ps"])
+        );
         assert_eq!(
             iface_addrs(&c, "eth0"),
             Some(vec![addr]),
@@ -257,16 +269,20 @@ fn gc_releases_what_the_runtime_no_longer_lists() {
     assert!(iface_addrs(&cs[1], "eth0").is_some(), "gc1's eth0 went");
 
     lab.step("GC with an empty list: everything goes; other allocations stay");
-    h.weave_ok(&["attach", &Container::new(&h).path()]);
+    let other = Container::new(&h);
+    h.weave_ok(&["attach", &other.path()]);
+    let not_cni = |h: &Host| -> Vec<(String, String)> {
+        allocations(h)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("cni:"))
+            .collect()
+    };
+    let kept = not_cni(&h);
+    assert_eq!(kept.len(), 2, "the attach and the host's gateway: {kept:?}");
     g["cni.dev/valid-attachments"] = json!([]);
     p.call("GC", &g, &[]).must_succeed("GC");
     assert!(cni_allocations(&h).is_empty(), "{:?}", cni_allocations(&h));
-    assert_eq!(
-        allocations(&h).len(),
-        1,
-        "GC took a non-CNI allocation: {:?}",
-        allocations(&h)
-    );
+    assert_eq!(not_cni(&h), kept, "GC took a non-CNI allocation");
     let e = p.call("GC", &cf, &[]);
     assert_eq!(e.code(), 7, "GC without the list");
 }

@@ -160,3 +160,48 @@ fn podman_rm_releases_and_gc_with_an_empty_list_releases_everything() {
     let out = pm.exec(&name("k1"), &["ip", "link", "show", "eth0"]);
     assert!(!out.success(), "k1's eth0 survived GC: {out}");
 }
+
+#[test]
+fn portmap_chained_after_weave_rs_publishes_a_port() {
+    let lab = Lab::new();
+    let hosts = launch_two(&lab);
+    let h = &hosts[0];
+    let pm = podman_with_cni(h);
+    let web = format!("{}web", lab.prefix());
+
+    lab.step("podman run -p 18080:8080 (portmap, chained in setup-cni's conflist)");
+    pm.run_detached_with(
+        &web,
+        &["--network", NETWORK, "-p", "18080:8080"],
+        BUSYBOX_IMAGE,
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello-from-the-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
+        ],
+    );
+    let ip = pm.ip_of(&web, NETWORK).expect("no address");
+
+    lab.step("the host's own address, port 18080, reaches the pod's 8080");
+    let url = format!("http://{}:18080/index.html", h.ip());
+    let started = Instant::now();
+    loop {
+        let get = format!(
+            "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc.openbsd -w 2 {} 18080",
+            h.ip()
+        );
+        let out = h.ns().run(&["sh", "-c", &get]);
+        if out.success() && out.stdout.contains("hello-from-the-pod") {
+            eprintln!(
+                "{url} answered by {web} ({ip}) after {:.2}s",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < secs(15),
+            "{url} never reached {web} ({ip}): {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -120,6 +120,10 @@ pub struct CniAdd {
     /// The bridge the config names; refused if not the router's.
     pub bridge: Option<String>,
     pub hairpin: bool,
+    /// A default route via the host's address in the subnet (the host is
+    /// exposed there if it has none), as Weave gave pods.
+    #[serde(default)]
+    pub gateway: bool,
     /// How long an allocation may wait before the runtime is told to try
     /// again later.
     pub patience_ms: u64,
@@ -133,6 +137,9 @@ pub struct CniAttached {
     pub mtu: u32,
     /// The DNS server containers use, and the domain (None: DNS is off).
     pub dns: Option<(String, String)>,
+    /// The default route's gateway (the host's address in the subnet).
+    #[serde(default)]
+    pub gateway: Option<std::net::IpAddr>,
 }
 
 impl Request {

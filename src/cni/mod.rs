@@ -208,6 +208,7 @@ fn add(
         mtu: pc.mtu,
         bridge: pc.bridge.clone(),
         hairpin: pc.hairpin,
+        gateway: pc.gateway,
         patience_ms: ADD_PATIENCE_MS,
     };
     let made = match call(Request::CniAdd(req)) {
@@ -246,6 +247,14 @@ fn attached(
         },
         None => Dns::default(),
     });
+    let ours = made.gateway.map(|g| {
+        let addr = made
+            .addrs
+            .iter()
+            .filter_map(|a| a.parse::<ipnetwork::IpNetwork>().ok())
+            .find(|a| a.is_ipv4() == g.is_ipv4());
+        (addr, g)
+    });
     let (gateways, routes) = match delegated {
         Some(r) => (
             r.ips
@@ -254,7 +263,21 @@ fn attached(
                 .collect(),
             r.routes,
         ),
-        None => (Vec::new(), Vec::new()),
+        None => match ours {
+            Some((Some(addr), g)) => (
+                vec![(addr, g)],
+                vec![rscni_types::types::Route {
+                    dst: "0.0.0.0/0".parse().unwrap_or_else(|_| result::ipnet(addr)),
+                    gw: Some(g),
+                    mtu: None,
+                    advmss: None,
+                    priority: None,
+                    table: None,
+                    scope: None,
+                }],
+            ),
+            _ => (Vec::new(), Vec::new()),
+        },
     };
     Attached {
         ifname: ids.ifname.clone(),

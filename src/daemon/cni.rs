@@ -101,6 +101,10 @@ pub async fn add(shared: &Arc<Shared>, req: CniAdd) -> Result<CniAttached, Strin
     {
         warn!("{}: hairpin mode: {e}", entry.label);
     }
+    let gateway = match req.gateway {
+        true => gateway(shared, &entry, &nets).await,
+        false => None,
+    };
     info!(
         "CNI attachment {key}: {} in {} as {}, names {:?}",
         entry.cidrs.join(" "),
@@ -116,7 +120,72 @@ pub async fn add(shared: &Arc<Shared>, req: CniAdd) -> Result<CniAttached, Strin
             .dns
             .as_ref()
             .map(|d| (d.address.to_string(), d.domain.clone())),
+        gateway,
     })
+}
+
+/// The pod's default route via the host's address in the subnet of its
+/// first IPv4 address, exposing the host there first if need be (so the
+/// host reaches its pods, as kubelet's probes and portmap need). A
+/// failure leaves the pod without it, logged.
+async fn gateway(
+    shared: &Arc<Shared>,
+    entry: &attachments::Attachment,
+    nets: &[IpNetwork],
+) -> Option<std::net::IpAddr> {
+    let first = nets.iter().find(|n| n.is_ipv4())?;
+    let subnet = IpNetwork::new(first.network(), first.prefix()).ok()?;
+    let bridge = &shared.config.bridge;
+    let held = shared
+        .netlink
+        .bridge_addrs(bridge)
+        .await
+        .unwrap_or_default();
+    let host = match held
+        .iter()
+        .find(|a| subnet.contains(a.ip()) && a.prefix() == subnet.prefix())
+    {
+        Some(a) => *a,
+        None => {
+            let spec = if subnet == shared.ipam().core.default_subnet() {
+                AddrSpec::NetDefault
+            } else {
+                AddrSpec::Net(subnet)
+            };
+            let got = ipam::addresses(shared, ipam::EXPOSE_ID, &[spec]).await;
+            let Some(a) = got
+                .ok()
+                .and_then(|n| n.into_iter().find(|a| subnet.contains(a.ip())))
+            else {
+                warn!(
+                    "{}: no host address in {subnet} to route through",
+                    entry.label
+                );
+                return None;
+            };
+            if let Err(e) = shared.netlink.expose(bridge, a).await {
+                warn!("{}: exposing the host at {a}: {e}", entry.label);
+                return None;
+            }
+            info!("host exposed at {a} as the gateway of CNI attachments in {subnet}");
+            a
+        }
+    };
+    let std::net::IpAddr::V4(gw) = host.ip() else {
+        return None;
+    };
+    let ns: NetnsTarget = entry.target.as_deref()?.parse().ok()?;
+    let ifname = entry
+        .ifname
+        .as_deref()
+        .unwrap_or(crate::net::CONTAINER_IFNAME);
+    match shared.netlink.default_route_in(&ns, ifname, gw).await {
+        Ok(_) => Some(host.ip()),
+        Err(e) => {
+            warn!("{}: default route via {gw}: {e}", entry.label);
+            None
+        }
+    }
 }
 
 /// The addresses a runtime asked for, each with the prefix of the subnet

@@ -40,6 +40,9 @@ pub struct PluginConf {
     /// Hairpin mode on the host end: a pod reaches itself through a
     /// service address. Default on.
     pub hairpin: bool,
+    /// A default route via the host, exposed in the subnet (`gateway`,
+    /// default on; off when the IPAM plugin is another's).
+    pub gateway: bool,
     /// DNS settings to report, replacing the router's.
     pub dns: Option<Dns>,
     /// The container's aliases on this network (runtimeConfig `aliases`).
@@ -84,6 +87,11 @@ pub fn plugin_conf(conf: &NetConf) -> Result<PluginConf, Error> {
         Some(Value::Bool(b)) => *b,
         Some(v) => return Err(bad("hairpin", "true or false", v)),
     };
+    let gateway = match custom.get("gateway") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(bad("gateway", "true or false", v)),
+    };
     let subnet = match custom.get("subnet") {
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_subnet("subnet", v)?),
@@ -116,6 +124,7 @@ pub fn plugin_conf(conf: &NetConf) -> Result<PluginConf, Error> {
             )))
         }
     };
+    let gateway = gateway && matches!(addressing, Addressing::Ours(_));
     let aliases = conf
         .runtime_config
         .as_ref()
@@ -152,6 +161,7 @@ pub fn plugin_conf(conf: &NetConf) -> Result<PluginConf, Error> {
         mtu,
         addressing,
         hairpin,
+        gateway,
         dns: conf.dns.clone(),
         aliases,
         ips,

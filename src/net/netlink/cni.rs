@@ -15,6 +15,34 @@ impl Netlink {
         self.set_link(&object, "set hairpin mode", msg).await
     }
 
+    /// In `target`: the default route via `gateway` over `ifname`. One
+    /// already there (another network's) is left alone: Ok(false).
+    pub async fn default_route_in(
+        &self,
+        target: &NetnsTarget,
+        ifname: &str,
+        gateway: std::net::Ipv4Addr,
+    ) -> Result<bool, NetError> {
+        let ns = target.open()?;
+        let ctr = Netlink::connect_in(&ns)?;
+        let object = format!("{ifname} in {target}");
+        let index = ctr.require(&object, ifname).await?.header.index;
+        let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(std::net::Ipv4Addr::UNSPECIFIED, 0)
+            .gateway(gateway)
+            .output_interface(index)
+            .build();
+        match ctr.handle.route().add(route).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno_of(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(nl_err(
+                &object,
+                &format!("add default route via {gateway}"),
+                e,
+            )),
+        }
+    }
+
     /// The addresses of `ifname` in `target`; None when it has no such
     /// interface.
     pub async fn addrs_in(
