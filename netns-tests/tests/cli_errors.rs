@@ -139,3 +139,41 @@ fn bad_dns_arguments() {
     // What was there still is.
     assert_eq!(h1.weave_ok(&["dns-lookup", "api"]).trim(), "10.40.0.7");
 }
+
+#[test]
+fn bad_setup_cni_arguments() {
+    let lab = Lab::new();
+    let h1 = lab.switched_host("h1");
+    let dir = lab.dir().join("setup-cni");
+    let bin = dir.join("bin").display().to_string();
+    let conf = dir.join("net.d").display().to_string();
+    let with = |extra: &[&str]| {
+        let mut a = vec!["setup-cni", "--bin-dir", &bin, "--conf-dir", &conf];
+        a.extend_from_slice(extra);
+        h1.weave(&a)
+    };
+    one_line_error(with(&["--cni-version", "9.x"]), &["--cni-version 9.x"]);
+    one_line_error(with(&["--cni-version", "0.2.0"]), &["0.3.0 to 1.1.0"]);
+    one_line_error(
+        with(&["--network", "bad name"]),
+        &["--network", "letters, digits"],
+    );
+    one_line_error(
+        with(&["--bridge", "a/b"]),
+        &["--bridge", "not an interface name"],
+    );
+    assert!(
+        !dir.join("net.d").exists() && !dir.join("bin").exists(),
+        "a refused setup-cni wrote files"
+    );
+    let out = with(&["--subnet", "10.32.8.0/24"]).ok().stdout;
+    assert!(out.contains("weave-rs-cni"), "{out}");
+    let list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("net.d/10-weave-rs.conflist")).unwrap())
+            .unwrap();
+    assert_eq!(list["cniVersion"], "1.0.0");
+    assert_eq!(list["plugins"][0]["type"], "weave-rs-cni");
+    assert_eq!(list["plugins"][0]["subnet"], "10.32.8.0/24");
+    assert_eq!(list["plugins"][1]["type"], "portmap");
+    assert!(dir.join("bin/weave-rs-cni").is_file());
+}
