@@ -115,6 +115,14 @@ fn podman_containers_on_two_hosts_reach_each_other_by_address_and_name() {
         .ok()
         .stdout;
     assert!(look.contains(&ip_b.to_string()), "nslookup {b}: {look}");
+
+    lab.step("h2's router restarts: its pod keeps its address and its name");
+    hosts[1].weave_ok(&["stop"]);
+    hosts[1].relaunch();
+    wait_full_mesh(&hosts, secs(30));
+    pings(&p1, &a, &b, secs(15));
+    pings(&p2, &b, &a, secs(15));
+    assert_eq!(p2.ip_of(&b, NETWORK), Some(ip_b));
 }
 
 #[test]
