@@ -45,6 +45,9 @@ pub struct Attachment {
     /// Names given with it (CNI), registered again after a restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
+    /// The interface's MTU when not the overlay's (CNI's `mtu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 impl Attachment {
@@ -200,6 +203,7 @@ pub(super) async fn attach_resolved(
         cni_key: r.cni_key,
         ifname: (r.ifname != CONTAINER_IFNAME).then_some(r.ifname),
         names: r.names,
+        mtu: r.mtu,
         label: r.label,
         container_id: r.container_id,
         target: r.target,
@@ -420,6 +424,7 @@ async fn reattach(shared: &Arc<Shared>, a: &Attachment) {
                 ifname: a.ifname.clone().unwrap_or_else(|| CONTAINER_IFNAME.into()),
                 cni_key: Some(key.clone()),
                 names: a.names.clone(),
+                mtu: a.mtu,
                 ..Resolved::namespace(ns, a.label.clone())
             })
             .map_err(|e| e.to_string()),
@@ -565,6 +570,7 @@ mod tests {
             cni_key: None,
             ifname: None,
             names: Vec::new(),
+            mtu: None,
         }
     }
 

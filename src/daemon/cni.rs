@@ -32,6 +32,13 @@ const REPLAY_EVERY: Duration = Duration::from_secs(5);
 /// ADD: the interface, its addresses and names.
 pub async fn add(shared: &Arc<Shared>, req: CniAdd) -> Result<CniAttached, String> {
     check_ids(&req.container_id, &req.ifname)?;
+    if req.names.len() > cni::MAX_NAMES {
+        return Err(format!(
+            "{} names: at most {}",
+            req.names.len(),
+            cni::MAX_NAMES
+        ));
+    }
     let c = &shared.config;
     if let Some(b) = req.bridge.as_deref().filter(|b| *b != c.bridge) {
         return Err(format!(

@@ -110,9 +110,13 @@ pub fn requested_ips(
     Ok(out)
 }
 
+/// The most names one attachment gets (DNS records per peer are capped).
+pub const MAX_NAMES: usize = 16;
+
 /// The names a container is known by: the pod or container name a runtime
-/// passes (`K8S_POD_NAME`), then its network aliases, each once (the
-/// router qualifies them in its domain and drops what is not a name).
+/// passes (`K8S_POD_NAME`), then its network aliases, each once, at most
+/// `MAX_NAMES` (the router qualifies them in its domain and drops what is
+/// not a name).
 pub fn names(args: &[(String, String)], aliases: &[String]) -> Vec<String> {
     let pod = args
         .iter()
@@ -121,7 +125,7 @@ pub fn names(args: &[(String, String)], aliases: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for name in pod.chain(aliases.iter().cloned()) {
         let name = name.to_ascii_lowercase();
-        if !name.is_empty() && !out.contains(&name) {
+        if !name.is_empty() && !out.contains(&name) && out.len() < MAX_NAMES {
             out.push(name);
         }
     }
@@ -193,5 +197,7 @@ mod tests {
         let aliases = vec!["web".to_string(), "db".to_string(), String::new()];
         assert_eq!(names(&args, &aliases), ["web", "db"]);
         assert!(names(&[], &[]).is_empty());
+        let many: Vec<String> = (0..100).map(|i| format!("a{i}")).collect();
+        assert_eq!(names(&[], &many).len(), MAX_NAMES);
     }
 }
