@@ -373,3 +373,71 @@ fn a_router_that_is_down_or_dies_mid_add() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn another_ipam_plugin_dns_and_hairpin_from_the_config() {
+    let lab = Lab::new();
+    let h = lab.host("h1");
+    h.launch(&["--ipalloc-init", "consensus=1"]);
+    let p = Plugin::new(&lab, &h);
+    let c = Container::new(&h);
+    let data_dir = lab.dir().join("host-local");
+
+    lab.step("ipam host-local (Debian's, from CNI_PATH): its address, gateway and routes");
+    let cf = json!({
+        "cniVersion": "1.0.0", "name": "weave-rs", "type": "weave-rs-cni",
+        "hairpin": false,
+        "dns": {"nameservers": ["10.99.0.53"], "search": ["example.test"]},
+        "ipam": {"type": "host-local", "dataDir": data_dir,
+                 "ranges": [[{"subnet": "10.99.0.0/24", "gateway": "10.99.0.1"}]],
+                 "routes": [{"dst": "10.98.0.0/16"}]}
+    });
+    let r = p
+        .op("ADD", &cf, "other", "eth0", &c.path())
+        .must_succeed("ADD with host-local")
+        .clone();
+    let addr = r["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(addr.starts_with("10.99.0."), "{r}");
+    assert_eq!(r["ips"][0]["gateway"], "10.99.0.1", "{r}");
+    assert_eq!(r["routes"], json!([{"dst": "10.98.0.0/16"}]), "{r}");
+    assert_eq!(
+        r["dns"],
+        json!({"nameservers": ["10.99.0.53"], "search": ["example.test"]})
+    );
+    assert_eq!(
+        iface_addrs(&c, "eth0"),
+        Some(vec![addr.parse().unwrap()]),
+        "eth0 has host-local's address"
+    );
+    let routes = c.ns().run(&["ip", "route"]).ok().stdout;
+    assert!(
+        routes.contains("10.98.0.0/16 via 10.99.0.1 dev eth0"),
+        "host-local's route (via its gateway) is not in the pod: {routes}"
+    );
+    assert!(
+        cni_allocations(&h).is_empty(),
+        "weave-rs IPAM allocated with another IPAM plugin named: {:?}",
+        cni_allocations(&h)
+    );
+    let ports = h.ns().run(&["bridge", "-d", "link", "show"]).ok().stdout;
+    assert!(!ports.contains("hairpin on"), "hairpin: false, yet {ports}");
+
+    lab.step("DEL: host-local frees its address too (the next ADD may take it)");
+    p.op("DEL", &cf, "other", "eth0", &c.path())
+        .must_succeed("DEL");
+    let held = std::fs::read_dir(data_dir.join("weave-rs"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("10.99."))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(held, 0, "host-local still holds an address after DEL");
+
+    lab.step("hairpin on by default");
+    let d = Container::new(&h);
+    p.op("ADD", &conf("1.0.0"), "hp", "eth0", &d.path())
+        .must_succeed("ADD");
+    let ports = h.ns().run(&["bridge", "-d", "link", "show"]).ok().stdout;
+    assert!(ports.contains("hairpin on"), "{ports}");
+}

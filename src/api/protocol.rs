@@ -124,6 +124,9 @@ pub struct CniAdd {
     /// exposed there if it has none), as Weave gave pods.
     #[serde(default)]
     pub gateway: bool,
+    /// Routes to add (destination, gateway): another IPAM plugin's.
+    #[serde(default)]
+    pub routes: Vec<(ipnetwork::IpNetwork, Option<std::net::IpAddr>)>,
     /// How long an allocation may wait before the runtime is told to try
     /// again later.
     pub patience_ms: u64,

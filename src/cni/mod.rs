@@ -198,6 +198,7 @@ fn add(
             (addrs, Some(got))
         }
     };
+    let routes = delegated.as_ref().map(delegated_routes).unwrap_or_default();
     let req = CniAdd {
         container_id: ids.container_id.clone(),
         ifname: ids.ifname.clone(),
@@ -209,6 +210,7 @@ fn add(
         bridge: pc.bridge.clone(),
         hairpin: pc.hairpin,
         gateway: pc.gateway,
+        routes,
         patience_ms: ADD_PATIENCE_MS,
     };
     let made = match call(Request::CniAdd(req)) {
@@ -289,6 +291,26 @@ fn attached(
         routes,
         dns,
     }
+}
+
+/// An IPAM plugin's routes to install: each via its own gateway, else the
+/// gateway of the first address of its family (the spec's default).
+fn delegated_routes(
+    r: &rscni_types::types::CNIResult,
+) -> Vec<(ipnetwork::IpNetwork, Option<std::net::IpAddr>)> {
+    r.routes
+        .iter()
+        .filter_map(|route| {
+            let dst = result::ipnetwork(&route.dst)?;
+            let gw = route.gw.or_else(|| {
+                r.ips
+                    .iter()
+                    .filter(|ip| ip.address.addr().is_ipv4() == dst.is_ipv4())
+                    .find_map(|ip| ip.gateway)
+            });
+            Some((dst, gw))
+        })
+        .collect()
 }
 
 /// DEL: through the router, or, with none running, recorded for it.

@@ -112,6 +112,12 @@ pub async fn add(shared: &Arc<Shared>, req: CniAdd) -> Result<CniAttached, Strin
         true => gateway(shared, &entry, &nets).await,
         false => None,
     };
+    if let Err(e) = routes(shared, &entry, &req.routes).await {
+        // The IPAM plugin's routes are part of the result: without them
+        // the ADD has not done what it says.
+        forget(shared, &key).await;
+        return Err(e);
+    }
     info!(
         "CNI attachment {key}: {} in {} as {}, names {:?}",
         entry.cidrs.join(" "),
@@ -178,21 +184,40 @@ async fn gateway(
             a
         }
     };
-    let std::net::IpAddr::V4(gw) = host.ip() else {
-        return None;
-    };
-    let ns: NetnsTarget = entry.target.as_deref()?.parse().ok()?;
+    let default = IpNetwork::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0).ok()?;
+    match routes(shared, entry, &[(default, Some(host.ip()))]).await {
+        Ok(()) => Some(host.ip()),
+        Err(e) => {
+            warn!("{}: {e}", entry.label);
+            None
+        }
+    }
+}
+
+/// Adds `routes` (destination, gateway) in the attachment's namespace.
+async fn routes(
+    shared: &Shared,
+    entry: &attachments::Attachment,
+    routes: &[(IpNetwork, Option<std::net::IpAddr>)],
+) -> Result<(), String> {
+    let ns: NetnsTarget = entry
+        .target
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| format!("{e}"))?;
     let ifname = entry
         .ifname
         .as_deref()
         .unwrap_or(crate::net::CONTAINER_IFNAME);
-    match shared.netlink.default_route_in(&ns, ifname, gw).await {
-        Ok(_) => Some(host.ip()),
-        Err(e) => {
-            warn!("{}: default route via {gw}: {e}", entry.label);
-            None
-        }
+    for (dst, gw) in routes {
+        shared
+            .netlink
+            .route_in(&ns, ifname, *dst, *gw)
+            .await
+            .map_err(|e| e.to_string())?;
     }
+    Ok(())
 }
 
 /// The addresses a runtime asked for, each with the prefix of the subnet

@@ -12,34 +12,50 @@ impl Netlink {
         let object = format!("veth {host_veth}");
         let index = self.require(&object, host_veth).await?.header.index;
         let msg = LinkBridgePort::new(index).hairpin(on).build();
-        self.set_link(&object, "set hairpin mode", msg).await
+        // Port settings go with RTM_NEWLINK (RTM_SETLINK ignores them).
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(|e| nl_err(&object, "set hairpin mode", e))
     }
 
-    /// In `target`: the default route via `gateway` over `ifname`. One
-    /// already there (another network's) is left alone: Ok(false).
-    pub async fn default_route_in(
+    /// In `target`: a route to `dst` over `ifname`, via `gateway` if
+    /// given. One already there (another network's default route, say) is
+    /// left alone: Ok(false).
+    pub async fn route_in(
         &self,
         target: &NetnsTarget,
         ifname: &str,
-        gateway: std::net::Ipv4Addr,
+        dst: IpNetwork,
+        gateway: Option<std::net::IpAddr>,
     ) -> Result<bool, NetError> {
         let ns = target.open()?;
         let ctr = Netlink::connect_in(&ns)?;
         let object = format!("{ifname} in {target}");
         let index = ctr.require(&object, ifname).await?.header.index;
-        let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-            .destination_prefix(std::net::Ipv4Addr::UNSPECIFIED, 0)
-            .gateway(gateway)
-            .output_interface(index)
-            .build();
-        match ctr.handle.route().add(route).execute().await {
+        let op = match gateway {
+            Some(g) => format!("add route {dst} via {g}"),
+            None => format!("add route {dst}"),
+        };
+        let bad = |cause: String| NetError::Netlink {
+            object: object.clone(),
+            op: op.clone(),
+            cause,
+            errno: None,
+        };
+        let mut route = rtnetlink::RouteMessageBuilder::<std::net::IpAddr>::new()
+            .destination_prefix(dst.network(), dst.prefix())
+            .map_err(|e| bad(e.to_string()))?
+            .output_interface(index);
+        if let Some(g) = gateway {
+            route = route.gateway(g).map_err(|e| bad(e.to_string()))?;
+        }
+        match ctr.handle.route().add(route.build()).execute().await {
             Ok(()) => Ok(true),
             Err(e) if errno_of(&e) == Some(libc::EEXIST) => Ok(false),
-            Err(e) => Err(nl_err(
-                &object,
-                &format!("add default route via {gateway}"),
-                e,
-            )),
+            Err(e) => Err(nl_err(&object, &op, e)),
         }
     }
 
