@@ -63,3 +63,54 @@ fn restart() {
     assert_pings(c1, "10.2.1.3", 5);
     wait_full_mesh(&hosts, secs(15));
 }
+
+/// The first host, launched with no peers, restarts while the others'
+/// redial backoff has grown: it dials the peers it remembers at once
+/// instead of waiting for them (up to 12.5 s before).
+#[test]
+fn a_relaunched_router_dials_the_peers_it_knew() {
+    let lab = Lab::new();
+    let hosts = lab.switched_hosts(2);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    h1.launch(NO_ARGS);
+    h2.launch(&[h1.addr_for(h2).to_string()]);
+    wait_full_mesh(&hosts, secs(30));
+
+    lab.step("stop h1 until h2's next redial is at least 4 s away");
+    h1.weave_ok(&["stop"]);
+    wait_until(
+        secs(60),
+        "h2's redial of h1 backs off to 4 s or more",
+        || {
+            h2.status_json().connections_with(h1).any(|c| {
+                c.state == "retrying"
+                    && c.last_error
+                        .as_deref()
+                        .and_then(|e| {
+                            e.rsplit_once("next attempt in ")?
+                                .1
+                                .strip_suffix("s)")?
+                                .parse::<f64>()
+                                .ok()
+                        })
+                        .is_some_and(|s| s >= 4.0)
+            })
+        },
+    );
+
+    lab.step("relaunch h1 with no peer: connected again within 2 s");
+    h1.relaunch();
+    let t = Instant::now();
+    wait_full_mesh(&hosts, secs(15));
+    let took = t.elapsed();
+    eprintln!("mesh again {:.2}s after h1's relaunch", took.as_secs_f64());
+    assert!(
+        took < secs(2),
+        "reconnected after {took:?}: h1 waited for h2's redial"
+    );
+    let targets = h1.status_json().raw["connections"].to_string();
+    assert!(
+        targets.contains(&h2.addr_for(h1).to_string()),
+        "h1 does not show its remembered peer: {targets}"
+    );
+}

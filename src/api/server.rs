@@ -155,6 +155,7 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Reply {
                     Ok(k) => k,
                     Err(e) => return Reply::error(e),
                 };
+                crate::daemon::known_peers::forget(shared, &key);
                 if !targets::forget(shared, &key) {
                     return Reply::error(format!("{p}: not a peer this router connects to"));
                 }
@@ -436,7 +437,7 @@ fn report(shared: &Arc<Shared>) -> Report {
         connections.push(ConnectionReport {
             addr: key.clone(),
             peer: match t.source {
-                TargetSource::Discovered(p) => Some(p),
+                TargetSource::Discovered(p) | TargetSource::Remembered(p) => Some(p),
                 TargetSource::User => None,
             },
             nickname: None,

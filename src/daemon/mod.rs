@@ -18,6 +18,7 @@ pub mod connection;
 pub mod dataplane;
 pub mod dns;
 pub mod ipam;
+pub mod known_peers;
 pub mod plugin;
 pub mod secure;
 pub mod state;
@@ -186,7 +187,7 @@ impl Shared {
     /// After any change to connections or topology: republish our entry,
     /// recompute routes, drop unreachable peers, dial discovered ones.
     pub fn topology_changed(self: &Arc<Self>, our_entry_changed: bool) {
-        let (routes, wanted) = {
+        let (routes, wanted, connected) = {
             let mut st = self.state();
             let changed = st.sync_our_entry() || our_entry_changed;
             if changed {
@@ -194,8 +195,15 @@ impl Shared {
                     st.send_all(&f, None);
                 }
             }
-            (st.routes_now(), self.wanted(&st))
+            let connected: Vec<(PeerName, SocketAddr)> = st
+                .conns
+                .values()
+                .filter(|c| c.udp_ok)
+                .map(|c| (c.peer, c.listen_addr))
+                .collect();
+            (st.routes_now(), self.wanted(&st), connected)
         };
+        known_peers::record(self, connected);
         self.install_routes(routes, &[]);
         targets::discovered(self, wanted);
         dns::step(self);
@@ -368,6 +376,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     for p in shared.config.peers.clone() {
         targets::add_user_target(&shared, p);
+    }
+    // Remembered peers are a kind of discovery.
+    if shared.config.discovery {
+        for (peer, addr) in known_peers::load(&shared) {
+            targets::add_remembered(&shared, peer, addr);
+        }
     }
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -100,6 +100,9 @@ pub enum TargetSource {
     User,
     /// Learned from gossip; dropped when the peer leaves the topology.
     Discovered(PeerName),
+    /// Where a peer listened when this router last ran (`known_peers`);
+    /// dialled for a while after launch.
+    Remembered(PeerName),
 }
 
 #[derive(Debug, Clone)]

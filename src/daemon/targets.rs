@@ -56,6 +56,16 @@ pub fn add_user_target(shared: &Arc<Shared>, spec: String) {
     add(shared, spec, TargetSource::User);
 }
 
+/// Failed attempts after which a remembered peer is left to discovery
+/// (about a minute of backoff).
+const REMEMBERED_ATTEMPTS: u32 = 6;
+
+/// Dial where `peer` listened when this router last ran (`known_peers`),
+/// unless the address is a target already.
+pub fn add_remembered(shared: &Arc<Shared>, peer: PeerName, addr: SocketAddr) {
+    add(shared, addr.to_string(), TargetSource::Remembered(peer));
+}
+
 fn add(shared: &Arc<Shared>, key: String, source: TargetSource) {
     let mut st = shared.state();
     if let Some(t) = st.targets.get_mut(&key) {
@@ -136,7 +146,7 @@ fn still_wanted(shared: &Shared, key: &str, id: u64) -> bool {
         return false;
     };
     let connected_otherwise = match t.source {
-        TargetSource::Discovered(p) => st.conns.contains_key(&p),
+        TargetSource::Discovered(p) | TargetSource::Remembered(p) => st.conns.contains_key(&p),
         TargetSource::User => false,
     };
     if connected_otherwise {
@@ -161,6 +171,19 @@ fn reached_otherwise(
     Some(async move { tx.closed().await })
 }
 
+/// Drops target `id` if it is a remembered one; whether it was.
+fn give_up_remembered(shared: &Shared, key: &str, id: u64) -> bool {
+    let mut st = shared.state();
+    let remembered = st
+        .targets
+        .get(key)
+        .is_some_and(|t| t.id == id && matches!(t.source, TargetSource::Remembered(_)));
+    if remembered {
+        st.targets.remove(key);
+    }
+    remembered
+}
+
 fn set_status(shared: &Shared, key: &str, id: u64, status: TargetStatus) {
     if let Some(t) = shared.state().targets.get_mut(key).filter(|t| t.id == id) {
         t.status = status;
@@ -169,6 +192,7 @@ fn set_status(shared: &Shared, key: &str, id: u64, status: TargetStatus) {
 
 async fn dial_loop(shared: Arc<Shared>, key: String, id: u64) {
     let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
+    let mut failures = 0u32;
     while still_wanted(&shared, &key, id) {
         set_status(&shared, &key, id, TargetStatus::Connecting);
         let started = Instant::now();
@@ -198,6 +222,12 @@ async fn dial_loop(shared: Arc<Shared>, key: String, id: u64) {
         // A connection that lived a while earns a fresh backoff.
         if started.elapsed() > std::time::Duration::from_secs(10) {
             backoff.reset();
+            failures = 0;
+        }
+        failures += 1;
+        if failures >= REMEMBERED_ATTEMPTS && give_up_remembered(&shared, &key, id) {
+            info!("{key}: a peer of this router's last run, unreachable: no longer dialled");
+            return;
         }
         let delay = backoff.next_delay(rand::random::<f64>());
         info!(
