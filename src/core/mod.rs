@@ -9,6 +9,7 @@ pub mod cni;
 pub mod crypto;
 pub mod dns;
 pub mod docker_plugin;
+pub mod fastpath;
 pub mod icmp;
 pub mod ipam;
 pub mod mac_table;
