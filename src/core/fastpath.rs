@@ -277,11 +277,8 @@ fn hold_for(t: &Timing, falls: u32) -> u64 {
     if falls == 0 {
         return 0;
     }
-    let doubled = t
-        .hold_ms
-        .checked_mul(1u64.checked_shl(falls - 1).unwrap_or(u64::MAX))
-        .unwrap_or(u64::MAX);
-    doubled.min(t.max_hold_ms)
+    let factor = 1u64.checked_shl(falls - 1).unwrap_or(u64::MAX);
+    t.hold_ms.saturating_mul(factor).min(t.max_hold_ms)
 }
 
 #[cfg(test)]
@@ -340,7 +337,8 @@ mod tests {
         let s = beat(&mut l, 2_000, 3_000, 1_400);
         assert!(s.is_empty());
         assert!(
-            l.describe(3_000).contains("arrive at 1400 bytes, not the 1450"),
+            l.describe(3_000)
+                .contains("arrive at 1400 bytes, not the 1450"),
             "{}",
             l.describe(3_000)
         );
@@ -356,7 +354,11 @@ mod tests {
         assert_eq!(s.len(), 1, "{s:?}");
         let (at, sw) = s[0];
         assert_eq!(sw, Switch::ToSleeve);
-        assert!(at - 900 <= 460, "fell back {} ms after the last heartbeat", at - 900);
+        assert!(
+            at - 900 <= 460,
+            "fell back {} ms after the last heartbeat",
+            at - 900
+        );
         assert_eq!(
             l.describe(13_000),
             "sleeve: fast-path heartbeats lost since 12s (udp 6784 blocked?)"
@@ -369,7 +371,10 @@ mod tests {
         let mut t = 0;
         for fall in 1..=6u32 {
             let s = beat(&mut l, t, t + 20_000, MTU);
-            let back = s.iter().find(|(_, s)| *s == Switch::ToFast).map(|(at, _)| at - t);
+            let back = s
+                .iter()
+                .find(|(_, s)| *s == Switch::ToFast)
+                .map(|(at, _)| at - t);
             let back = back.unwrap_or_else(|| panic!("never back after fall {}", fall - 1));
             assert!(back <= 10_000, "back after {back} ms (fall {})", fall - 1);
             t += 20_000;
@@ -387,7 +392,11 @@ mod tests {
         l.heard(0, MTU, true);
         l.heard(100, MTU, true);
         silence(&mut l, 110, 1_000);
-        assert_eq!(l.heard(1_000, MTU, true), None, "one after a gap is not the third");
+        assert_eq!(
+            l.heard(1_000, MTU, true),
+            None,
+            "one after a gap is not the third"
+        );
         assert_eq!(l.heard(1_100, MTU, true), None);
         assert_eq!(l.heard(1_200, MTU, true), Some(Switch::ToFast));
     }
@@ -395,7 +404,10 @@ mod tests {
     #[test]
     fn ineligible_links_never_probe_and_say_why() {
         for (why, text) in [
-            (Ineligible::Disabled { here: true }, "off here (--no-fastdp)"),
+            (
+                Ineligible::Disabled { here: true },
+                "off here (--no-fastdp)",
+            ),
             (Ineligible::Disabled { here: false }, "off on the peer"),
             (Ineligible::Encrypted, "encrypted mesh"),
             (Ineligible::Relayed, "through a relay"),
