@@ -94,10 +94,13 @@ fn dispatch(
         }
         Cmd::Del => {
             let ids = Ids::read(env, false)?;
+            // Ours first: the other plugin failing must not leave the
+            // interface and names behind.
+            let out = del(&ids)?;
             if let Addressing::Delegated(t) = &pc.addressing {
                 delegate::call(t, env, stdin)?;
             }
-            del(&ids)
+            Ok(out)
         }
         Cmd::Check => {
             let ids = Ids::read(env, true)?;

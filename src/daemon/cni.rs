@@ -375,7 +375,14 @@ pub async fn replay_released(shared: Arc<Shared>) -> anyhow::Result<()> {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let path = e.path();
-                let key = std::fs::read_to_string(&path).unwrap_or_default();
+                // A key is short; anything else is not the plugin's.
+                let key = std::fs::File::open(&path)
+                    .and_then(|f| {
+                        let mut s = String::new();
+                        std::io::Read::read_to_string(&mut std::io::Read::take(f, 1024), &mut s)
+                            .map(|_| s)
+                    })
+                    .unwrap_or_default();
                 match cni::parse_key(key.trim()) {
                     Some(_) => forget(&shared, key.trim()).await,
                     None => warn!("{}: not a CNI attachment; removing it", path.display()),
