@@ -848,3 +848,153 @@ async fn connect_in_works_from_a_multi_thread_runtime() {
     nl.reset("weave", "weave-tap").await.unwrap();
     assert_eq!(nl.link_index("weave").await.unwrap(), None);
 }
+
+/// Two hosts joined by an underlay veth, each with a bridge, the fast
+/// path's VXLAN device and a container. With only the router's entries
+/// (flood list, unicast per remote MAC) the containers ping each other
+/// over VXLAN; the flood list holds several peers; deleting the entries
+/// cuts the path; the device is an isolated bridge port.
+#[test]
+fn vxlan_device_and_forwarding_entries() {
+    use weave_rs::net::VxlanSpec;
+    let hosts = [Netns::new("vx1"), Netns::new("vx2")];
+    let ctrs = [Netns::new("vc1"), Netns::new("vc2")];
+    // The underlay: a veth pair between the two hosts.
+    let (u1, u2) = (format!("{}u", hosts[0].name), format!("{}u", hosts[1].name));
+    let (u1, u2) = (
+        &u1[u1.len().saturating_sub(15)..],
+        &u2[u2.len().saturating_sub(15)..],
+    );
+    ip(&[
+        "link",
+        "add",
+        u1,
+        "netns",
+        &hosts[0].name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        u2,
+        "netns",
+        &hosts[1].name,
+    ]);
+    let underlay = ["10.99.7.1", "10.99.7.2"];
+    for (i, (h, u)) in hosts.iter().zip([u1, u2]).enumerate() {
+        h.ip(&["link", "set", u, "name", "ul", "up"]);
+        h.ip(&["addr", "add", &format!("{}/24", underlay[i]), "dev", "ul"]);
+    }
+    let mut macs = Vec::new();
+    for (i, (h, c)) in hosts.iter().zip(&ctrs).enumerate() {
+        let target = c.target();
+        let local: std::net::Ipv4Addr = underlay[i].parse().unwrap();
+        let mac = h.run(move || async move {
+            let nl = Netlink::connect().unwrap();
+            nl.ensure_bridge("weave", MTU, BR_MAC).await.unwrap();
+            let ul = nl.link_index("ul").await.unwrap().unwrap();
+            let spec = VxlanSpec {
+                name: "vxwr".into(),
+                vni: 4242,
+                port: 6784,
+                local,
+                underlay: Some(ul),
+                mac: [0x02, 0x77, 0x76, 0x78, 0, i as u8 + 1],
+                mtu: Some(MTU),
+                bridge: "weave".into(),
+            };
+            let vx = nl.ensure_vxlan(&spec).await.unwrap();
+            assert_eq!(nl.ensure_vxlan(&spec).await.unwrap(), vx, "idempotent");
+            let cidrs = [cidr(&format!("10.2.9.{}/24", i + 1))];
+            nl.attach("weave", &target, ETHWE, &cidrs, MTU)
+                .await
+                .unwrap()
+                .mac
+        });
+        macs.push(mac);
+    }
+    let details = hosts[0].ip(&["-d", "link", "show", "vxwr"]);
+    assert!(
+        details.contains("vxlan id 4242")
+            && details.contains("dstport 6784")
+            && details.contains("nolearning"),
+        "{details}"
+    );
+    assert!(
+        details.contains("isolated on"),
+        "not an isolated port: {details}"
+    );
+
+    let ping = |c: &Netns, to: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", &c.name, "ping", "-c", "1", "-W", "1", to])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let entries = |h: &Netns, set: bool| {
+        let other = if h.name == hosts[0].name { 1 } else { 0 };
+        let peer: std::net::Ipv4Addr = underlay[other].parse().unwrap();
+        let remote_mac = macs[other];
+        let extra: std::net::Ipv4Addr = "10.99.7.77".parse().unwrap();
+        h.run(move || async move {
+            let nl = Netlink::connect().unwrap();
+            let vx = nl.link_index("vxwr").await.unwrap().unwrap();
+            if set {
+                nl.fdb_flood_add(vx, peer).await.unwrap();
+                nl.fdb_flood_add(vx, peer).await.unwrap();
+                nl.fdb_flood_add(vx, extra).await.unwrap();
+                nl.fdb_set(vx, remote_mac, extra).await.unwrap();
+                nl.fdb_set(vx, remote_mac, peer).await.unwrap();
+            } else {
+                nl.fdb_del(vx, remote_mac, peer).await.unwrap();
+                nl.fdb_flood_del(vx, peer).await.unwrap();
+                nl.fdb_flood_del(vx, peer).await.unwrap();
+            }
+        })
+    };
+    assert!(!ping(&ctrs[0], "10.2.9.2"), "pings cross with no entries");
+    for h in &hosts {
+        entries(h, true);
+    }
+    let shown = Command::new("bridge")
+        .args(["-n", &hosts[0].name, "fdb", "show", "dev", "vxwr"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let floods = shown
+        .lines()
+        .filter(|l| l.starts_with("00:00:00:00:00:00") && l.contains(" dst "))
+        .count();
+    assert_eq!(floods, 2, "two peers in the flood list, each once: {shown}");
+    let unicast: Vec<&str> = shown
+        .lines()
+        .filter(|l| {
+            l.starts_with(&weave_rs::core::PeerName(macs[1]).to_string()) && l.contains(" dst ")
+        })
+        .collect();
+    assert_eq!(unicast.len(), 1, "{shown}");
+    assert!(
+        unicast[0].contains("dst 10.99.7.2"),
+        "moved to the peer: {shown}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ping(&ctrs[0], "10.2.9.2") {
+        assert!(Instant::now() < deadline, "no ping over VXLAN:\n{shown}");
+    }
+    assert!(ping(&ctrs[1], "10.2.9.1"));
+
+    for h in &hosts {
+        entries(h, false);
+    }
+    // The neighbour entries in the containers would let unicast go on:
+    // forget them, then the path is cut.
+    for c in &ctrs {
+        c.ip(&["neigh", "flush", "all"]);
+    }
+    assert!(
+        !ping(&ctrs[0], "10.2.9.2"),
+        "pings cross after the entries went"
+    );
+}

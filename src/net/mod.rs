@@ -13,7 +13,7 @@ pub mod netns;
 pub mod tap;
 
 pub use error::NetError;
-pub use netlink::{Attached, Netlink};
+pub use netlink::{Attached, Netlink, VxlanSpec};
 pub use netns::{run_in_netns, NetnsTarget};
 pub use tap::open_tap;
 

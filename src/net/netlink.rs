@@ -11,6 +11,8 @@
 
 mod attach;
 mod cni;
+mod vxlan;
+pub use vxlan::VxlanSpec;
 mod dns;
 mod host_routes;
 mod plugin;
