@@ -985,6 +985,64 @@ fn vxlan_device_and_forwarding_entries() {
     }
     assert!(ping(&ctrs[1], "10.2.9.1"));
 
+    // Heartbeats from host 1's device to host 2's, over the same path,
+    // at the full MTU; the receiver sees only them.
+    use weave_rs::core::wire::fastpath::{payload_len, Heartbeat};
+    use weave_rs::net::heartbeat::HeartbeatSocket;
+    let vx_mac = |i: usize| [0x02, 0x77, 0x76, 0x78, 0, i as u8 + 1];
+    for (i, h) in hosts.iter().enumerate() {
+        let (mac, peer) = (vx_mac(1 - i), underlay[1 - i].parse().unwrap());
+        h.run(move || async move {
+            let nl = Netlink::connect().unwrap();
+            let vx = nl.link_index("vxwr").await.unwrap().unwrap();
+            nl.fdb_set(vx, mac, peer).await.unwrap();
+        });
+    }
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let h2 = hosts[1].file();
+    let receiver = std::thread::spawn(move || {
+        run_in_netns(&h2, move || {
+            let s = HeartbeatSocket::open("vxwr").unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = vec![0u8; 16 << 10];
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while got.len() < 3 && Instant::now() < deadline {
+                match s.recv(&mut buf).unwrap() {
+                    Some(n) => got.push((payload_len(n), Heartbeat::parse(&buf[..n]))),
+                    None => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            got
+        })
+        .unwrap()
+    });
+    ready_rx.recv().unwrap();
+    let from = weave_rs::core::PeerName([2, 0, 0, 0, 0, 1]);
+    run_in_netns(&hosts[0].file(), move || {
+        let s = HeartbeatSocket::open("vxwr").unwrap();
+        for seq in 1..=3 {
+            let hb = Heartbeat {
+                from,
+                seq,
+                hears_you: seq > 1,
+            };
+            s.send(&hb.frame(vx_mac(1), vx_mac(0), MTU as usize))
+                .unwrap();
+        }
+    })
+    .unwrap();
+    let got = receiver.join().unwrap();
+    let seqs: Vec<u64> = got
+        .iter()
+        .filter_map(|(_, h)| Some(h.as_ref()?.seq))
+        .collect();
+    assert_eq!(seqs, [1, 2, 3], "heartbeats over VXLAN: {got:?}");
+    assert!(
+        got.iter().all(|(len, _)| *len == MTU as usize),
+        "not at the full MTU: {got:?}"
+    );
+
     for h in &hosts {
         entries(h, false);
     }

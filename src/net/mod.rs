@@ -7,6 +7,7 @@
 pub mod ebtables;
 pub mod error;
 pub mod garp;
+pub mod heartbeat;
 pub mod iptables;
 pub mod netlink;
 pub mod netns;

@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod dns;
+pub mod fastpath;
 pub mod gossip;
 pub mod handshake;
 pub mod ipam;
