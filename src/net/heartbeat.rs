@@ -106,7 +106,7 @@ impl HeartbeatSocket {
                     _ => Err(e),
                 };
             }
-            if sa.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if sa.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             return Ok(Some(n as usize));
