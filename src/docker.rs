@@ -228,19 +228,26 @@ pub async fn original_command(container_id: &str) -> Result<Vec<String>, DockerE
     Ok(argv)
 }
 
+/// Every container the engine has, running or not.
+async fn all_containers(
+    docker: &bollard::Docker,
+) -> Result<Vec<bollard::models::ContainerSummary>, DockerError> {
+    let opts = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        ..Default::default()
+    };
+    docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))
+}
+
 /// Containers with restart policy `always` that the engine could not
 /// start because a network's plugin was missing (it never retries them),
 /// on one of `networks` (network IDs).
 pub async fn stranded(networks: &[String]) -> Result<Vec<String>, DockerError> {
     let docker = connect().await?;
-    let opts = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        ..Default::default()
-    };
-    let list = docker
-        .list_containers(Some(opts))
-        .await
-        .map_err(|e| DockerError::Api(e.to_string()))?;
+    let list = all_containers(&docker).await?;
     let mut out = Vec::new();
     for c in list {
         let on_ours = c
@@ -323,14 +330,7 @@ pub async fn ensure_network(name: &str, driver: &str) -> Result<bool, DockerErro
 /// Every endpoint ID the engine has, of every container, running or not.
 pub async fn endpoint_ids() -> Result<Vec<String>, DockerError> {
     let docker = connect().await?;
-    let opts = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        ..Default::default()
-    };
-    let list = docker
-        .list_containers(Some(opts))
-        .await
-        .map_err(|e| DockerError::Api(e.to_string()))?;
+    let list = all_containers(&docker).await?;
     Ok(list
         .into_iter()
         .filter_map(|c| c.network_settings?.networks)

@@ -152,24 +152,8 @@ impl<'a> Plugin<'a> {
     }
 }
 
-/// The report's IPAM allocations: (id, cidr).
-pub fn allocations(h: &Host) -> Vec<(String, String)> {
-    let r = h.status_json();
-    r.raw["ipam"]["allocations"]
-        .as_array()
-        .unwrap_or_else(|| panic!("report on {} has no ipam.allocations: {}", h.name(), r.raw))
-        .iter()
-        .map(|a| {
-            (
-                a["id"].as_str().unwrap_or_default().to_string(),
-                a["cidr"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 pub fn cni_allocations(h: &Host) -> Vec<(String, String)> {
-    allocations(h)
+    h.ipam_allocations()
         .into_iter()
         .filter(|(id, _)| id.starts_with("cni:"))
         .collect()

@@ -313,6 +313,27 @@ impl Host {
         self.launch(&args)
     }
 
+    /// `report`'s ipam.allocations: (id, cidr) pairs. Panics when the
+    /// report has none.
+    #[track_caller]
+    pub fn ipam_allocations(&self) -> Vec<(String, String)> {
+        let r = self.status_json();
+        let list = r.raw["ipam"]["allocations"].as_array().unwrap_or_else(|| {
+            panic!(
+                "report on {} has no ipam.allocations: {}",
+                self.short, r.raw
+            )
+        });
+        list.iter()
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap_or_default().to_string(),
+                    a["cidr"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// `weave-rs report`, parsed. Panics when the command fails or its JSON
     /// cannot be read.
     #[track_caller]

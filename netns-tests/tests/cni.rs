@@ -79,9 +79,10 @@ fn conformance_at_every_version() {
         );
         let key = format!("cni:{id}:eth0");
         assert!(
-            allocations(&h).contains(&(key.clone(), addr.to_string())),
+            h.ipam_allocations()
+                .contains(&(key.clone(), addr.to_string())),
             "{key} does not hold {addr}: {:?}",
-            allocations(&h)
+            h.ipam_allocations()
         );
 
         let named = h.weave_ok(&["dns-lookup", "pod1.weave.local"]);
@@ -110,7 +111,7 @@ fn conformance_at_every_version() {
         del.must_succeed("DEL");
         assert_eq!(iface_addrs(&c, "eth0"), None, "eth0 still in {}", c.name());
         assert!(
-            !allocations(&h).iter().any(|(k, _)| *k == key),
+            !h.ipam_allocations().iter().any(|(k, _)| *k == key),
             "{key} still allocated after DEL"
         );
         p.op("DEL", &cf, &id, "eth0", &c.path())
@@ -272,7 +273,7 @@ fn gc_releases_what_the_runtime_no_longer_lists() {
     let other = Container::new(&h);
     h.weave_ok(&["attach", &other.path()]);
     let not_cni = |h: &Host| -> Vec<(String, String)> {
-        allocations(h)
+        h.ipam_allocations()
             .into_iter()
             .filter(|(k, _)| !k.starts_with("cni:"))
             .collect()

@@ -222,28 +222,11 @@ fn pings_by_name(
     took
 }
 
-/// `report`'s ipam.allocations on `h`: (id, cidr) pairs.
-#[track_caller]
-fn allocations(h: &Host) -> Vec<(String, String)> {
-    let r = h.status_json();
-    let list = r.raw["ipam"]["allocations"]
-        .as_array()
-        .unwrap_or_else(|| panic!("report on {} has no ipam.allocations: {}", h.name(), r.raw));
-    list.iter()
-        .map(|a| {
-            (
-                a["id"].as_str().unwrap_or_default().to_string(),
-                a["cidr"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// `h`'s ipam.allocations holds `addr` for an id starting with "docker:"
 /// (the plugin's); prints `ps` and `status ipam` too.
 #[track_caller]
 fn assert_allocated(h: &Host, name: &str, addr: Ipv4Addr) {
-    let allocs = allocations(h);
+    let allocs = h.ipam_allocations();
     eprintln!(
         "--- {}: weave-rs ps ---\n{}--- {}: weave-rs status ipam ---\n{}--- {}: ipam.allocations: {allocs:?}",
         h.name(),
@@ -450,7 +433,7 @@ fn allocated_here(h: &Host) -> usize {
 
 /// The allocation of `addr` in `h`'s ipam.allocations, if any: its id.
 fn allocation_of(h: &Host, addr: Ipv4Addr) -> Option<String> {
-    allocations(h)
+    h.ipam_allocations()
         .into_iter()
         .find(|(_, cidr)| cidr.parse::<Ipv4Network>().is_ok_and(|c| c.ip() == addr))
         .map(|(id, _)| id)
@@ -726,7 +709,7 @@ fn compose_across_two_hosts() {
     assert!(
         allocation_of(h1, addr).is_none(),
         "redis's address {addr} is still allocated on h1 after down: {:?}",
-        allocations(h1)
+        h1.ipam_allocations()
     );
     eprintln!(
         "whole test {:.2}s (engines and routers stop next)",
@@ -932,7 +915,7 @@ fn connect_and_disconnect_on(app_opts: &[&str]) {
         panic!(
             "{addr2} is still allocated on {} 5 s after the disconnect: {:?}\n{}",
             h1.name(),
-            allocations(h1),
+            h1.ipam_allocations(),
             logs(h1, e1)
         );
     }
@@ -1087,7 +1070,7 @@ fn clear_errors() {
     run_busybox(h1, e1, &first, &app, &["--ip", taken]);
     let (addr, _) = address_on(e1, &first, &app);
     assert_eq!(addr.to_string(), taken, "--ip {taken} gave another address");
-    let before = allocations(h1);
+    let before = h1.ipam_allocations();
     let err = docker_fails(
         h1,
         e1,
@@ -1271,7 +1254,8 @@ fn restart_always_setup(lab: &Lab) -> (Plugged, String, String, String, Ipv4Addr
 /// h1's "docker:endpoint:" allocations: r's address only.
 #[track_caller]
 fn only_endpoint(h: &Host, r: &str, addr: Ipv4Addr, what: &str) {
-    let eps: Vec<(String, String)> = allocations(h)
+    let eps: Vec<(String, String)> = h
+        .ipam_allocations()
         .into_iter()
         .filter(|(id, _)| id.starts_with("docker:endpoint:"))
         .collect();
@@ -1411,7 +1395,7 @@ fn restart_always_when_the_router_restarts_first() {
 /// What `h`'s IPAM holds: (ipam.allocations' length, its "docker:" ids,
 /// status ipam's "Allocated here").
 fn ipam_counts(h: &Host) -> (usize, Vec<String>, usize) {
-    let allocs = allocations(h);
+    let allocs = h.ipam_allocations();
     let docker: Vec<String> = allocs
         .iter()
         .filter(|(id, _)| id.starts_with("docker:"))
@@ -1422,7 +1406,7 @@ fn ipam_counts(h: &Host) -> (usize, Vec<String>, usize) {
 
 /// The address `h`'s IPAM holds for `id`, if any.
 fn allocation_of_id(h: &Host, id: &str) -> Option<String> {
-    allocations(h)
+    h.ipam_allocations()
         .into_iter()
         .find(|(a, _)| a == id)
         .map(|(_, cidr)| cidr)
@@ -1577,7 +1561,7 @@ fn no_address_leaks() {
         let mac = format!("02:42:0a:be:ef:0{i}");
         let addr = request_address_only(h, e, &pool, &mac);
         let id = format!("docker:endpoint:{mac}");
-        let held = allocations(h).iter().any(|(a, _)| *a == id);
+        let held = h.ipam_allocations().iter().any(|(a, _)| *a == id);
         eprintln!(
             "{}: RequestAddress only -> {addr} ({id}, in ipam.allocations: {held})",
             h.name()
@@ -1586,7 +1570,7 @@ fn no_address_leaks() {
             held,
             "{}: {id} not in ipam.allocations: {:?}",
             h.name(),
-            allocations(h)
+            h.ipam_allocations()
         );
         orphans.push((id, Instant::now()));
     }
@@ -1597,7 +1581,11 @@ fn no_address_leaks() {
     lab.step(&format!(
         "docker run --network {net} {x} on h1, its engine killed once the plugin handed out an address"
     ));
-    let known: Vec<String> = allocations(h1).into_iter().map(|(id, _)| id).collect();
+    let known: Vec<String> = h1
+        .ipam_allocations()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let mut run = e1.docker_command(&[
         "run",
         "-d",
@@ -1616,7 +1604,8 @@ fn no_address_leaks() {
     let mut child = run.spawn().expect("spawn docker run");
     let mut new = None;
     while started.elapsed() < secs(30) {
-        new = allocations(h1)
+        new = h1
+            .ipam_allocations()
             .into_iter()
             .find(|(id, _)| id.starts_with("docker:endpoint:") && !known.contains(id));
         if new.is_some() {

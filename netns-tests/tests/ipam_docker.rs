@@ -100,27 +100,10 @@ fn wait_docker_ping(from: &str, to: &IpNetwork) {
     });
 }
 
-/// `report`'s ipam.allocations on `h`: (id, cidr) pairs.
-#[track_caller]
-fn allocations(h: &Host) -> Vec<(String, String)> {
-    let r = h.status_json();
-    let list = r.raw["ipam"]["allocations"]
-        .as_array()
-        .unwrap_or_else(|| panic!("report on {} has no ipam.allocations: {}", h.name(), r.raw));
-    list.iter()
-        .map(|a| {
-            (
-                a["id"].as_str().unwrap_or_default().to_string(),
-                a["cidr"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// Does `h`'s ipam.allocations list `addr`, or anything for `id`?
 #[track_caller]
 fn allocated(h: &Host, id: &str, addr: &IpNetwork) -> bool {
-    allocations(h)
+    h.ipam_allocations()
         .iter()
         .any(|(i, cidr)| i == id || cidr.parse::<IpNetwork>().is_ok_and(|c| c.ip() == addr.ip()))
 }
@@ -157,7 +140,7 @@ fn run_without_address_on_two_hosts() {
         );
     }
     for (h, id, addr) in [(h1, &id1, &a1), (h2, &id2, &a2)] {
-        let list = allocations(h);
+        let list = h.ipam_allocations();
         assert!(
             list.iter().any(|(i, c)| i == id && c == &addr.to_string()),
             "report on {} does not list {addr} for {id}: {list:?}",
@@ -181,7 +164,7 @@ fn run_without_address_on_two_hosts() {
     assert!(
         allocated(h2, &id2, &a2),
         "h2 lost {a2} when h1's container went: {:?}",
-        allocations(h2)
+        h2.ipam_allocations()
     );
 
     lab.step("a new run -d with no address on h1");
@@ -197,11 +180,11 @@ fn run_without_address_on_two_hosts() {
     );
     assert_ne!(a3.ip(), a2.ip(), "{n3} got {n2}'s address");
     assert!(
-        allocations(h1)
+        h1.ipam_allocations()
             .iter()
             .any(|(i, c)| i == &id3 && c == &a3.to_string()),
         "report on h1 does not list {a3} for {id3}: {:?}",
-        allocations(h1)
+        h1.ipam_allocations()
     );
     wait_docker_ping(&n2, &a3);
     wait_docker_ping(&n3, &a2);
@@ -218,7 +201,7 @@ fn run_without_address_on_two_hosts() {
     assert!(
         allocated(h1, &id3, &a3),
         "h1 lost {a3}: {:?}",
-        allocations(h1)
+        h1.ipam_allocations()
     );
 
     lab.step("docker rm -f of the rest releases theirs too");

@@ -300,7 +300,7 @@ fn join<T: ToString>(items: &[T]) -> String {
         .join(" ")
 }
 
-fn addr_reply(r: Result<IpNetwork, String>) -> Reply {
+fn addr_reply(r: Result<IpNetwork, ipam::AllocError>) -> Reply {
     match r {
         Ok(n) => Reply::ok(n.to_string()),
         Err(e) => Reply::error(e),

@@ -154,7 +154,7 @@ pub async fn attach(
         Ok(n) => n,
         Err(e) => {
             undo_allocations(shared, &key, &before);
-            return Err(e);
+            return Err(e.into());
         }
     };
     match attach_resolved(shared, r, &nets).await {

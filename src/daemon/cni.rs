@@ -74,10 +74,9 @@ pub async fn add(shared: &Arc<Shared>, req: CniAdd) -> Result<CniAttached, Strin
         Ok(n) => n,
         Err(e) => {
             attachments::undo_allocations(shared, &key, &before);
-            return Err(if ipam::gave_up(&e) {
-                format!("{}{e}", cni::TRY_AGAIN)
-            } else {
-                e
+            return Err(match e {
+                ipam::AllocError::GaveUp(why) => format!("{}{why}", cni::TRY_AGAIN),
+                ipam::AllocError::Refused(why) => why,
             });
         }
     };

@@ -145,29 +145,37 @@ impl PacketSocket {
     }
 
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let proto = u16::from_be_bytes([frame[12], frame[13]]);
-        let mut dst = [0u8; 6];
-        dst.copy_from_slice(&frame[..6]);
-        let sa = sockaddr_ll(self.ifindex, proto, dst);
-        // SAFETY: frame and sa are valid for the lengths given.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        send_frame(&self.fd, self.ifindex, frame)
     }
 }
 
-fn sockaddr_ll(ifindex: i32, proto: u16, addr: [u8; 6]) -> libc::sockaddr_ll {
+/// Sends `frame`, a whole Ethernet frame, on packet socket `fd` out of
+/// interface `ifindex` (to the frame's destination, with its ethertype).
+pub(super) fn send_frame(fd: &OwnedFd, ifindex: i32, frame: &[u8]) -> io::Result<()> {
+    let (Some(dst), Some(proto)) = (frame.get(..6), frame.get(12..14)) else {
+        return Err(io::Error::other("frame shorter than an Ethernet header"));
+    };
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(dst);
+    let sa = sockaddr_ll(ifindex, u16::from_be_bytes([proto[0], proto[1]]), mac);
+    // SAFETY: frame and sa are valid for the lengths given.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            std::ptr::from_ref(&sa).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(super) fn sockaddr_ll(ifindex: i32, proto: u16, addr: [u8; 6]) -> libc::sockaddr_ll {
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sa.sll_family = libc::AF_PACKET as u16;

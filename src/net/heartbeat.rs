@@ -8,6 +8,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::garp::{send_frame, sockaddr_ll};
 use crate::core::wire::fastpath::ETHERTYPE;
 
 const ETH_P_ALL: u16 = 0x0003;
@@ -59,25 +60,7 @@ impl HeartbeatSocket {
 
     /// Sends `frame` (a whole Ethernet frame) out of the interface.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let Some(dst) = frame.get(..6).and_then(|d| <[u8; 6]>::try_from(d).ok()) else {
-            return Err(io::Error::other("frame shorter than an Ethernet header"));
-        };
-        let sa = sockaddr_ll(self.ifindex, ETHERTYPE, dst);
-        // SAFETY: frame and sa are valid for the lengths given.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                std::ptr::from_ref(&sa).cast::<libc::sockaddr>(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        send_frame(&self.fd, self.ifindex, frame)
     }
 
     /// The next frame that arrived (our own sends skipped); None when none
@@ -152,15 +135,4 @@ fn attach_filter(fd: &OwnedFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-fn sockaddr_ll(ifindex: i32, proto: u16, addr: [u8; 6]) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = proto.to_be();
-    sa.sll_ifindex = ifindex;
-    sa.sll_halen = 6;
-    sa.sll_addr[..6].copy_from_slice(&addr);
-    sa
 }

@@ -125,31 +125,10 @@ pub fn plugin_conf(conf: &NetConf) -> Result<PluginConf, Error> {
         }
     };
     let gateway = gateway && matches!(addressing, Addressing::Ours(_));
-    let aliases = conf
-        .runtime_config
-        .as_ref()
-        .and_then(|r| r.custom.get("aliases"))
-        .and_then(|a| a.get(&conf.name))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let ips = conf
-        .runtime_config
-        .as_ref()
-        .and_then(|r| r.custom.get("ips"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let runtime = |key: &str| conf.runtime_config.as_ref()?.custom.get(key);
+    // Podman's aliases: {"<network>": ["alias", ...]}.
+    let aliases = strings(runtime("aliases").and_then(|a| a.get(&conf.name)));
+    let ips = strings(runtime("ips"));
     let valid_attachments = conf.valid_attachments.as_ref().map(|v| {
         v.iter()
             .map(|a| (a.container_id.clone(), a.ifname.clone()))
@@ -168,6 +147,18 @@ pub fn plugin_conf(conf: &NetConf) -> Result<PluginConf, Error> {
         prev_result: conf.prev_result.clone(),
         valid_attachments,
     })
+}
+
+/// The strings of a JSON array (none: empty; other values skipped).
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn parse_subnet(field: &str, v: &Value) -> Result<IpNetwork, Error> {

@@ -248,13 +248,21 @@ pub async fn ready(shared: &Arc<Shared>, patience: Duration) -> Result<(), Strin
     }
 }
 
-/// Whether an allocation's error says it waited in vain (no ring, no
-/// space from peers yet), rather than that it cannot be done.
-pub fn gave_up(error: &str) -> bool {
-    error.contains(GAVE_UP)
+/// Why an allocation failed: it cannot be done, or it waited in vain (no
+/// ring, no space from peers yet; a caller may ask again later).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    GaveUp(String),
 }
 
-const GAVE_UP: &str = ": gave up after ";
+impl From<AllocError> for String {
+    fn from(e: AllocError) -> String {
+        e.to_string()
+    }
+}
 
 /// Polls `attempt` until it answers or `patience` has passed.
 async fn wait_for(
@@ -262,7 +270,7 @@ async fn wait_for(
     what: &str,
     patience: Duration,
     mut attempt: impl FnMut(&mut IpamShell) -> Outcome,
-) -> Result<IpAddr, String> {
+) -> Result<IpAddr, AllocError> {
     let deadline = Instant::now() + patience;
     let mut first_wait = true;
     loop {
@@ -280,7 +288,7 @@ async fn wait_for(
             }
             Err(e) => {
                 shared.ipam().pending.retain(|p| p != what);
-                return Err(e.to_string());
+                return Err(AllocError::Refused(e.to_string()));
             }
             Ok(Err(w)) => {
                 if first_wait {
@@ -298,7 +306,10 @@ async fn wait_for(
                     s.core.abandon(&w);
                     s.pending.retain(|p| p != what);
                     let why = explain(&view, &s, &w);
-                    return Err(format!("{what}{GAVE_UP}{}s: {why}", patience.as_secs_f64()));
+                    return Err(AllocError::GaveUp(format!(
+                        "{what}: gave up after {}s: {why}",
+                        patience.as_secs_f64()
+                    )));
                 }
                 let _ = tokio::time::timeout(POLL, notified).await;
             }
@@ -312,7 +323,7 @@ pub async fn allocate(
     shared: &Arc<Shared>,
     id: &str,
     subnet: Option<IpNetwork>,
-) -> Result<IpNetwork, String> {
+) -> Result<IpNetwork, AllocError> {
     allocate_within(shared, id, subnet, shared.config.ipam_timeout).await
 }
 
@@ -321,7 +332,7 @@ async fn allocate_within(
     id: &str,
     subnet: Option<IpNetwork>,
     patience: Duration,
-) -> Result<IpNetwork, String> {
+) -> Result<IpNetwork, AllocError> {
     let prefix = subnet
         .unwrap_or_else(|| shared.ipam().core.default_subnet())
         .prefix();
@@ -336,7 +347,11 @@ async fn allocate_within(
 }
 
 /// `cidr`'s address for `id`, exactly.
-pub async fn claim(shared: &Arc<Shared>, id: &str, cidr: IpNetwork) -> Result<IpNetwork, String> {
+pub async fn claim(
+    shared: &Arc<Shared>,
+    id: &str,
+    cidr: IpNetwork,
+) -> Result<IpNetwork, AllocError> {
     claim_within(shared, id, cidr, shared.config.ipam_timeout).await
 }
 
@@ -345,7 +360,7 @@ async fn claim_within(
     id: &str,
     cidr: IpNetwork,
     patience: Duration,
-) -> Result<IpNetwork, String> {
+) -> Result<IpNetwork, AllocError> {
     let what = format!("claim {cidr} for {id}");
     let addr = wait_for(shared, &what, patience, |s| s.core.claim(id, cidr.ip())).await?;
     shared.ipam().prefixes.insert(addr, cidr.prefix());
@@ -358,7 +373,7 @@ pub async fn addresses(
     shared: &Arc<Shared>,
     key: &str,
     specs: &[AddrSpec],
-) -> Result<Vec<IpNetwork>, String> {
+) -> Result<Vec<IpNetwork>, AllocError> {
     addresses_within(shared, key, specs, shared.config.ipam_timeout).await
 }
 
@@ -369,7 +384,7 @@ pub async fn addresses_within(
     key: &str,
     specs: &[AddrSpec],
     patience: Duration,
-) -> Result<Vec<IpNetwork>, String> {
+) -> Result<Vec<IpNetwork>, AllocError> {
     let default = [AddrSpec::NetDefault];
     let specs = if specs.is_empty() {
         &default[..]

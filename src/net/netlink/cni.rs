@@ -1,7 +1,7 @@
 //! What the CNI front door needs beyond `attach`: hairpin mode on a host
 //! end, and reading an interface back for CHECK.
 
-use rtnetlink::LinkBridgePort;
+use rtnetlink::{LinkBridgePort, LinkMessageBuilder};
 
 use super::*;
 
@@ -9,16 +9,27 @@ impl Netlink {
     /// Hairpin mode on bridge port `host_veth`: frames may go back out of
     /// the port they came in by (a pod reaching itself through a service).
     pub async fn set_hairpin(&self, host_veth: &str, on: bool) -> Result<(), NetError> {
-        let object = format!("veth {host_veth}");
-        let index = self.require(&object, host_veth).await?.header.index;
-        let msg = LinkBridgePort::new(index).hairpin(on).build();
+        self.set_bridge_port(host_veth, "set hairpin mode", |p| p.hairpin(on))
+            .await
+    }
+
+    /// Applies `set` to bridge port `port`'s settings.
+    pub(super) async fn set_bridge_port(
+        &self,
+        port: &str,
+        op: &str,
+        set: impl FnOnce(LinkMessageBuilder<LinkBridgePort>) -> LinkMessageBuilder<LinkBridgePort>,
+    ) -> Result<(), NetError> {
+        let object = format!("bridge port {port}");
+        let index = self.require(&object, port).await?.header.index;
+        let msg = set(LinkBridgePort::new(index)).build();
         // Port settings go with RTM_NEWLINK (RTM_SETLINK ignores them).
         self.handle
             .link()
             .set_port(msg)
             .execute()
             .await
-            .map_err(|e| nl_err(&object, "set hairpin mode", e))
+            .map_err(|e| nl_err(&object, op, e))
     }
 
     /// In `target`: a route to `dst` over `ifname`, via `gateway` if

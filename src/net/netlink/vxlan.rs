@@ -22,7 +22,7 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::RouteType;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::{LinkBridgePort, LinkVxlan};
+use rtnetlink::LinkVxlan;
 
 use super::*;
 
@@ -87,15 +87,8 @@ impl Netlink {
     /// Bridge port isolation on `port`: isolated ports never forward to
     /// each other.
     pub async fn set_isolated(&self, port: &str, on: bool) -> Result<(), NetError> {
-        let object = format!("bridge port {port}");
-        let index = self.require(&object, port).await?.header.index;
-        let msg = LinkBridgePort::new(index).isolated(on).build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
+        self.set_bridge_port(port, "set isolated", |p| p.isolated(on))
             .await
-            .map_err(|e| nl_err(&object, "set isolated", e))
     }
 
     /// Adds `peer` to device `vx`'s flood list. Idempotent.
