@@ -896,7 +896,7 @@ fn vxlan_device_and_forwarding_entries() {
                 name: "vxwr".into(),
                 vni: 4242,
                 port: 6784,
-                local,
+                local: Some(local),
                 underlay: Some(ul),
                 mac: [0x02, 0x77, 0x76, 0x78, 0, i as u8 + 1],
                 mtu: Some(MTU),
@@ -1042,6 +1042,41 @@ fn vxlan_device_and_forwarding_entries() {
         got.iter().all(|(len, _)| *len == MTU as usize),
         "not at the full MTU: {got:?}"
     );
+
+    // A static entry in the bridge's own table sends a MAC to the device
+    // (the port learns nothing by itself); deleting it is idempotent.
+    let bridge_entry = |set: bool| {
+        let rm = macs[1];
+        hosts[0].run(move || async move {
+            let nl = Netlink::connect().unwrap();
+            let vx = nl.link_index("vxwr").await.unwrap().unwrap();
+            for _ in 0..2 {
+                if set {
+                    nl.bridge_fdb_set(vx, rm).await.unwrap();
+                } else {
+                    nl.bridge_fdb_del(vx, rm).await.unwrap();
+                }
+            }
+        });
+        let shown = Command::new("bridge")
+            .args(["-n", &hosts[0].name, "fdb", "show", "dev", "vxwr"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&shown.stdout)
+            .lines()
+            .filter(|l| {
+                l.starts_with(&weave_rs::core::PeerName(macs[1]).to_string())
+                    && l.contains("master")
+            })
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let set = bridge_entry(true);
+    assert!(
+        set.len() == 1 && set[0].contains("master weave static"),
+        "{set:?}"
+    );
+    assert!(bridge_entry(false).is_empty());
 
     for h in &hosts {
         entries(h, false);

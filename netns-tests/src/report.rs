@@ -53,6 +53,23 @@ impl Conn {
             .map(|s| s.ip())
     }
 
+    /// Which carrier takes the data, and why ("fast path (mtu 1376) since
+    /// 3s", "sleeve: ..."); "" when not reported.
+    pub fn data_path(&self) -> &str {
+        self.raw
+            .get("data_path")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The kernel's fast path carries this connection's data.
+    pub fn on_fast_path(&self) -> bool {
+        self.raw
+            .get("fast_path")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
     /// `encrypted`: data and control both encrypted (None when absent).
     pub fn encrypted(&self) -> Option<bool> {
         self.raw.get("encrypted").and_then(Value::as_bool)

@@ -169,6 +169,13 @@ pub fn render_metrics(r: &Report) -> Result<String, std::fmt::Error> {
         ConstGauge::new(gauge_value(r.peers.len())),
     );
     reg.register(
+        "fast_path_connections",
+        "Connections whose data the kernel's VXLAN fast path carries",
+        ConstGauge::new(gauge_value(
+            r.connections.iter().filter(|c| c.fast_path).count(),
+        )),
+    );
+    reg.register(
         "mac_table_entries",
         "MAC addresses the router has learned",
         ConstGauge::new(gauge_value(r.mac_table_entries)),
@@ -392,6 +399,8 @@ mod tests {
             encryption: "none".into(),
             remote_key: None,
             ipam_refused: None,
+            data_path: Some("fast path (mtu 1376) since 1s".into()),
+            fast_path: state == "established",
         };
         let peer = |name, nickname: &str| PeerReport {
             name,
@@ -421,6 +430,7 @@ mod tests {
                 encryption: false,
                 mesh_name: "weave-rs".into(),
                 uptime_secs: 5,
+                fast_path: "weave-vxlan, vni 1, udp 6784".into(),
             },
             connections: vec![
                 conn("10.0.0.2:6783", "established"),

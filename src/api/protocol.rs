@@ -344,6 +344,10 @@ pub struct RouterInfo {
     #[serde(default)]
     pub mesh_name: String,
     pub uptime_secs: u64,
+    /// The fast path's device ("weave-vxlan, vni 123, udp 6784"), or why
+    /// there is none.
+    #[serde(default)]
+    pub fast_path: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -367,6 +371,14 @@ pub struct ConnectionReport {
     /// Why this peer's IPAM gossip is refused (another range or cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam_refused: Option<String>,
+    /// Which carrier takes the data, and on the sleeve why: "fast path
+    /// (mtu 1376) since 3s", "sleeve: encrypted mesh: ..." (established
+    /// connections only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_path: Option<String>,
+    /// The kernel's fast path carries the data.
+    #[serde(default)]
+    pub fast_path: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

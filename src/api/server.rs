@@ -397,6 +397,7 @@ fn report(shared: &Arc<Shared>) -> Report {
     let ipam_refused = shared.ipam().refused.clone();
     let ipam = ipam::report(shared);
     let dns = dns::report(shared);
+    let fast = shared.fast_published().links.clone();
     let st = shared.state();
     let mut connections: Vec<ConnectionReport> = Vec::new();
     for conn in st.conns.values() {
@@ -416,6 +417,8 @@ fn report(shared: &Arc<Shared>) -> Report {
             encryption: conn.encryption.as_str().into(),
             remote_key: conn.remote_key.clone(),
             ipam_refused: ipam_refused.get(&conn.peer).cloned(),
+            data_path: fast.get(&conn.peer).map(|l| l.describe.clone()),
+            fast_path: fast.get(&conn.peer).is_some_and(|l| l.fast),
         });
     }
     for (key, t) in &st.targets {
@@ -448,6 +451,8 @@ fn report(shared: &Arc<Shared>) -> Report {
             encryption: String::new(),
             remote_key: None,
             ipam_refused: None,
+            data_path: None,
+            fast_path: false,
         });
     }
     connections.sort_by(|a, b| a.addr.cmp(&b.addr));
@@ -509,6 +514,15 @@ fn report(shared: &Arc<Shared>) -> Report {
             encryption: c.crypto.is_some(),
             mesh_name: c.mesh_name.clone(),
             uptime_secs: shared.started.elapsed().as_secs(),
+            fast_path: match &shared.fast_device {
+                Ok(_) => format!(
+                    "{}, vni {}, udp {}",
+                    crate::daemon::fastpath::DEVICE,
+                    crate::daemon::fastpath::vni(&c.mesh_name),
+                    c.port.wrapping_add(1)
+                ),
+                Err(why) => format!("off: {why}"),
+            },
         },
         connections,
         peers,

@@ -41,9 +41,15 @@ pub struct LaunchArgs {
     /// TCP and UDP port for control and data.
     #[arg(long, default_value_t = DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
-    /// Overlay MTU (the MTU containers get).
-    #[arg(long, default_value_t = DEFAULT_MTU)]
-    pub mtu: u16,
+    /// Overlay MTU (the MTU containers get). Default: 1376, or on an
+    /// underlay with jumbo frames (MTU above 1500) and the fast path on,
+    /// the underlay's MTU minus 50.
+    #[arg(long)]
+    pub mtu: Option<u16>,
+    /// Never carry frames on the kernel's VXLAN fast path: the router's
+    /// own UDP sleeve carries everything.
+    #[arg(long)]
+    pub no_fastdp: bool,
     /// Most connections this router keeps.
     #[arg(long, default_value_t = DEFAULT_CONN_LIMIT, value_parser = parse_conn_limit)]
     pub conn_limit: usize,
@@ -140,10 +146,9 @@ fn parse_http_addr(s: &str) -> Result<HttpAddr, String> {
 /// The router's configuration, and a note for its log if its state dir
 /// had to be removed (see `state_dir`).
 fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
-    if !MTU_RANGE.contains(&args.mtu) {
+    if let Some(mtu) = args.mtu.filter(|m| !MTU_RANGE.contains(m)) {
         bail!(
-            "--mtu {}: must be between {} and {}",
-            args.mtu,
+            "--mtu {mtu}: must be between {} and {}",
             MTU_RANGE.start(),
             MTU_RANGE.end()
         );
@@ -172,7 +177,9 @@ fn config(args: &LaunchArgs) -> anyhow::Result<(Config, Option<String>)> {
         name: state_dir::peer_name(&dir, args.name)?,
         nickname,
         port: args.port,
-        mtu: args.mtu,
+        mtu: args.mtu.unwrap_or(DEFAULT_MTU),
+        mtu_explicit: args.mtu.is_some(),
+        fastdp: !args.no_fastdp,
         conn_limit: args.conn_limit,
         discovery: !args.no_discovery,
         peers,

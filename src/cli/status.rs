@@ -135,6 +135,17 @@ pub fn summary(r: &Report) -> String {
         ),
     );
     row(&mut s, "MTU", r.router.mtu.to_string());
+    if !r.router.fast_path.is_empty() {
+        let fast = r.connections.iter().filter(|c| c.fast_path).count();
+        row(
+            &mut s,
+            "FastPath",
+            format!(
+                "{} ({fast} connections on it)",
+                clean_long(&r.router.fast_path)
+            ),
+        );
+    }
     row(&mut s, "Bridge", clean(&r.router.bridge));
     row(&mut s, "Attached", r.attached.len().to_string());
     row(
@@ -187,6 +198,9 @@ pub fn connections(r: &Report) -> String {
         };
         if let Some(why) = &c.ipam_refused {
             info = format!("{info}; IPAM refused: {}", clean_long(why));
+        }
+        if let Some(path) = &c.data_path {
+            info = format!("{info}; {}", clean_long(path));
         }
         let _ = writeln!(
             s,

@@ -19,6 +19,7 @@ pub mod peer_name;
 pub mod reassembly;
 pub mod router;
 pub mod routes;
+pub mod steering;
 /// Small topologies for the core's tests and the benchmarks; not an API.
 #[doc(hidden)]
 pub mod test_fixtures;

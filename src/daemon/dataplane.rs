@@ -20,6 +20,7 @@ use crate::core::crypto::keys::{OpenError, Resync};
 use crate::core::icmp;
 use crate::core::reassembly::Reassembler;
 use crate::core::router::{DatagramDecision, Relay, Router, Stats, TapDecision};
+use crate::core::steering::SteerOp;
 use crate::core::wire::sealed::{self, DatagramHeader};
 use crate::core::wire::sleeve::{self, Header, Kind};
 use crate::core::wire::vnet::{self, VnetHdr};
@@ -109,6 +110,15 @@ impl DataPlane {
         if let Some(addr) = self.peer_addrs.remove(&peer) {
             self.addr_peers.remove(&addr);
         }
+    }
+
+    /// Every neighbour with a UDP address: where it is, and whether its
+    /// data travels unsealed (no password, or a trusted link).
+    pub fn neighbours(&self) -> Vec<(PeerName, SocketAddr, bool)> {
+        self.peer_addrs
+            .iter()
+            .map(|(p, a)| (*p, *a, !self.seals_for(*p)))
+            .collect()
     }
 
     /// A fresh, unused, non-zero session id.
@@ -513,6 +523,7 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut sends: Sends = Vec::with_capacity(16);
     let mut hops: Vec<PeerName> = Vec::with_capacity(16);
+    let mut steer_ops = Vec::new();
     let mut next_id: u32 = rand::random();
     loop {
         let n = shared.tap.recv(&mut buf).await?;
@@ -531,6 +542,7 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
             let dst = match data.router.frame_from_tap(frame, now) {
                 TapDecision::Drop(reason) => {
                     debug!("frame from TAP dropped: {reason:?}");
+                    pass_steer_ops(&shared, data, &mut steer_ops);
                     continue;
                 }
                 TapDecision::Unicast { dst, next_hop } => {
@@ -542,6 +554,7 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                     PeerName::NONE
                 }
             };
+            pass_steer_ops(&shared, data, &mut steer_ops);
             // The smallest datagram any next hop takes: one encoding for all.
             let room = hops
                 .iter()
@@ -619,6 +632,20 @@ pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
             }
         }
         send_all(&shared, &sends, &batch, &out).await;
+    }
+}
+
+/// Hand the core's steering decisions to the fast path's task
+/// (`super::fastpath`), which writes them into the kernel's tables.
+fn pass_steer_ops(shared: &Shared, data: &mut DataPlane, ops: &mut Vec<SteerOp>) {
+    if !data.router.has_steer_ops() {
+        return;
+    }
+    data.router.take_steer_ops(ops);
+    for op in ops.drain(..) {
+        if shared.steer.try_send(op).is_err() {
+            data.router.stats.fastpath_steer_queue_full += 1;
+        }
     }
 }
 
@@ -704,6 +731,7 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
         sends: Vec::new(),
     };
     let mut decided: Vec<(usize, Received)> = Vec::with_capacity(64);
+    let mut steer_ops = Vec::new();
     let panic_on_cue = test_panic_cue();
     loop {
         let n = {
@@ -745,6 +773,7 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                         receive_one(&mut data, d, from, now, &mut out, &mut sends, &mut relay_to);
                     decided.extend(r.map(|r| (i, r)));
                 }
+                pass_steer_ops(&shared, &mut data, &mut steer_ops);
             }
             send_all(&shared, &sends, &[], &out).await;
             for (i, r) in decided.drain(..) {

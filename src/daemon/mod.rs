@@ -17,6 +17,7 @@ pub mod cni;
 pub mod connection;
 pub mod dataplane;
 pub mod dns;
+pub mod fastpath;
 pub mod ipam;
 pub mod known_peers;
 pub mod plugin;
@@ -73,6 +74,10 @@ pub struct Config {
     pub nickname: String,
     pub port: u16,
     pub mtu: u16,
+    /// `--mtu` was given (else a jumbo-frame underlay may raise it).
+    pub mtu_explicit: bool,
+    /// The kernel fast path may be used (not `--no-fastdp`).
+    pub fastdp: bool,
     pub conn_limit: usize,
     pub discovery: bool,
     pub peers: Vec<String>,
@@ -128,6 +133,12 @@ pub struct Shared {
     pub dns_served: dns::Served,
     /// The Docker plugin's networks and endpoints.
     plugin: Mutex<plugin::PluginState>,
+    /// The fast path's VXLAN device, or why there is none.
+    pub fast_device: Result<fastpath::Device, crate::core::fastpath::Ineligible>,
+    /// Each neighbour's carrier, as the fast path's task last saw it.
+    fast_published: Mutex<fastpath::Published>,
+    /// MACs to steer to the fast path or back, from the data plane.
+    pub steer: mpsc::Sender<crate::core::steering::SteerOp>,
 }
 
 impl Shared {
@@ -150,6 +161,12 @@ impl Shared {
 
     pub fn plugin(&self) -> MutexGuard<'_, plugin::PluginState> {
         self.plugin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn fast_published(&self) -> MutexGuard<'_, fastpath::Published> {
+        self.fast_published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn ourself(&self) -> PeerName {
@@ -253,7 +270,7 @@ fn now_millis() -> u64 {
 }
 
 /// Run a router until it is told to stop or gets SIGTERM/SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     log_panics();
     let uid: u64 = rand::random();
     let released = net::netns::release_inherited_netns_mounts();
@@ -261,6 +278,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         info!("released {released} inherited network-namespace mounts");
     }
     let netlink = net::netlink::Netlink::connect().context("netlink")?;
+    config.mtu = fastpath::default_mtu(&config, &netlink).await;
     netlink
         .ensure_bridge(
             &config.bridge,
@@ -287,6 +305,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .enslave(&config.tap, &config.bridge, u32::from(config.mtu))
         .await
         .with_context(|| format!("TAP {} on bridge {}", config.tap, config.bridge))?;
+    let fast_device = fastpath::setup(&config, &netlink).await;
     for (family, result) in net::iptables::ensure_forward_accept(&config.bridge) {
         if let Err(e) = result {
             warn!(
@@ -330,6 +349,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let (shutdown, _) = watch::channel(false);
     let (heartbeats, heartbeats_rx) = mpsc::channel(HEARTBEAT_QUEUE);
+    let (steer, steer_rx) = mpsc::channel(fastpath::STEER_QUEUE);
     let routes = Routes::compute(&crate::core::topology::Topology::new(ours.clone()));
     let shared = Arc::new(Shared {
         uid,
@@ -353,6 +373,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         dns: Mutex::new(dns::DnsShell::new(config.name, uid)),
         dns_served: dns::Served::default(),
         plugin: Mutex::new(plugin::PluginState::default()),
+        fast_device,
+        fast_published: Mutex::new(fastpath::Published::default()),
+        steer,
         config,
     });
     // Want ids of this life start where no past life's answers can match.
@@ -394,6 +417,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(dns::serve(shared.clone()));
     tasks.spawn(plugin::serve(shared.clone()));
     tasks.spawn(cni::replay_released(shared.clone()));
+    tasks.spawn(fastpath::run(shared.clone(), steer_rx));
     {
         let shared = shared.clone();
         tasks.spawn(async move {
@@ -457,6 +481,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     pumps.join().await;
+    fastpath::teardown(&shared).await;
     outcome
 }
 

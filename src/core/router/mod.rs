@@ -3,8 +3,12 @@
 //! Two inputs, both plain function calls: a frame read from our TAP, and a
 //! datagram received from a neighbour. Each returns a decision the shell
 //! carries out (send to these peers, inject into the TAP, drop and why).
-//! MAC learning happens here; routes come from `routes::Routes`.
+//! MAC learning happens here; routes come from `routes::Routes`. So does
+//! the choice of carrier: a unicast frame to a MAC behind a neighbour on
+//! the kernel's fast path goes out on the sleeve once and steers that MAC
+//! to the kernel (`steering`), which carries the rest.
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,7 @@ pub use stats::Stats;
 
 use super::mac_table::{Learned, MacLocation, MacTable};
 use super::routes::Routes;
+use super::steering::{SteerOp, Steering};
 use super::wire::sleeve::{self, Header, Kind, SleeveError};
 use super::wire::vnet;
 use super::PeerName;
@@ -87,7 +92,30 @@ pub struct Router {
     routes: Routes,
     /// An address each host answers for itself: ARP about it stays here.
     host_only: Option<Ipv4Addr>,
+    steer: Steer,
     pub stats: Stats,
+}
+
+/// The fast path's side of the decision.
+#[derive(Debug, Default)]
+struct Steer {
+    /// Neighbours whose frames the kernel carries.
+    fast: HashSet<PeerName>,
+    table: Steering,
+    /// Kernel changes decided, not yet taken by the shell.
+    ops: Vec<SteerOp>,
+}
+
+impl Steer {
+    /// `mac` was seen at `at` (None: here).
+    fn seen(&mut self, mac: &[u8; 6], at: Option<PeerName>) {
+        if self.table.is_empty() {
+            return;
+        }
+        if let Some(op) = self.table.seen(mac, at) {
+            self.ops.push(op);
+        }
+    }
 }
 
 fn is_multicast(mac: &[u8; 6]) -> bool {
@@ -109,6 +137,7 @@ impl Router {
             macs: MacTable::new(MAC_TABLE_CAPACITY, MAC_TTL),
             routes,
             host_only: None,
+            steer: Steer::default(),
             stats: Stats::default(),
         }
     }
@@ -142,6 +171,41 @@ impl Router {
     /// A peer left the mesh: its MACs are no longer where we thought.
     pub fn forget_peer(&mut self, peer: PeerName) {
         self.macs.forget_peer(peer);
+        // The shell clears the kernel's entries for a peer that went.
+        self.set_fast(peer, false);
+    }
+
+    /// Whether the kernel's fast path carries frames to neighbour `peer`.
+    /// Off forgets every MAC steered to it and returns those: the shell
+    /// removes their kernel entries.
+    pub fn set_fast(&mut self, peer: PeerName, on: bool) -> Vec<SteerOp> {
+        let mut undone = Vec::new();
+        if on {
+            self.steer.fast.insert(peer);
+        } else {
+            self.steer.fast.remove(&peer);
+            self.steer.table.drop_peer(peer, &mut undone);
+        }
+        undone
+    }
+
+    pub fn is_fast(&self, peer: PeerName) -> bool {
+        self.steer.fast.contains(&peer)
+    }
+
+    /// MACs steered to `peer`.
+    pub fn steered_to(&self, peer: PeerName) -> usize {
+        self.steer.table.count_for(peer)
+    }
+
+    /// Whether decisions left kernel changes for the shell.
+    pub fn has_steer_ops(&self) -> bool {
+        !self.steer.ops.is_empty()
+    }
+
+    /// The kernel changes decided since the last call, appended to `out`.
+    pub fn take_steer_ops(&mut self, out: &mut Vec<SteerOp>) {
+        out.append(&mut self.steer.ops);
     }
 
     pub fn expire(&mut self, now: Instant) {
@@ -163,11 +227,20 @@ impl Router {
             &mut self.macs,
             &self.routes,
             &mut self.stats,
+            &mut self.steer,
             frame,
             now,
         );
-        if let TapDecision::Drop(r) = d {
-            self.stats.count_drop(r);
+        match d {
+            TapDecision::Drop(r) => self.stats.count_drop(r),
+            TapDecision::Unicast { dst, next_hop }
+                if dst == next_hop && self.steer.fast.contains(&dst) =>
+            {
+                if let Some((mac, _)) = macs_of(frame) {
+                    self.steer.table.want(mac, dst, now, &mut self.steer.ops);
+                }
+            }
+            _ => {}
         }
         d
     }
@@ -181,6 +254,7 @@ impl Router {
             &mut self.macs,
             &self.routes,
             &mut self.stats,
+            &mut self.steer,
             datagram,
             now,
         );
@@ -208,6 +282,7 @@ fn decide_tap<'r>(
     macs: &mut MacTable,
     routes: &'r Routes,
     stats: &mut Stats,
+    steer: &mut Steer,
     frame: &[u8],
     now: Instant,
 ) -> TapDecision<'r> {
@@ -218,6 +293,7 @@ fn decide_tap<'r>(
         return TapDecision::Drop(DropReason::BadSourceMac);
     }
     count_learned(stats, macs.learn(src, MacLocation::Local, now));
+    steer.seen(&src, None);
     if !is_multicast(&dst) {
         match macs.lookup(&dst, now) {
             Some(MacLocation::Local) => return TapDecision::Drop(DropReason::LocalDestination),
@@ -240,6 +316,7 @@ fn decide_datagram<'r>(
     macs: &mut MacTable,
     routes: &'r Routes,
     stats: &mut Stats,
+    steer: &mut Steer,
     datagram: &mut [u8],
     now: Instant,
 ) -> DatagramDecision<'r> {
@@ -304,6 +381,7 @@ fn decide_datagram<'r>(
         {
             if !is_multicast(&src) {
                 count_learned(stats, macs.learn(src, MacLocation::Peer(header.src), now));
+                steer.seen(&src, Some(header.src));
             }
         }
         stats.frames_to_tap += count;

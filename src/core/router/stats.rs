@@ -60,6 +60,20 @@ pub struct Stats {
     /// merged (of an incarnation that is over, or past a cap).
     pub dropped_dns_gossip: u64,
     pub dns_records_dropped: u64,
+    /// The kernel fast path (issue 15): heartbeats over it sent, received,
+    /// and dropped (not ours, from no neighbour, or unreadable); switches
+    /// of a connection between the carriers; MACs steered to the kernel or
+    /// back, kernel entry changes that failed, and steering requests lost
+    /// because their queue was full.
+    pub fastpath_heartbeats_sent: u64,
+    pub fastpath_heartbeats_received: u64,
+    pub fastpath_heartbeats_dropped: u64,
+    pub fastpath_switches_to_fast: u64,
+    pub fastpath_switches_to_sleeve: u64,
+    pub fastpath_macs_steered: u64,
+    pub fastpath_macs_unsteered: u64,
+    pub fastpath_entry_failures: u64,
+    pub fastpath_steer_queue_full: u64,
 }
 
 impl Stats {

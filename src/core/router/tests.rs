@@ -774,3 +774,140 @@ fn heartbeats_are_recognised() {
     assert_eq!(r.stats.frames_to_tap, 0);
     assert!(r.macs().is_empty());
 }
+
+// ---- the fast path's steering ----
+
+fn steer_ops(r: &mut Router) -> Vec<SteerOp> {
+    let mut v = Vec::new();
+    r.take_steer_ops(&mut v);
+    v
+}
+
+/// Router 2 of the chain, having learned host 1 behind peer 1 and host 3
+/// behind peer 3 (both neighbours), and host 9 behind peer 3 too.
+fn middle_router_with_remote_macs(t0: Instant) -> Router {
+    let mut r = chain_router(2);
+    for (peer, mac) in [(1, host(1)), (3, host(3)), (3, host(9))] {
+        let mut d = datagram(name(peer), PeerName::NONE, 0, &[&frame(BROADCAST, mac, 0)]);
+        r.datagram(&mut d, t0);
+    }
+    r
+}
+
+#[test]
+fn a_unicast_to_a_fast_neighbour_goes_on_the_sleeve_once_and_steers_its_mac() {
+    let t0 = Instant::now();
+    let mut r = middle_router_with_remote_macs(t0);
+    r.set_fast(name(3), true);
+    let d = r.frame_from_tap(&frame(host(3), host(2), 1), t0);
+    assert_eq!(
+        d,
+        TapDecision::Unicast {
+            dst: name(3),
+            next_hop: name(3)
+        },
+        "the frame itself still goes"
+    );
+    assert_eq!(
+        steer_ops(&mut r),
+        [SteerOp::Steer {
+            mac: host(3),
+            peer: name(3)
+        }]
+    );
+    r.frame_from_tap(&frame(host(3), host(2), 2), t0);
+    assert!(steer_ops(&mut r).is_empty(), "steered once");
+    r.frame_from_tap(&frame(host(1), host(2), 3), t0);
+    assert!(
+        steer_ops(&mut r).is_empty(),
+        "peer 1 is on the sleeve: nothing to steer"
+    );
+    r.frame_from_tap(&frame(BROADCAST, host(2), 4), t0);
+    assert!(
+        steer_ops(&mut r).is_empty(),
+        "broadcasts stay on the sleeve"
+    );
+    assert_eq!(r.steered_to(name(3)), 1);
+}
+
+#[test]
+fn a_peer_reached_through_a_relay_is_never_steered() {
+    let t0 = Instant::now();
+    let mut r = chain_router(1);
+    let mut d = datagram(name(3), PeerName::NONE, 1, &[&frame(BROADCAST, host(3), 0)]);
+    r.datagram(&mut d, t0);
+    // Even if the shell wrongly said so: 3 is two hops away.
+    r.set_fast(name(3), true);
+    r.frame_from_tap(&frame(host(3), host(1), 1), t0);
+    assert!(steer_ops(&mut r).is_empty());
+}
+
+#[test]
+fn falling_back_or_leaving_unsteers_every_mac_of_the_peer() {
+    let t0 = Instant::now();
+    let mut r = middle_router_with_remote_macs(t0);
+    r.set_fast(name(3), true);
+    r.frame_from_tap(&frame(host(3), host(2), 1), t0);
+    r.frame_from_tap(&frame(host(9), host(2), 2), t0);
+    assert_eq!(steer_ops(&mut r).len(), 2);
+    let mut ops = r.set_fast(name(3), false);
+    assert!(steer_ops(&mut r).is_empty(), "returned, not queued");
+    ops.sort_by_key(|op| match op {
+        SteerOp::Steer { mac, .. } | SteerOp::Unsteer { mac, .. } => *mac,
+    });
+    assert_eq!(
+        ops,
+        [
+            SteerOp::Unsteer {
+                mac: host(3),
+                peer: name(3)
+            },
+            SteerOp::Unsteer {
+                mac: host(9),
+                peer: name(3)
+            }
+        ]
+    );
+    assert!(!r.is_fast(name(3)));
+    r.frame_from_tap(&frame(host(3), host(2), 3), t0);
+    assert!(steer_ops(&mut r).is_empty(), "on the sleeve now");
+
+    r.set_fast(name(3), true);
+    r.frame_from_tap(&frame(host(3), host(2), 4), t0);
+    assert_eq!(steer_ops(&mut r).len(), 1);
+    steer_ops(&mut r);
+    r.forget_peer(name(3));
+    assert!(!r.is_fast(name(3)), "gone from the mesh");
+    assert_eq!(r.steered_to(name(3)), 0);
+}
+
+#[test]
+fn a_steered_mac_seen_elsewhere_is_unsteered() {
+    let t0 = Instant::now();
+    let mut r = middle_router_with_remote_macs(t0);
+    r.set_fast(name(3), true);
+    r.set_fast(name(1), true);
+    r.frame_from_tap(&frame(host(3), host(2), 1), t0);
+    r.frame_from_tap(&frame(host(9), host(2), 1), t0);
+    steer_ops(&mut r);
+    // host 3 now speaks from this host's bridge...
+    r.frame_from_tap(&frame(BROADCAST, host(3), 2), t0);
+    assert_eq!(
+        steer_ops(&mut r),
+        [SteerOp::Unsteer {
+            mac: host(3),
+            peer: name(3)
+        }]
+    );
+    // ...and host 9 from behind peer 1.
+    let mut d = datagram(name(1), PeerName::NONE, 0, &[&frame(BROADCAST, host(9), 3)]);
+    r.datagram(&mut d, t0);
+    assert_eq!(
+        steer_ops(&mut r),
+        [SteerOp::Unsteer {
+            mac: host(9),
+            peer: name(3)
+        }]
+    );
+    assert_eq!(r.steered_to(name(3)), 0);
+}
