@@ -153,6 +153,18 @@ impl Report {
         self.connections.iter().filter(move |c| c.is_with(host))
     }
 
+    /// How this router's data reaches peer `name` (its `data_path` in
+    /// `peers`); "" when not reported.
+    pub fn peer_data_path(&self, name: &str) -> String {
+        self.peers
+            .iter()
+            .find(|p| text(p.get("name")) == name)
+            .and_then(|p| p.get("data_path"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Is there an established connection with `host`?
     pub fn established_to(&self, host: &Host) -> bool {
         self.connections_with(host).any(Conn::is_established)

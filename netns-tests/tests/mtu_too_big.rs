@@ -29,6 +29,29 @@ fn oversize_packets_get_icmp_too_big() {
     wait_full_mesh(&hosts, secs(30));
     wait_ping(&c1, "10.8.1.2", secs(20));
 
+    lab.step("the fast path: only where the peer's heartbeats prove our MTU");
+    // h2's 1300-byte heartbeats cannot prove h1's 4000: h1 sends on the
+    // sleeve, whose receiver answers oversize frames with ICMP. h1's
+    // heartbeats do prove h2's 1300: h2 sends on the fast path.
+    wait_until(secs(10), "h2 on the fast path to h1", || {
+        h2.status_json()
+            .connections_with(h1)
+            .any(|c| c.on_fast_path())
+    });
+    let r = h1.status_json();
+    let to_h2 = r
+        .connections_with(h2)
+        .find(|c| c.is_established())
+        .expect("h1's connection to h2");
+    assert!(
+        !to_h2.on_fast_path()
+            && to_h2
+                .data_path()
+                .contains("arrive at 1300 bytes, not the 4000"),
+        "h1's data path to h2: {}",
+        to_h2.data_path()
+    );
+
     lab.step("IPv4, don't fragment, 2000 bytes: fragmentation needed, mtu 1300");
     let out = c1.ns().run(&[
         "ping", "-M", "do", "-s", "2000", "-c", "2", "-W", "2", "10.8.1.2",

@@ -408,6 +408,7 @@ mod tests {
             uid: 1,
             version: 1,
             connections: Vec::new(),
+            data_path: None,
         };
         let stats = Stats {
             frames_from_tap: 7,

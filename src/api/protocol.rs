@@ -388,6 +388,11 @@ pub struct PeerReport {
     pub uid: u64,
     pub version: u64,
     pub connections: Vec<PeerConnectionReport>,
+    /// How our data reaches this peer: a neighbour's data path ("fast
+    /// path (mtu 1376) since 3s", "sleeve: ..."), or "sleeve: reached
+    /// through a relay via NAME"; None for ourselves and the unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! connection slots of its own (`slots`), slow clients time out, and a
 //! failing `accept` (out of descriptors) is retried, never fatal.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use super::protocol::*;
 use super::slots::{Slots, LIMITS};
 use crate::core::cidr;
 use crate::core::ipam::spec::AddrSpec;
+use crate::core::PeerName;
 use crate::daemon::state::{Encryption, TargetSource, TargetStatus};
 use crate::daemon::{attachments, cni, dns, ipam, targets, Shared};
 
@@ -457,9 +459,27 @@ fn report(shared: &Arc<Shared>) -> Report {
     }
     connections.sort_by(|a, b| a.addr.cmp(&b.addr));
     let topo = &st.topology;
+    let next_hops: HashMap<PeerName, PeerName> = {
+        let data = shared.data();
+        topo.entries()
+            .filter_map(|e| Some((e.name, data.router.next_hop(e.name)?)))
+            .collect()
+    };
+    let data_path = |peer: PeerName| {
+        let hop = *next_hops.get(&peer)?;
+        if hop == peer {
+            fast.get(&peer).map(|l| l.describe.clone())
+        } else {
+            Some(format!(
+                "sleeve: {} via {hop}",
+                crate::core::fastpath::Ineligible::Relayed
+            ))
+        }
+    };
     let peers = topo
         .entries()
         .map(|e| PeerReport {
+            data_path: (e.name != c.name).then(|| data_path(e.name)).flatten(),
             name: e.name,
             nickname: e.nickname.clone(),
             uid: e.uid,

@@ -232,7 +232,16 @@ pub fn connections(r: &Report) -> String {
 pub fn peers(r: &Report) -> String {
     let mut s = String::new();
     for p in &r.peers {
-        let _ = writeln!(s, "{}({})", p.name, clean(&p.nickname));
+        let _ = match &p.data_path {
+            Some(path) => writeln!(
+                s,
+                "{}({}) data: {}",
+                p.name,
+                clean(&p.nickname),
+                clean_long(path)
+            ),
+            None => writeln!(s, "{}({})", p.name, clean(&p.nickname)),
+        };
         for c in &p.connections {
             let dir = if c.outbound { "->" } else { "<-" };
             let nick = r

@@ -34,13 +34,13 @@ pub struct Timing {
 }
 
 impl Default for Timing {
-    /// A ping every 100 ms loses at most about 5 across a fall (0.5 s to
-    /// notice); back within 10 s after the path works again (hold-down at
-    /// most 8 s, plus the confirmations).
+    /// A ping every 100 ms loses at most about 5 across a fall (0.4 s of
+    /// silence, judged every 50 ms, to notice); back within 10 s after the
+    /// path works again (hold-down at most 8 s, plus the confirmations).
     fn default() -> Timing {
         Timing {
             interval_ms: 100,
-            dead_after_ms: 450,
+            dead_after_ms: 400,
             hold_ms: 1_000,
             max_hold_ms: 8_000,
         }

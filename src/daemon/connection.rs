@@ -179,6 +179,10 @@ async fn handshake(
             handshake::FEATURE_ENCRYPTION
         } else {
             0
+        } | if shared.fast_device.is_ok() {
+            handshake::FEATURE_FASTDP
+        } else {
+            0
         },
         nickname: shared.config.nickname.clone(),
     }
@@ -287,6 +291,7 @@ pub async fn run(
         since: Instant::now(),
         encryption,
         remote_key,
+        fastdp: hello.features & handshake::FEATURE_FASTDP != 0,
         tx: tx.clone(),
     };
     let id = {

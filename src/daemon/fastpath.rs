@@ -1,10 +1,10 @@
 //! The kernel fast path's shell (issue 15): the VXLAN device, heartbeats
 //! over it, and the kernel's forwarding entries.
 //!
-//! One task owns it all. Every `core::fastpath::Timing::interval` it looks
-//! at the neighbours the data plane has, keeps one `core::fastpath::Link`
-//! per neighbour, and sends each probing link a heartbeat through the
-//! device at the overlay MTU. Heartbeats that arrive move links to the fast
+//! One task owns it all. Twice per `core::fastpath::Timing::interval` it
+//! looks at the neighbours the data plane has and keeps one
+//! `core::fastpath::Link` per neighbour; once per interval it sends each
+//! probing link a heartbeat through the device at the overlay MTU. Heartbeats that arrive move links to the fast
 //! path; silence moves them back. A link's switch is told to the forwarding
 //! core (`Router::set_fast`), whose decisions come back as `SteerOp`s: the
 //! task writes them as entries of the device's table (MAC to the peer's
@@ -156,11 +156,15 @@ pub async fn teardown(shared: &Shared) {
 /// kernel has none, so sealed links stay on the sleeve.
 fn eligibility(
     device: &Result<Device, Ineligible>,
+    peer_fastdp: bool,
     addr: SocketAddr,
     plain: bool,
 ) -> Result<Ipv4Addr, Ineligible> {
     if let Err(why) = device {
         return Err(why.clone());
+    }
+    if !peer_fastdp {
+        return Err(Ineligible::Disabled { here: false });
     }
     if !plain {
         return Err(Ineligible::Encrypted);
@@ -188,6 +192,7 @@ struct Task {
     timing: Timing,
     neighbours: HashMap<PeerName, Neighbour>,
     seq: u64,
+    ticks: u64,
 }
 
 /// The fast path's task: runs for the router's life.
@@ -209,8 +214,11 @@ pub async fn run(shared: Arc<Shared>, mut ops: mpsc::Receiver<SteerOp>) -> anyho
         timing: Timing::default(),
         neighbours: HashMap::new(),
         seq: 0,
+        ticks: 0,
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(task.timing.interval_ms));
+    // Links are judged twice per heartbeat interval: a dead path is seen
+    // within `dead_after` and half an interval.
+    let mut tick = tokio::time::interval(Duration::from_millis(task.timing.interval_ms / 2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 1 << 16];
     let socket = socket.as_ref();
@@ -255,6 +263,10 @@ impl Task {
     /// Neighbours come and go; links age; heartbeats go out.
     async fn tick(&mut self, socket: Option<&HeartbeatSocket>) {
         let now = self.now_ms();
+        let fastdp: HashMap<PeerName, bool> = {
+            let st = self.shared.state();
+            st.conns.values().map(|c| (c.peer, c.fastdp)).collect()
+        };
         let current = self.shared.data().neighbours();
         let gone: Vec<PeerName> = self
             .neighbours
@@ -278,7 +290,8 @@ impl Task {
             if self.neighbours.contains_key(&peer) {
                 continue;
             }
-            let eligible = eligibility(&device, addr, plain);
+            let peer_fastdp = fastdp.get(&peer).copied().unwrap_or(false);
+            let eligible = eligibility(&device, peer_fastdp, addr, plain);
             let ip = eligible.as_ref().ok().copied();
             self.heartbeat_entry(peer, ip).await;
             let link = Link::new(eligible.map(|_| ()), mtu, now, self.timing);
@@ -302,7 +315,10 @@ impl Task {
             self.leave_fast_path(p, ip, &why).await;
             self.heartbeat_entry(p, ip).await;
         }
-        self.send_heartbeats(socket, now);
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % 2 == 0 {
+            self.send_heartbeats(socket, now);
+        }
         self.publish(now);
     }
 
@@ -521,20 +537,25 @@ mod tests {
         let mapped: SocketAddr = "[::ffff:10.0.0.2]:6783".parse().unwrap();
         let v6: SocketAddr = "[fd00::2]:6783".parse().unwrap();
         let ip = Ipv4Addr::new(10, 0, 0, 2);
-        assert_eq!(eligibility(&dev, v4, true), Ok(ip));
-        assert_eq!(eligibility(&dev, mapped, true), Ok(ip));
+        assert_eq!(eligibility(&dev, true, v4, true), Ok(ip));
+        assert_eq!(eligibility(&dev, true, mapped, true), Ok(ip));
         assert_eq!(
-            eligibility(&dev, v4, false),
+            eligibility(&dev, false, v4, true),
+            Err(Ineligible::Disabled { here: false }),
+            "the peer runs none"
+        );
+        assert_eq!(
+            eligibility(&dev, true, v4, false),
             Err(Ineligible::Encrypted),
             "a sealed link: no kernel encryption here"
         );
         assert!(matches!(
-            eligibility(&dev, v6, true),
+            eligibility(&dev, true, v6, true),
             Err(Ineligible::Unavailable(why)) if why.contains("IPv6")
         ));
         let off = Err(Ineligible::Disabled { here: true });
         assert_eq!(
-            eligibility(&off, v4, true),
+            eligibility(&off, true, v4, true),
             Err(Ineligible::Disabled { here: true })
         );
     }

@@ -54,6 +54,8 @@ pub struct Conn {
     pub encryption: Encryption,
     /// Fingerprint of the peer's long-term Noise key (encrypted only).
     pub remote_key: Option<String>,
+    /// The peer runs the kernel fast path.
+    pub fastdp: bool,
     pub tx: mpsc::Sender<ConnCmd>,
 }
 
@@ -425,6 +427,7 @@ mod tests {
                 since: Instant::now(),
                 encryption: Encryption::Full,
                 remote_key: None,
+                fastdp: true,
                 tx,
             };
             (conn, rx)
@@ -560,6 +563,7 @@ mod tests {
                 since: Instant::now(),
                 encryption: Encryption::None,
                 remote_key: None,
+                fastdp: true,
                 tx,
             },
         );

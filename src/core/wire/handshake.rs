@@ -20,6 +20,10 @@ const FIXED_BODY_LEN: usize = 6 + 8 + 2 + 4 + 1;
 
 /// Feature bits.
 pub const FEATURE_ENCRYPTION: u32 = 1;
+/// The sender runs the kernel fast path (a VXLAN device): without it, the
+/// other side's heartbeats over VXLAN would go unanswered, and the reason
+/// would be guessed wrong.
+pub const FEATURE_FASTDP: u32 = 2;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HandshakeError {

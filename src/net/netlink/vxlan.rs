@@ -294,7 +294,12 @@ impl Netlink {
                     NeighbourAttribute::LinkLayerAddress(b) => {
                         mac = <[u8; 6]>::try_from(b.as_slice()).ok();
                     }
+                    // In a bridge-family message the parser cannot tell
+                    // an IPv4 destination from other bytes.
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        dst = <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from);
+                    }
                     _ => {}
                 }
             }
@@ -305,10 +310,12 @@ impl Netlink {
             }
         }
         for mac in &macs {
-            self.fdb_del(vx, *mac, peer).await?;
+            // The bridge's entry first: it must never send to the device
+            // a MAC the device has no destination for.
             if *mac != FLOOD {
                 self.bridge_fdb_del(vx, *mac).await?;
             }
+            self.fdb_del(vx, *mac, peer).await?;
         }
         Ok(macs.len())
     }
