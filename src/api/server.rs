@@ -381,6 +381,17 @@ pub(crate) async fn full_report(shared: &Arc<Shared>) -> Report {
         })
         .chain(crate::daemon::plugin::attached(shared))
         .collect();
+    // Drops the kernel counts for us: frames our TAP could not queue for
+    // the router (it was behind), datagrams our UDP socket could not.
+    if let Some(stats) = r.stats.0.as_object_mut() {
+        let tap = match shared.netlink.link(&shared.config.tap).await {
+            Ok(Some(l)) => l.tx_dropped,
+            _ => 0,
+        };
+        let udp = crate::net::udp_drops::udp_drops(&shared.udp).unwrap_or(0);
+        stats.insert("dropped_tap_queue".into(), tap.into());
+        stats.insert("dropped_udp_buffer".into(), udp.into());
+    }
     let dns_addr = shared.config.dns.as_ref().map(|d| IpAddr::V4(d.address));
     r.exposed = match shared.netlink.bridge_addrs(&shared.config.bridge).await {
         Ok(addrs) => addrs

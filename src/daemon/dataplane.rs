@@ -36,6 +36,8 @@ const TAP_BUFFER: usize = vnet::LEN + 65_550;
 const GSO_MAX_BYTES: usize = 64_000;
 /// Datagrams (or GRO runs of them) taken per receive call.
 const RECV_BATCH: usize = 8;
+/// Frames read from the TAP per wake-up.
+const TAP_BATCH: usize = 32;
 /// Rekeys a receiver follows at once after an outage (an HKDF each, under
 /// the data-plane lock; about 34 hours at the default interval). Further
 /// behind, the connection starts over with fresh keys.
@@ -67,11 +69,11 @@ pub struct DataPlane {
     sessions: HashMap<u32, PeerName>,
 }
 
-/// A batch of datagrams for one address: `out[slot]`, or the plain batch
-/// when `slot` is None; all `stride` bytes long but the last.
+/// A batch of datagrams for one address, in `out[slot]`; all `stride`
+/// bytes long but the last.
 struct Send {
     addr: SocketAddr,
-    slot: Option<usize>,
+    slot: usize,
     stride: usize,
 }
 type Sends = Vec<Send>;
@@ -224,9 +226,8 @@ impl DataPlane {
     }
 
     /// Queue a batch of plain datagrams (`batch`, each `stride` bytes but
-    /// the last) for each of `peers`: sealed copies go to `out` (reusing its
-    /// buffers); plain ones refer to `batch` itself, or are copied to `out`
-    /// too if `copy_plain`.
+    /// the last) for each of `peers`: a sealed or plain copy per peer in
+    /// `out` (reusing its buffers).
     #[allow(clippy::too_many_arguments)]
     fn fan_out(
         &mut self,
@@ -235,7 +236,6 @@ impl DataPlane {
         stride: usize,
         now: Instant,
         skip: Option<SocketAddr>,
-        copy_plain: bool,
         out: &mut Vec<Vec<u8>>,
         sends: &mut Sends,
     ) {
@@ -246,7 +246,7 @@ impl DataPlane {
             if Some(addr) == skip {
                 continue;
             }
-            let slot = sends.iter().filter(|s| s.slot.is_some()).count();
+            let slot = sends.len();
             if out.len() <= slot {
                 out.push(Vec::with_capacity(2 * MAX_DATAGRAM));
             }
@@ -262,22 +262,13 @@ impl DataPlane {
             match wrap {
                 Wrap::Sealed => sends.push(Send {
                     addr,
-                    slot: Some(slot),
+                    slot,
                     stride: stride + sealed::OVERHEAD,
                 }),
-                Wrap::Plain if copy_plain => {
+                Wrap::Plain => {
                     buf.extend_from_slice(batch);
-                    sends.push(Send {
-                        addr,
-                        slot: Some(slot),
-                        stride,
-                    })
+                    sends.push(Send { addr, slot, stride })
                 }
-                Wrap::Plain => sends.push(Send {
-                    addr,
-                    slot: None,
-                    stride,
-                }),
                 Wrap::Refused => {}
             }
         }
@@ -485,13 +476,11 @@ fn max_udp_payload(addr: &SocketAddr) -> usize {
 
 /// Send each batch, with one system call per batch where the kernel can
 /// cut it (UDP GSO).
-async fn send_all(shared: &Shared, sends: &Sends, plain: &[u8], out: &[Vec<u8>]) {
+async fn send_all(shared: &Shared, sends: &Sends, out: &[Vec<u8>]) -> SendCounts {
     let max_segments = shared.udp_state.max_gso_segments().max(1);
+    let mut counts = SendCounts::default();
     for s in sends {
-        let bytes = match s.slot {
-            Some(i) => out.get(i).map(Vec::as_slice).unwrap_or_default(),
-            None => plain,
-        };
+        let bytes = out.get(s.slot).map(Vec::as_slice).unwrap_or_default();
         // The kernel takes at most 64 KiB, and `max_segments`, per send.
         let per_send = (max_segments.min(GSO_MAX_BYTES / s.stride.max(1))).max(1) * s.stride;
         for chunk in bytes.chunks(per_send.max(1)) {
@@ -508,131 +497,254 @@ async fn send_all(shared: &Shared, sends: &Sends, plain: &[u8], out: &[Vec<u8>])
                     shared.udp_state.try_send((&shared.udp).into(), &transmit)
                 })
                 .await;
-            if let Err(e) = sent {
-                debug!("send to {}: {e}", s.addr);
+            match sent {
+                Ok(()) => {
+                    counts.calls += 1;
+                    counts.datagrams += chunk.len().div_ceil(s.stride.max(1)) as u64;
+                }
+                Err(e) => debug!("send to {}: {e}", s.addr),
             }
         }
     }
+    counts
 }
 
-/// Frames (with their virtio-net headers) from our bridge to peers.
+/// What `send_all` sent: system calls, and the datagrams they carried.
+#[derive(Debug, Default, Clone, Copy)]
+struct SendCounts {
+    calls: u64,
+    datagrams: u64,
+}
+
+/// What the TAP pump keeps between frames.
+struct TapState {
+    /// Datagrams for more than one neighbour, before they are copied out.
+    batch: Vec<u8>,
+    hops: Vec<PeerName>,
+    next_id: u32,
+    steer_ops: Vec<SteerOp>,
+}
+
+/// Frames (with their virtio-net headers) from our bridge to peers. Each
+/// wake-up takes up to `TAP_BATCH` frames under one lock and one clock
+/// read; consecutive single-datagram frames of one size to one neighbour
+/// (a burst of small packets) leave in one system call (UDP GSO).
 pub async fn tap_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
-    let ourself = shared.ourself();
-    let mut buf = vec![0u8; TAP_BUFFER];
-    let mut batch = Vec::with_capacity(2 * MAX_DATAGRAM);
+    let mut bufs: Vec<Vec<u8>> = (0..TAP_BATCH).map(|_| vec![0u8; TAP_BUFFER]).collect();
+    let mut lens = [0usize; TAP_BATCH];
     let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut sends: Sends = Vec::with_capacity(16);
-    let mut hops: Vec<PeerName> = Vec::with_capacity(16);
-    let mut steer_ops = Vec::new();
-    let mut next_id: u32 = rand::random();
+    let mut sends: Sends = Vec::with_capacity(TAP_BATCH);
+    let mut st = TapState {
+        batch: Vec::with_capacity(2 * MAX_DATAGRAM),
+        hops: Vec::with_capacity(16),
+        next_id: rand::random(),
+        steer_ops: Vec::new(),
+    };
     loop {
-        let n = shared.tap.recv(&mut buf).await?;
-        let Some(whole) = buf.get(..n) else { continue };
-        let Ok(vnet) = VnetHdr::parse(whole) else {
-            continue;
-        };
-        let frame = &whole[vnet::LEN..];
+        let (first, rest) = bufs.split_at_mut(1);
+        lens[0] = shared.tap.recv(&mut first[0]).await?;
+        let mut count = 1;
+        for buf in rest {
+            // A failed read (nothing waiting, mostly) ends the batch; a real
+            // error shows on the next `recv`.
+            match shared.tap.try_recv(buf) {
+                Ok(n) => {
+                    lens[count] = n;
+                    count += 1;
+                }
+                Err(_) => break,
+            }
+        }
         sends.clear();
-        hops.clear();
-        batch.clear();
         {
             let mut guard = shared.data();
             let data = &mut *guard;
             let now = Instant::now();
-            let dst = match data.router.frame_from_tap(frame, now) {
-                TapDecision::Drop(reason) => {
-                    debug!("frame from TAP dropped: {reason:?}");
-                    pass_steer_ops(&shared, data, &mut steer_ops);
-                    continue;
+            for (buf, &n) in bufs.iter().zip(&lens).take(count) {
+                if let Some(whole) = buf.get(..n) {
+                    queue_frame(&shared, data, whole, now, &mut st, &mut out, &mut sends);
                 }
-                TapDecision::Unicast { dst, next_hop } => {
-                    hops.push(next_hop);
-                    dst
-                }
-                TapDecision::Broadcast { next_hops } => {
-                    hops.extend_from_slice(next_hops);
-                    PeerName::NONE
-                }
+            }
+        }
+        let sent = send_all(&shared, &sends, &out).await;
+        if sent.calls > 0 {
+            let mut data = shared.data();
+            data.router.stats.udp_sends += sent.calls;
+            data.router.stats.udp_datagrams_sent += sent.datagrams;
+        }
+    }
+}
+
+/// Decide one frame from the TAP and queue its datagrams in `out`/`sends`.
+fn queue_frame(
+    shared: &Shared,
+    data: &mut DataPlane,
+    whole: &[u8],
+    now: Instant,
+    st: &mut TapState,
+    out: &mut Vec<Vec<u8>>,
+    sends: &mut Sends,
+) {
+    let Ok(vnet) = VnetHdr::parse(whole) else {
+        return;
+    };
+    let frame = &whole[vnet::LEN..];
+    st.hops.clear();
+    let dst = match data.router.frame_from_tap(frame, now) {
+        TapDecision::Drop(reason) => {
+            debug!("frame from TAP dropped: {reason:?}");
+            pass_steer_ops(shared, data, &mut st.steer_ops);
+            return;
+        }
+        TapDecision::Unicast { dst, next_hop } => {
+            st.hops.push(next_hop);
+            dst
+        }
+        TapDecision::Broadcast { next_hops } => {
+            st.hops.extend_from_slice(next_hops);
+            PeerName::NONE
+        }
+    };
+    pass_steer_ops(shared, data, &mut st.steer_ops);
+    // The smallest datagram any next hop takes: one encoding for all.
+    let room = st
+        .hops
+        .iter()
+        .filter_map(|p| {
+            let addr = data.peer_addrs.get(p)?;
+            let seal = if data.seals_for(*p) {
+                sealed::OVERHEAD
+            } else {
+                0
             };
-            pass_steer_ops(&shared, data, &mut steer_ops);
-            // The smallest datagram any next hop takes: one encoding for all.
-            let room = hops
-                .iter()
-                .filter_map(|p| {
-                    let addr = data.peer_addrs.get(p)?;
-                    let seal = if data.seals_for(*p) {
-                        sealed::OVERHEAD
-                    } else {
-                        0
-                    };
-                    Some(max_udp_payload(addr) - seal)
-                })
-                .min()
-                .unwrap_or(1400);
-            let header = |kind| Header {
-                kind,
-                hops: 0,
-                src: ourself,
-                dst,
+            Some(max_udp_payload(addr) - seal)
+        })
+        .min()
+        .unwrap_or(1400);
+    let queued = sends.len();
+    match st.hops.as_slice() {
+        // The usual case, one neighbour: encoded straight into a send
+        // buffer, sealed where it lies, and joined to the previous send if
+        // that went to the same neighbour in datagrams of the same size.
+        &[hop] => {
+            let Some(&addr) = data.peer_addrs.get(&hop) else {
+                data.router.stats.dropped_no_route += 1;
+                return;
             };
-            // One sealed next hop (the usual unicast): lay the datagrams out
-            // with room for the seal and encrypt them where they are.
-            let seal_here = match hops.as_slice() {
-                [hop] if data.seals_for(*hop) => Some(*hop),
-                _ => None,
-            };
-            let pad = if seal_here.is_some() {
+            let sealed = data.seals_for(hop);
+            let pad = if sealed {
                 (sealed::HEADER_LEN, sealed::TAG_LEN)
             } else {
                 (0, 0)
             };
-            let stride;
-            if vnet.is_plain() && sleeve::HEADER_LEN + sleeve::framed_len(frame.len()) <= room {
-                batch.resize(pad.0, 0);
-                header(Kind::Frames).emit(&mut batch);
-                sleeve::push_frame(&mut batch, frame);
-                batch.resize(batch.len() + pad.1, 0);
-                stride = batch.len();
-            } else {
-                // An offloaded frame (a segment to cut, a checksum to
-                // complete) or one too big for a datagram: in fragments.
-                next_id = next_id.wrapping_add(1);
-                let h = header(Kind::Fragment);
-                match sleeve::push_fragments(&mut batch, h, next_id, whole, room, pad) {
-                    Some(s) => stride = s,
-                    None => {
-                        data.router.stats.dropped_malformed += 1;
-                        continue;
-                    }
-                }
+            let slot = sends.len();
+            if out.len() <= slot {
+                out.push(Vec::with_capacity(2 * MAX_DATAGRAM));
             }
-            if let Some(hop) = seal_here {
-                if let Some(addr) = data.seal_batch_for(hop, &mut batch, stride, now) {
-                    sends.push(Send {
-                        addr,
-                        slot: None,
-                        stride,
-                    });
-                }
-            } else {
-                data.fan_out(
-                    hops.iter().copied(),
-                    &batch,
-                    stride,
-                    now,
-                    None,
-                    false,
-                    &mut out,
-                    &mut sends,
-                );
-            }
-            if sends.is_empty() && dst != PeerName::NONE {
-                // Routed to a neighbour whose UDP address or keys we lack.
+            let buf = &mut out[slot];
+            buf.clear();
+            let Some(stride) = encode(shared, whole, vnet, dst, room, pad, &mut st.next_id, buf)
+            else {
+                data.router.stats.dropped_malformed += 1;
+                return;
+            };
+            if sealed && data.seal_batch_for(hop, buf, stride, now).is_none() {
                 data.router.stats.dropped_no_route += 1;
+                return;
+            }
+            join_or_push(out, sends, Send { addr, slot, stride });
+        }
+        hops => {
+            st.batch.clear();
+            let Some(stride) = encode(
+                shared,
+                whole,
+                vnet,
+                dst,
+                room,
+                (0, 0),
+                &mut st.next_id,
+                &mut st.batch,
+            ) else {
+                data.router.stats.dropped_malformed += 1;
+                return;
+            };
+            let hops = hops.to_vec();
+            data.fan_out(hops.into_iter(), &st.batch, stride, now, None, out, sends);
+        }
+    }
+    if sends.len() == queued && dst != PeerName::NONE {
+        // Routed to a neighbour whose UDP address or keys we lack.
+        data.router.stats.dropped_no_route += 1;
+    }
+}
+
+/// `whole` (virtio-net header and frame) as sleeve datagrams of at most
+/// `room` bytes, each with `pad` free bytes around it for a seal, appended
+/// to `buf`: one datagram if the frame fits and needs no offload, else
+/// fragments. Returns the stride (every datagram's length but the last).
+#[allow(clippy::too_many_arguments)]
+fn encode(
+    shared: &Shared,
+    whole: &[u8],
+    vnet: VnetHdr,
+    dst: PeerName,
+    room: usize,
+    pad: (usize, usize),
+    next_id: &mut u32,
+    buf: &mut Vec<u8>,
+) -> Option<usize> {
+    let frame = whole.get(vnet::LEN..)?;
+    let header = |kind| Header {
+        kind,
+        hops: 0,
+        src: shared.ourself(),
+        dst,
+    };
+    if vnet.is_plain() && sleeve::HEADER_LEN + sleeve::framed_len(frame.len()) <= room {
+        buf.resize(pad.0, 0);
+        header(Kind::Frames).emit(buf);
+        sleeve::push_frame(buf, frame);
+        buf.resize(buf.len() + pad.1, 0);
+        Some(buf.len())
+    } else {
+        // An offloaded frame (a segment to cut, a checksum to complete) or
+        // one too big for a datagram: in fragments.
+        *next_id = next_id.wrapping_add(1);
+        let start = buf.len();
+        let stride =
+            sleeve::push_fragments(buf, header(Kind::Fragment), *next_id, whole, room, pad)?;
+        // A single fragment (a small frame with a checksum to complete):
+        // its own length is its stride, so that a run of them joins.
+        Some(stride.min(buf.len() - start))
+    }
+}
+
+/// Queue `send`, whose datagrams lie in `out[send.slot]`: appended to the
+/// previous send's instead when both are for the same address in
+/// datagrams of the same size (the previous one ending on a whole
+/// datagram and this one being a single datagram), so GSO takes both.
+fn join_or_push(out: &mut [Vec<u8>], sends: &mut Sends, send: Send) {
+    let slot = send.slot;
+    if let Some(prev) = sends.last() {
+        if let Some(p) = Some(prev.slot).filter(|p| *p < slot) {
+            let (head, tail) = out.split_at_mut(slot);
+            let (Some(into), Some(this)) = (head.get_mut(p), tail.first()) else {
+                sends.push(send);
+                return;
+            };
+            let stride = send.stride.max(1);
+            if prev.addr == send.addr
+                && prev.stride == send.stride
+                && this.len() == send.stride
+                && into.len() % stride == 0
+            {
+                into.extend_from_slice(this);
+                return;
             }
         }
-        send_all(&shared, &sends, &batch, &out).await;
     }
+    sends.push(send);
 }
 
 /// Hand the core's steering decisions to the fast path's task
@@ -700,7 +812,6 @@ fn receive_one(
             datagram.len(),
             now,
             Some(from),
-            true,
             out,
             sends,
         );
@@ -775,7 +886,7 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                 }
                 pass_steer_ops(&shared, &mut data, &mut steer_ops);
             }
-            send_all(&shared, &sends, &[], &out).await;
+            send_all(&shared, &sends, &out).await;
             for (i, r) in decided.drain(..) {
                 if let Some((src, uid)) = r.heartbeat {
                     // Control work (routes, dialling) is the control plane's.
@@ -918,11 +1029,10 @@ async fn answer_too_big(
                 stride,
                 now,
                 None,
-                true,
                 &mut rx.out,
                 &mut rx.sends,
             );
         }
     }
-    send_all(shared, &rx.sends, &[], &rx.out).await;
+    send_all(shared, &rx.sends, &rx.out).await;
 }

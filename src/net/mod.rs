@@ -12,6 +12,7 @@ pub mod iptables;
 pub mod netlink;
 pub mod netns;
 pub mod tap;
+pub mod udp_drops;
 
 pub use error::NetError;
 pub use netlink::{Attached, Netlink, VxlanSpec};

@@ -68,6 +68,9 @@ pub struct LinkSummary {
     pub oper_up: bool,
     /// Index of the bridge (or other controller) it is enslaved to.
     pub master: Option<u32>,
+    /// Frames the kernel dropped on their way out of this interface (for a
+    /// TAP: towards its reader, whose queue was full).
+    pub tx_dropped: u64,
     /// Hardware address, when it has a 6-byte one.
     pub mac: Option<[u8; 6]>,
     /// Link kind (`bridge`, `veth`, `tun`, ...), when the kernel says.
@@ -150,6 +153,7 @@ fn summarize(m: &LinkMessage) -> LinkSummary {
         up: m.header.flags.contains(LinkFlags::Up),
         oper_up: false,
         master: None,
+        tx_dropped: 0,
         mac: None,
         kind: None,
     };
@@ -157,6 +161,7 @@ fn summarize(m: &LinkMessage) -> LinkSummary {
         match a {
             LinkAttribute::IfName(n) => s.name = n.clone(),
             LinkAttribute::Mtu(v) => s.mtu = *v,
+            LinkAttribute::Stats64(st) => s.tx_dropped = st.tx_dropped,
             LinkAttribute::Controller(i) if *i != 0 => s.master = Some(*i),
             LinkAttribute::OperState(st) => s.oper_up = *st == State::Up,
             LinkAttribute::Address(a) if a.len() == 6 => {

@@ -15,6 +15,9 @@ use super::NetError;
 /// Must be called within a tokio runtime. Each read yields a virtio-net
 /// header (`core::wire::vnet`) and one Ethernet frame; each write takes the
 /// same.
+/// Frames the kernel queues on the TAP for the router to read.
+pub const TAP_QUEUE_LEN: u32 = 4096;
+
 pub fn open_tap(name: &str, mtu: u16) -> Result<AsyncDevice, NetError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(NetError::NoRuntime("open_tap"));
@@ -26,6 +29,10 @@ pub fn open_tap(name: &str, mtu: u16) -> Result<AsyncDevice, NetError> {
         .offload(true)
         .multi_queue(false)
         .mtu(mtu)
+        // Room for a burst while the router is busy (the kernel's default
+        // is 500 frames); what still overflows is counted by the kernel
+        // (`report`: dropped_tap_queue).
+        .tx_queue_len(TAP_QUEUE_LEN)
         .enable(true)
         .build_async()
         .map_err(|source| NetError::Tap {

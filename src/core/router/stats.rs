@@ -7,6 +7,10 @@ use crate::core::topology::GossipDrops;
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Stats {
     pub frames_from_tap: u64,
+    /// The sleeve's batching: UDP send calls of the TAP pump, and the
+    /// datagrams they carried (several per call with GSO).
+    pub udp_sends: u64,
+    pub udp_datagrams_sent: u64,
     pub frames_to_tap: u64,
     pub datagrams_received: u64,
     pub datagrams_relayed: u64,
