@@ -628,6 +628,8 @@ pub fn reset() -> anyhow::Result<()> {
     rt.block_on(async {
         let nl = crate::net::netlink::Netlink::connect()?;
         nl.reset(BRIDGE, TAP).await?;
+        // A router killed with -9 leaves its fast path's device behind.
+        nl.delete_link(crate::daemon::fastpath::DEVICE).await?;
         anyhow::Ok(())
     })?;
     for (family, result) in crate::net::iptables::remove_forward_accept(BRIDGE) {
