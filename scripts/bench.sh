@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # scripts/bench.sh: how fast weave-rs carries traffic between two containers
-# on two hosts, against no tunnel, kernel VXLAN and tinc, all measured in one
-# run on the same testbed. Writes BENCHMARKS.md at the repository root.
+# on two hosts, on its own UDP sleeve and on the kernel's VXLAN fast path,
+# against no tunnel, kernel VXLAN and tinc, all measured in one run on the
+# same testbed. Writes BENCHMARKS.md at the repository root.
 #
-#   sudo bash scripts/bench.sh          (root: namespaces, apt-get; ~5 min)
+#   sudo bash scripts/bench.sh          (root: namespaces, apt-get; ~8 min)
 #
 # The testbed (adapted from the team's perfbed.sh) is four network
 # namespaces, named $P-h1 $P-h2 $P-c1 $P-c2 with P=wrb<pid>:
@@ -17,14 +18,28 @@
 #   direct             underlay veth ends on the bridges: no tunnel, the ceiling
 #   vxlan              kernel VXLAN (VNI 42, UDP 4789)
 #   tinc / tinc-none   tinc 1.0 Mode=switch, default crypto / Cipher=Digest=none
-#   weave-rs           weave-rs launch, no encryption
-#   weave-rs-password  weave-rs launch --password-file (or --password); recorded
-#                      as "not available" when `launch --help` lacks the flag
+#   weave-rs           weave-rs launch --no-fastdp, no encryption: the sleeve
+#                      (the router's own UDP, port 6783) carries everything
+#   weave-rs-fastpath  weave-rs launch with its fast path (kernel VXLAN device
+#                      weave-vxlan, UDP 6784) at the VXLAN path's MTU; measured
+#                      once h1's report shows the connection with fast_path
+#                      true (else the path fails) and the underlay sample must
+#                      be mostly udp:6784; "not available" when `launch --help`
+#                      lacks --no-fastdp (a build without the fast path)
+#   weave-rs-password  weave-rs launch --password-file (or --password), on the
+#                      sleeve whatever the fast path (its report is checked for
+#                      fast_path false); recorded as "not available" when
+#                      `launch --help` lacks the flag
 # Per path, c1 -> c2: a 2 s TCP warm-up while tcpdump samples what the
 # underlay carries, ping (BENCH_PINGS at BENCH_PING_INTERVAL), iperf3 -J TCP
-# 1 stream and TCP -P 4 (BENCH_SECONDS each). During the 1-stream test the
+# 1 stream and TCP -P 4, then UDP (-u -b 0, unlimited rate) with 1400-byte
+# datagrams (container MTU - 28 where that is smaller: 1380 with --password)
+# and with 64-byte ones, BENCH_SECONDS each; UDP figures are the receiver's
+# (rate, loss %, packets per second received). During the 1-stream test the
 # CPU time (utime+stime) of the tunnel daemons in both hosts is counted; for
-# weave-rs these are the routers (`weave-rs report` .router.pid).
+# weave-rs these are the routers (`weave-rs report` .router.pid). After the
+# tests each weave-rs path's note records h1's data path (report
+# .connections[].data_path) and flags (!) a carrier other than expected.
 #
 # Steps: install missing tools (apt-get, quiet, idempotent), build weave-rs
 # (cargo build --release), measure every path, write BENCHMARKS.md. In
@@ -35,16 +50,21 @@
 # Environment (defaults in brackets):
 #   BENCH_SECONDS [10]        length of each iperf3 test
 #   BENCH_PINGS [20], BENCH_PING_INTERVAL [0.2]
-#   BENCH_RUNS [1]            rounds over all paths; the table shows means
-#   BENCH_PATHS [direct vxlan tinc tinc-none weave-rs weave-rs-password]
+#   BENCH_RUNS [1]            rounds over all paths; the table shows means,
+#                             and with more than one run min-max columns
+#   BENCH_PATHS [direct vxlan tinc tinc-none weave-rs weave-rs-fastpath
+#                weave-rs-password]
 #   BENCH_OUT [<repo>/BENCHMARKS.md]
 #   BENCH_LOGS [<target dir>/bench-logs/<UTC time>]  iperf3 JSON, ping, logs
 #   CARGO_TARGET_DIR [<repo>/target/bench]  where the release build goes
 #   WEAVE_RS_BIN              benchmark this binary, skip the build
-#   WEAVE_RS_MTU [1430]       overlay MTU, plain (underlay 1500 - 70, as tinc)
+#   WEAVE_RS_MTU [1430]       overlay MTU on the sleeve (underlay 1500 - 70, as
+#                             tinc)
+#   WEAVE_RS_FAST_MTU [1450]  overlay MTU with the fast path (1500 - 50, as
+#                             the vxlan path)
 #   WEAVE_RS_PW_MTU [1408]    overlay MTU with --password (1500 - 92: IP, UDP,
 #                             sleeve header, Ethernet, sealed header and tag)
-#   WEAVE_RS_ARGS             more `launch` arguments for both weave-rs paths
+#   WEAVE_RS_ARGS             more `launch` arguments for every weave-rs path
 #   BENCH_PASSWORD [benchpass]
 #   BENCH_QUIET_PCT [10], BENCH_QUIET_WAIT [120]  before each measurement,
 #                             wait (at most WAIT s) for the machine to be at
@@ -64,7 +84,7 @@ SECS=${BENCH_SECONDS:-10}
 PINGS=${BENCH_PINGS:-20}
 PING_INTERVAL=${BENCH_PING_INTERVAL:-0.2}
 RUNS=${BENCH_RUNS:-1}
-PATHS=${BENCH_PATHS:-"direct vxlan tinc tinc-none weave-rs weave-rs-password"}
+PATHS=${BENCH_PATHS:-"direct vxlan tinc tinc-none weave-rs weave-rs-fastpath weave-rs-password"}
 OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 PASSWORD=${BENCH_PASSWORD:-benchpass}
 QUIET_PCT=${BENCH_QUIET_PCT:-10}
@@ -72,8 +92,13 @@ QUIET_WAIT=${BENCH_QUIET_WAIT:-120}
 OTHER_MAX=${BENCH_OTHER_MAX:-1.0}
 ATTEMPTS=${BENCH_ATTEMPTS:-2}
 UL_MTU=1500                  # underlay MTU
+VX_MTU=$((UL_MTU - 50))      # container MTU over VXLAN (kernel or fast path)
 WR_MTU=${WEAVE_RS_MTU:-$((UL_MTU - 70))}
+WR_FAST_MTU=${WEAVE_RS_FAST_MTU:-$VX_MTU}
 WR_PW_MTU=${WEAVE_RS_PW_MTU:-$((UL_MTU - 92))}
+UDP_LEN=1400                 # UDP datagram payload (less where the MTU is smaller)
+UDP_SMALL=64                 # the small-datagram (packets per second) test
+FAST_WAIT=15                 # s the fast path may take to engage
 NOTES_MARK='<!-- notes -->'
 
 BR=wrbbr0   # the bridge in each host
@@ -228,8 +253,10 @@ set_ctr_mtu() {
 
 # ---------------------------------------------------------------- paths
 # Each path_NAME runs on the bare testbed and leaves c1 able to reach c2. It
-# sets MODE_MTU (container MTU), may set MODE_NOTE (one line for the report)
-# and DAEMON_PIDS (h1:pid h2:pid ... for the CPU column), or calls
+# sets MODE_MTU (container MTU), may set MODE_NOTE (one line for the report),
+# DAEMON_PIDS (h1:pid h2:pid ... for the CPU column), WIRE_EXPECT (what the
+# underlay sample must mostly carry, e.g. udp:6784) and WR_FAST (weave-rs:
+# true/false, the carrier its report must show after the tests), or calls
 # `unavailable REASON`.
 
 # no encapsulation: the underlay veth ends are bridge ports themselves
@@ -245,7 +272,7 @@ path_direct() {
 
 # kernel VXLAN (Weave's fast datapath, flannel): 50 bytes of overhead
 path_vxlan() {
-	MODE_MTU=$((UL_MTU - 50))
+	MODE_MTU=$VX_MTU
 	local h
 	for h in 1 2; do
 		hx "$h" ip link add vx0 type vxlan id 42 dstport 4789 dev "$ULDEV" \
@@ -311,21 +338,70 @@ wr() {
 	WEAVE_RS_PLUGIN_SOCKET=off WEAVE_RS_STATE_DIR=$STATE/wr-h$h timeout 60 ip netns exec "$P-h$h" "$BIN" "$@"
 }
 
-path_weave_rs() { weave_rs_path "$WR_MTU"; }
-
-path_weave_rs_password() {
+# wr_has FLAG: `weave-rs launch --help` lists FLAG.
+wr_has() {
 	local help
 	help=$("$BIN" launch --help 2>&1) || true
-	if grep -q -- '--password-file' <<<"$help"; then
+	grep -qE -- "$1([^-a-z]|\$)" <<<"$help"
+}
+
+# The sleeve: the router's own UDP carries everything (a build without the
+# fast path has no --no-fastdp and is on the sleeve anyway).
+path_weave_rs() {
+	WR_FAST=false
+	if wr_has --no-fastdp; then
+		WIRE_EXPECT=udp:6783
+		weave_rs_path "$WR_MTU" --no-fastdp
+	else
+		weave_rs_path "$WR_MTU"
+	fi
+}
+
+# The fast path: measured only once h1's report shows it carrying the data.
+path_weave_rs_fastpath() {
+	wr_has --no-fastdp || unavailable "this weave-rs build has no fast path (no --no-fastdp in weave-rs launch --help)"
+	WR_FAST=true WIRE_EXPECT=udp:6784
+	weave_rs_path "$WR_FAST_MTU"
+	local t0 deadline=$((SECONDS + FAST_WAIT))
+	t0=$(date +%s.%N)
+	until wr 1 report | jq -e '[.connections[] | select(.state == "established" and .fast_path == true)] | length > 0' >/dev/null 2>&1; do
+		((SECONDS < deadline)) || die "weave-rs fast path not engaged within ${FAST_WAIT}s: h1's connections: $(wr_data_path 1); router fast_path: $(wr 1 report | jq -r '.router.fast_path // "none"')"
+		sleep 0.2
+	done
+	MODE_NOTE+="; fast path engaged $(calc "$(date +%s.%N) - $t0" %.1f) s after the connection, device $(wr 1 report | jq -r '.router.fast_path // "none"')"
+}
+
+path_weave_rs_password() {
+	WR_FAST=false
+	if wr_has --password-file; then
 		printf '%s\n' "$PASSWORD" >"$STATE/password"
 		chmod 600 "$STATE/password"
 		weave_rs_path "$WR_PW_MTU" --password-file "$STATE/password"
-	elif grep -qE -- '--password([^-]|$)' <<<"$help"; then
+	elif wr_has --password; then
 		weave_rs_path "$WR_PW_MTU" --password "$PASSWORD"
 	else
 		unavailable "this weave-rs build has no --password (weave-rs launch --help)"
 	fi
 	[[ $MODE_NOTE == *"encrypted true"* ]] || MODE_NOTE+="; (!) the report does not say encrypted"
+}
+
+# wr_data_path N: host N's connections as "state: data_path (fast_path x)".
+wr_data_path() {
+	wr "$1" report | jq -r '[.connections[] | "\(.state): \(.data_path // "no data_path") (fast_path \(if has("fast_path") then .fast_path else "absent" end))"] | join("; ")' 2>/dev/null ||
+		echo "(no report)"
+}
+
+# wr_after: after the tests, h1's data path into the note, with (!) when
+# the carrier is not the one the path is about (WR_FAST) or the fast path
+# fell back to the sleeve at some point.
+wr_after() {
+	local rep fast back
+	rep=$(wr 1 report) || { MODE_NOTE+="; (!) no report after the tests"; return 0; }
+	fast=$(jq -r '[.connections[] | select(.state == "established") | .fast_path == true] | any' <<<"$rep")
+	back=$(jq -r '.stats.fastpath_switches_to_sleeve // 0' <<<"$rep")
+	MODE_NOTE+="; after the tests: $(wr_data_path 1)"
+	[[ -z $WR_FAST || $fast == "$WR_FAST" ]] || MODE_NOTE+="; (!) the report says fast_path $fast"
+	[[ $back == 0 ]] || MODE_NOTE+="; (!) fell back to the sleeve $back time(s)"
 }
 
 # weave_rs_path MTU ARGS...: a router per host (h2 joins h1), the container
@@ -460,8 +536,26 @@ wire_probe() {
 iperf() {
 	local name=$1
 	shift
-	cx 1 iperf3 -c "${CTR_IP[2]}" -t "$SECS" -J "$@" >"$RUNLOG/$name.json" 2>"$RUNLOG/$name.err" ||
+	cx 1 timeout $((SECS + 60)) iperf3 -c "${CTR_IP[2]}" -t "$SECS" -J "$@" >"$RUNLOG/$name.json" 2>"$RUNLOG/$name.err" ||
 		die "iperf3 $* failed: $(jq -r '.error // empty' "$RUNLOG/$name.json" 2>/dev/null)"
+}
+
+# udp_figures NAME DROPS: "Gbit/s loss% pps rcvbuf%" received in the UDP
+# test NAME, rcvbuf% being DROPS (c2's socket buffer overflows) in % of the
+# datagrams sent. iperf3 3.12's .end.sum_received has the receiver's count
+# (packets sent, of which lost_packets never arrived, over the receiver's
+# seconds); .end.sum and .end.sum_sent have the sender's bytes and rate.
+udp_figures() {
+	jq -r --argjson drops "$2" '.start.test_start.blksize as $len | (.end.sum_received // .end.sum) |
+		((.packets - .lost_packets) / .seconds) as $pps |
+		"\($pps * $len * 8 / 1e9 * 1000 | round / 1000) \(.lost_percent * 100 | round / 100) \($pps | round) \(if .packets > 0 then $drops / .packets * 10000 | round / 100 else 0 end)"' \
+		"$RUNLOG/$1.json"
+}
+
+# rcvbuf_errors: c2's UDP RcvbufErrors (datagrams no socket buffer had room for)
+rcvbuf_errors() {
+	cx 2 cat /proc/net/snmp |
+		awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else print $col["RcvbufErrors"] + 0 }'
 }
 
 # daemon_pids: "host:pid" of the tunnel daemons: DAEMON_PIDS when the path
@@ -474,7 +568,8 @@ daemon_pids() {
 	done
 }
 
-# measure: ping, TCP 1 stream (with daemon CPU), TCP -P 4; sets the figures.
+# measure: ping, TCP 1 stream (with daemon CPU), TCP -P 4, UDP at UDP_LEN
+# (or MTU - 28) and at UDP_SMALL bytes; sets the figures.
 measure() {
 	cx 1 ping -q -c "$PINGS" -i "$PING_INTERVAL" -W 1 "${CTR_IP[2]}" >"$RUNLOG/ping.txt" || true
 	ping_avg=$(awk -F/ '/^rtt/ {print $5}' "$RUNLOG/ping.txt")
@@ -489,6 +584,19 @@ measure() {
 	a1=$(ticks "${p1[@]}") a2=$(ticks "${p2[@]}")
 	sleep 1
 	iperf tcp4 -P 4
+	udp_len=$((MODE_MTU - 28 < UDP_LEN ? MODE_MTU - 28 : UDP_LEN))
+	local r0 r1 r2 r3
+	sleep 1
+	r0=$(rcvbuf_errors)
+	iperf udp -u -b 0 -l "$udp_len"
+	r1=$(rcvbuf_errors)
+	sleep 1
+	r2=$(rcvbuf_errors)
+	iperf udp64 -u -b 0 -l "$UDP_SMALL"
+	r3=$(rcvbuf_errors)
+	read -r udp_gbps udp_loss udp_pps udp_rcvbuf < <(udp_figures udp $((r1 - r0)))
+	read -r udp64_gbps udp64_loss udp64_pps udp64_rcvbuf < <(udp_figures udp64 $((r3 - r2)))
+	[[ -n $udp_pps && -n $udp64_pps ]] || die "no UDP figures in $RUNLOG/udp.json or udp64.json"
 
 	tcp1=$(jq '.end.sum_received.bits_per_second / 1e9 * 1000 | round / 1000' "$RUNLOG/tcp1.json")
 	tcp1_retr=$(jq '.end.sum_sent.retransmits // 0' "$RUNLOG/tcp1.json")
@@ -498,13 +606,13 @@ measure() {
 	if ((${#p1[@]} + ${#p2[@]})); then
 		cpu=$(calc "($a1 - $b1 + $a2 - $b2) / $HZ")
 		cpu_split="$(calc "($a1 - $b1) / $HZ")+$(calc "($a2 - $b2) / $HZ")"
-		cpu_gb=$(calc "$cpu / $tcp1_gb" %.1f)
+		cpu_gb=$(calc "$cpu / $tcp1_gb" %.2f)
 	else
 		cpu="" cpu_split="" cpu_gb=""
 	fi
 }
 
-RAW_HEADER="when	path	run	status	mtu	tcp1_gbps	tcp1_retr	tcp4_gbps	tcp4_retr	ping_avg_ms	ping_loss_pct	daemon_cpu_s	daemon_cpu_h1_h2	cpu_s_per_gb	wire	other_cpu_s	note"
+RAW_HEADER="when	path	run	status	mtu	tcp1_gbps	tcp1_retr	tcp4_gbps	tcp4_retr	ping_avg_ms	ping_loss_pct	daemon_cpu_s	daemon_cpu_h1_h2	cpu_s_per_gb	wire	other_cpu_s	note	udp_len	udp_gbps	udp_loss_pct	udp_pps	udp64_gbps	udp64_loss_pct	udp64_pps	udp_rcvbuf_pct	udp64_rcvbuf_pct"
 
 # raw_row STATUS FIELDS...: append a row for $MODE run $RUN to $RAW.
 raw_row() {
@@ -519,7 +627,7 @@ raw_row() {
 }
 
 # raw_status STATUS NOTE: a row with no figures (n/a, FAILED).
-raw_status() { raw_row "$1" "" "" "" "" "" "" "" "" "" "" "" "" "$2"; }
+raw_status() { raw_row "$1" "" "" "" "" "" "" "" "" "" "" "" "" "$2" "" "" "" "" "" "" "" "" ""; }
 
 # bench_path MODE RUN: one path measured on a fresh testbed (a child process).
 bench_path() {
@@ -536,7 +644,7 @@ bench_path() {
 	trap 'collect_logs; tb_down' EXIT
 
 	tb_up
-	MODE_MTU=$UL_MTU MODE_NOTE="" DAEMON_PIDS=""
+	MODE_MTU=$UL_MTU MODE_NOTE="" DAEMON_PIDS="" WIRE_EXPECT="" WR_FAST=""
 	"path_${MODE//-/_}"
 	set_ctr_mtu "$MODE_MTU"
 	wait_for 30 "c1 reaching ${CTR_IP[2]} over $MODE" cx 1 ping -c1 -W1 "${CTR_IP[2]}"
@@ -546,6 +654,12 @@ bench_path() {
 	wait_for 10 "iperf3 server" sh -c "ip netns exec $P-c2 ss -Hltn 'sport = :5201' | grep -q ."
 	local wire attempt busy other flag=""
 	wire=$(wire_probe)
+	if [[ -n $WIRE_EXPECT ]]; then
+		local share=0
+		[[ ! $wire =~ (^| )$WIRE_EXPECT\ ([0-9]+)% ]] || share=${BASH_REMATCH[2]}
+		((share >= 50)) ||
+			die "$MODE: the underlay sample is not mostly $WIRE_EXPECT but: $wire${WR_FAST:+ (h1 connections: $(wr_data_path 1))}"
+	fi
 	for ((attempt = 1; ; attempt++)); do
 		busy=$(wait_quiet)
 		other_ticks >"$RUNLOG/other.before"
@@ -562,9 +676,11 @@ bench_path() {
 	done
 	other+=$flag
 	((attempt == 1)) || other+=", try $attempt"
+	[[ $MODE != weave-rs* ]] || wr_after
 	raw_row ok "$MODE_MTU" "$tcp1" "$tcp1_retr" "$tcp4" "$tcp4_retr" "$ping_avg" "$ping_loss" \
-		"$cpu" "$cpu_split" "$cpu_gb" "$wire" "$other" "$MODE_NOTE"
-	say "$MODE: tcp1 $tcp1 Gbit/s (retr $tcp1_retr), tcp-P4 $tcp4, ping $ping_avg ms, daemon cpu ${cpu:-n/a} s (${cpu_gb:-n/a} s/GB), wire $wire, busy before ${busy}%, other procs' CPU s $other"
+		"$cpu" "$cpu_split" "$cpu_gb" "$wire" "$other" "$MODE_NOTE" \
+		"$udp_len" "$udp_gbps" "$udp_loss" "$udp_pps" "$udp64_gbps" "$udp64_loss" "$udp64_pps" "$udp_rcvbuf" "$udp64_rcvbuf"
+	say "$MODE: tcp1 $tcp1 Gbit/s (retr $tcp1_retr), tcp-P4 $tcp4, ping $ping_avg ms, daemon cpu ${cpu:-n/a} s (${cpu_gb:-n/a} s/GB), udp -l $udp_len $udp_gbps Gbit/s (loss $udp_loss% of which c2 socket $udp_rcvbuf%, $udp_pps pps), udp -l $UDP_SMALL $udp64_gbps Gbit/s (loss $udp64_loss% of which c2 socket $udp64_rcvbuf%, $udp64_pps pps), wire $wire, busy before ${busy}%, other procs' CPU s $other"
 }
 
 # collect_logs: keep the daemons' logs and weave-rs reports with the run.
@@ -588,35 +704,63 @@ label() {
 	vxlan) echo "kernel VXLAN" ;;
 	tinc) echo "tinc 1.0 switch, default crypto" ;;
 	tinc-none) echo "tinc 1.0 switch, no crypto" ;;
-	weave-rs) echo "**weave-rs**" ;;
+	weave-rs) echo "**weave-rs sleeve**" ;;
+	weave-rs-fastpath) echo "**weave-rs fast path**" ;;
 	weave-rs-password) echo "**weave-rs --password**" ;;
 	*) echo "$1" ;;
 	esac
 }
 
-# load_means: per path, the means over its measured runs into T1 T4 RTT CPUGB
-# MTU (assoc arrays), STATUS (ok / n/a: reason / FAILED: reason).
+# load_means: per path, over its measured runs, into assoc arrays: the means
+# T1 T4 RTT CPUGB CPU (daemon CPU s in the 1-stream test), UDP (Gbit/s
+# received with UDPLEN-byte datagrams), UDPLOSS (%), PPS and PPS64 (packets
+# per second received at UDPLEN and UDP_SMALL bytes); the ranges T1MM T4MM
+# UDPMM ("min–max"); MTU; STATUS (ok / n/a: reason / FAILED: reason).
 load_means() {
-	local path status mtu t1 t4 rtt cpugb _n
+	local path status mtu t1 t4 rtt cpugb cpu t1mm t4mm ulen udp uloss umm pps pps64 _n
 	# (fields split on \x1f: read would merge runs of tabs, empty fields lost)
-	while IFS=$'\x1f' read -r path status mtu t1 t4 rtt cpugb _n; do
+	while IFS=$'\x1f' read -r path status mtu t1 t4 rtt cpugb cpu t1mm t4mm ulen udp uloss umm pps pps64 _n; do
 		STATUS[$path]=$status MTU[$path]=$mtu T1[$path]=$t1 T4[$path]=$t4
-		RTT[$path]=$rtt CPUGB[$path]=$cpugb
+		RTT[$path]=$rtt CPUGB[$path]=$cpugb CPU[$path]=$cpu T1MM[$path]=$t1mm T4MM[$path]=$t4mm
+		UDPLEN[$path]=$ulen UDP[$path]=$udp UDPLOSS[$path]=$uloss UDPMM[$path]=$umm
+		PPS[$path]=$pps PPS64[$path]=$pps64
 	done < <(awk -F'\t' '
+		function mm(key, v) {
+			v += 0
+			if (!(key in lo) || v < lo[key]) lo[key] = v
+			if (!(key in hi) || v > hi[key]) hi[key] = v
+		}
+		function range(key) { return (key in lo) ? sprintf("%.2f–%.2f", lo[key], hi[key]) : "" }
+		function mean(sum, cnt, fmt) { return cnt ? sprintf(fmt, sum / cnt) : "" }
 		NR == 1 { next }
 		!($2 in seen) { seen[$2]; order[++k] = $2 }
 		$4 == "ok" {
-			n[$2]++; mtu[$2] = $5; t1[$2] += $6; t4[$2] += $8; rtt[$2] += $10
-			if ($14 != "") { cg[$2] += $14; cn[$2]++ }
+			p = $2; n[p]++; mtu[p] = $5; t1[p] += $6; t4[p] += $8; rtt[p] += $10
+			mm(p SUBSEP 1, $6); mm(p SUBSEP 4, $8)
+			if ($14 != "") { cpu[p] += $12; cg[p] += $14; cn[p]++ }
+			if ($19 != "") {
+				un[p]++; ulen[p] = $18; ug[p] += $19; ul[p] += $20; up[p] += $21; up64[p] += $24
+				mm(p SUBSEP "u", $19)
+			}
 			next
 		}
 		{ other[$2] = $4 ": " $17 }
 		END {
 			for (i = 1; i <= k; i++) {
 				p = order[i]
-				if (n[p]) printf "%s\037ok\037%s\037%.3f\037%.3f\037%.3f\037%s\037%d\n", p, mtu[p], t1[p] / n[p],
-					t4[p] / n[p], rtt[p] / n[p], cn[p] ? sprintf("%.1f", cg[p] / cn[p]) : "", n[p]
-				else printf "%s\037%s\037\037\037\037\037\0370\n", p, other[p]
+				if (!n[p]) {
+					out = p "\037" other[p]
+					for (j = 0; j < 14; j++) out = out "\037"
+					print out "\0370"
+					continue
+				}
+				cgm = cn[p] ? cg[p] / cn[p] : 0
+				printf "%s\037ok\037%s\037%.3f\037%.3f\037%.3f\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%s\037%d\n",
+					p, mtu[p], t1[p] / n[p], t4[p] / n[p], rtt[p] / n[p],
+					mean(cg[p], cn[p], cgm < 1 ? "%.2f" : "%.1f"), mean(cpu[p], cn[p], "%.2f"),
+					range(p SUBSEP 1), range(p SUBSEP 4), ulen[p], mean(ug[p], un[p], "%.3f"),
+					mean(ul[p], un[p], "%.2f"), range(p SUBSEP "u"), mean(up[p], un[p], "%.0f"),
+					mean(up64[p], un[p], "%.0f"), n[p]
 			}
 		}' "$RAW")
 }
@@ -625,6 +769,15 @@ ok() { [[ ${STATUS[$1]:-} == ok ]]; }
 
 # ratio A B: A/B as "0.04×", or "-" when either is missing
 ratio() { if [[ -n $1 && -n $2 ]]; then calc "$1 / $2" '%.2f×'; else echo "-"; fi; }
+
+# kpps N: packets per second as "123k", or "-" when missing
+kpps() { if [[ -n $1 ]]; then calc "$1 / 1000" '%.0fk'; else echo "-"; fi; }
+
+# md_row CELL...: one line of a Markdown table.
+md_row() {
+	printf '| %s ' "$@"
+	echo '|'
+}
 
 # target TEXT VALUE OP LIMIT UNIT: one line of the targets table.
 target() {
@@ -637,34 +790,47 @@ target() {
 	echo "| $text | $value$unit | $verdict |"
 }
 
+# udp_targets PATH TEXT: received rate against kernel VXLAN's, and loss.
+udp_targets() {
+	local p=$1 text=$2 r="" loss="" len=${UDPLEN[$1]:-$UDP_LEN}
+	if ok "$p"; then
+		loss=${UDPLOSS[$p]}
+		[[ -z $vxu || -z ${UDP[$p]} ]] || r=$(calc "${UDP[$p]} / $vxu")
+	fi
+	target "$text UDP $len B received ≥ 0.8× kernel VXLAN's (UDP $UDP_LEN B)" "$r" '>=' 0.8
+	target "$text UDP $len B loss < 5%" "$loss" '<' 5 "%"
+}
+
 write_report() {
-	local -A STATUS=() MTU=() T1=() T4=() RTT=() CPUGB=()
+	local -A STATUS=() MTU=() T1=() T4=() RTT=() CPUGB=() CPU=() T1MM=() T4MM=() UDPLEN=() UDP=() UDPLOSS=() UDPMM=() PPS=() PPS64=()
 	load_means
-	local notes="" p st vx1="" vx4="" pl1="" pl4="" base_rtt="" tinc_v
+	local notes="" p st vx1="" vx4="" vxu="" vx_rtt="" sl1="" sl4="" base_rtt="" tinc_v mm=""
 	if [[ -f $OUT ]] && grep -qxF "$NOTES_MARK" "$OUT"; then
 		notes=$(sed -n "/^${NOTES_MARK}\$/,\$p" "$OUT")
 	else
 		notes="$NOTES_MARK"$'\n## Notes\n\n(Hand-written; scripts/bench.sh keeps everything from the marker above on.)'
 	fi
-	if ok vxlan; then vx1=${T1[vxlan]} vx4=${T4[vxlan]}; fi
-	if ok weave-rs; then pl1=${T1[weave-rs]} pl4=${T4[weave-rs]}; fi
+	if ok vxlan; then vx1=${T1[vxlan]} vx4=${T4[vxlan]} vxu=${UDP[vxlan]} vx_rtt=${RTT[vxlan]}; fi
+	if ok weave-rs; then sl1=${T1[weave-rs]} sl4=${T4[weave-rs]}; fi
 	if ok direct; then base_rtt=${RTT[direct]}; fi
+	((RUNS < 2)) || mm=1 # min–max columns
 	tinc_v=$(tincd --version 2>/dev/null | awk 'NR == 1 {print $3}')
 	{
 		echo "# Benchmarks"
 		echo
-		echo "weave-rs against no tunnel, kernel VXLAN and tinc, measured in one run of"
-		echo "\`scripts/bench.sh\` on one testbed: two \"hosts\" (network namespaces) joined by"
-		echo "a veth underlay (MTU $UL_MTU), one \"container\" namespace on each host's bridge;"
-		echo "iperf3 and ping from c1 to c2. The file is rewritten by each run (except the"
-		echo "notes at the end)."
+		echo "weave-rs, on its own UDP sleeve and on the kernel's VXLAN fast path, against"
+		echo "no tunnel, kernel VXLAN and tinc, measured in one run of \`scripts/bench.sh\` on"
+		echo "one testbed: two \"hosts\" (network namespaces) joined by a veth underlay (MTU"
+		echo "$UL_MTU), one \"container\" namespace on each host's bridge; iperf3 and ping from"
+		echo "c1 to c2. The file is rewritten by each run (except the notes at the end)."
 		echo
 		echo "## Reproduce"
 		echo
-		echo "    sudo bash scripts/bench.sh      # installs iperf3, tinc... with apt if missing, builds, ~5 min"
+		echo "    sudo bash scripts/bench.sh      # installs iperf3, tinc... with apt if missing, builds, ~8 min"
 		echo
 		echo "Knobs (environment): BENCH_SECONDS, BENCH_PINGS, BENCH_RUNS, BENCH_PATHS,"
-		echo "WEAVE_RS_BIN, WEAVE_RS_MTU, WEAVE_RS_PW_MTU, WEAVE_RS_ARGS; see the script's header."
+		echo "WEAVE_RS_BIN, WEAVE_RS_MTU, WEAVE_RS_FAST_MTU, WEAVE_RS_PW_MTU, WEAVE_RS_ARGS;"
+		echo "see the script's header."
 		echo
 		echo "## Machine"
 		echo
@@ -678,83 +844,134 @@ write_report() {
 		echo
 		echo "## Results"
 		echo
-		echo "| path | MTU in container | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | × VXLAN (1 / 4 streams) | × weave-rs plain (1 / 4) | ping RTT ms | added RTT ms | daemon CPU s per GB |"
-		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+		local hdr=("path" "MTU in container" "TCP 1 stream Gbit/s") seps=() cells=() h
+		[[ -z $mm ]] || hdr+=("TCP 1 min–max")
+		hdr+=("TCP 4 streams Gbit/s")
+		[[ -z $mm ]] || hdr+=("TCP 4 min–max")
+		hdr+=("× VXLAN (1 / 4 streams)" "× weave-rs sleeve (1 / 4)" "ping RTT ms" "added RTT ms"
+			"daemon CPU s per GB" "UDP $UDP_LEN Gbit/s (loss %)")
+		[[ -z $mm ]] || hdr+=("UDP $UDP_LEN min–max")
+		hdr+=("× VXLAN UDP" "pps at $UDP_SMALL B" "pps at $UDP_LEN B")
+		for h in "${hdr[@]}"; do seps+=("---"); done
+		md_row "${hdr[@]}"
+		md_row "${seps[@]}"
 		for p in $PATHS; do
 			if ! ok "$p"; then
 				st=${STATUS[$p]:-not run}
-				echo "| $(label "$p") | ${st/#n\/a:/not available:} | | | | | | | |"
+				cells=("$(label "$p")" "${st/#n\/a:/not available:}")
+				while ((${#cells[@]} < ${#hdr[@]})); do cells+=(""); done
+				md_row "${cells[@]}"
 				continue
 			fi
-			local vsplain="-" added="-" cpugb="n/a (kernel)"
-			[[ $p != weave-rs-password ]] || vsplain="$(ratio "${T1[$p]}" "$pl1") / $(ratio "${T4[$p]}" "$pl4")"
+			local vssleeve="-" added="-" cpugb="n/a (kernel)" udp="-" at=""
+			[[ $p != weave-rs-password && $p != weave-rs-fastpath ]] ||
+				vssleeve="$(ratio "${T1[$p]}" "$sl1") / $(ratio "${T4[$p]}" "$sl4")"
 			[[ -z $base_rtt ]] || added=$(calc "${RTT[$p]} - $base_rtt" %.3f)
 			[[ -z ${CPUGB[$p]} ]] || cpugb=${CPUGB[$p]}
-			printf '| %s | %s | %.2f | %.2f | %s / %s | %s | %.3f | %s | %s |\n' "$(label "$p")" "${MTU[$p]}" \
-				"${T1[$p]}" "${T4[$p]}" "$(ratio "${T1[$p]}" "$vx1")" "$(ratio "${T4[$p]}" "$vx4")" \
-				"$vsplain" "${RTT[$p]}" "$added" "$cpugb"
+			[[ -z ${UDPLEN[$p]} || ${UDPLEN[$p]} == "$UDP_LEN" ]] || at=" at ${UDPLEN[$p]} B"
+			[[ -z ${UDP[$p]} ]] || udp="$(calc "${UDP[$p]}") ($(calc "${UDPLOSS[$p]}" %.1f)%)$at"
+			cells=("$(label "$p")" "${MTU[$p]}" "$(calc "${T1[$p]}")")
+			[[ -z $mm ]] || cells+=("${T1MM[$p]}")
+			cells+=("$(calc "${T4[$p]}")")
+			[[ -z $mm ]] || cells+=("${T4MM[$p]}")
+			cells+=("$(ratio "${T1[$p]}" "$vx1") / $(ratio "${T4[$p]}" "$vx4")" "$vssleeve"
+				"$(calc "${RTT[$p]}" %.3f)" "$added" "$cpugb" "$udp")
+			[[ -z $mm ]] || cells+=("${UDPMM[$p]:--}")
+			cells+=("$(ratio "${UDP[$p]}" "$vxu")" "$(kpps "${PPS64[$p]}")" "$(kpps "${PPS[$p]}")${at}")
+			md_row "${cells[@]}"
 		done
 		echo
 		echo "Added RTT: ping RTT minus no tunnel's. Daemon CPU s per GB: user+sys CPU"
 		echo "seconds (utime+stime in /proc/PID/stat) of the tunnel daemons of both hosts"
 		echo "during the 1-stream test, divided by the GB iperf3 delivered; for weave-rs the"
 		echo "two routers (\`weave-rs report\` .router.pid), for tinc the tincd processes."
+		echo "UDP: \`iperf3 -u -b 0\` (as fast as the sender can) with $UDP_LEN-byte datagrams"
+		echo "(container MTU - 28 where that is smaller, e.g. $((WR_PW_MTU - 28)) with --password) and"
+		echo "with $UDP_SMALL-byte ones; Gbit/s, loss and packets per second (pps) as the receiver"
+		echo "counted them (iperf3's .end.sum_received). Loss counts the datagrams c2's"
+		echo "socket buffer had no room for too (UdpRcvbufErrors, in the run details as"
+		echo "\"of it c2's socket\"): at -b 0 the sender outruns the receiver on every path."
+		[[ -z $mm ]] || echo "Figures are means over the runs; min–max: the lowest and highest run."
 		echo
 		echo "## Targets"
 		echo
 		echo "| target | measured | |"
 		echo "| --- | --- | --- |"
-		local r="" pw1="" pw4="" tn="" td="" pwok=""
+		local r="" pw1="" pw4="" tn="" td="" pwok="" fp=""
 		ok weave-rs-password && pwok=1
-		[[ -z $pl1 || -z $vx1 ]] || r=$(calc "$pl1 / $vx1")
-		target "weave-rs plain ≥ 0.4× kernel VXLAN, TCP 1 stream" "$r" '>=' 0.4
+		ok weave-rs-fastpath && fp=1
+		[[ -z $sl1 || -z $vx1 ]] || r=$(calc "$sl1 / $vx1")
+		target "weave-rs sleeve ≥ 0.4× kernel VXLAN, TCP 1 stream" "$r" '>=' 0.4
 		r=""
-		[[ -z $pl4 || -z $vx4 ]] || r=$(calc "$pl4 / $vx4")
-		target "weave-rs plain ≥ 0.4× kernel VXLAN, TCP 4 streams" "$r" '>=' 0.4
-		[[ -z $pwok || -z $pl1 ]] || pw1=$(calc "${T1[weave-rs-password]} / $pl1")
-		[[ -z $pwok || -z $pl4 ]] || pw4=$(calc "${T4[weave-rs-password]} / $pl4")
-		target "weave-rs --password ≥ 0.7× weave-rs plain, TCP 1 stream" "$pw1" '>=' 0.7
-		target "weave-rs --password ≥ 0.7× weave-rs plain, TCP 4 streams" "$pw4" '>=' 0.7
+		[[ -z $sl4 || -z $vx4 ]] || r=$(calc "$sl4 / $vx4")
+		target "weave-rs sleeve ≥ 0.4× kernel VXLAN, TCP 4 streams" "$r" '>=' 0.4
+		[[ -z $pwok || -z $sl1 ]] || pw1=$(calc "${T1[weave-rs-password]} / $sl1")
+		[[ -z $pwok || -z $sl4 ]] || pw4=$(calc "${T4[weave-rs-password]} / $sl4")
+		target "weave-rs --password ≥ 0.7× weave-rs sleeve, TCP 1 stream" "$pw1" '>=' 0.7
+		target "weave-rs --password ≥ 0.7× weave-rs sleeve, TCP 4 streams" "$pw4" '>=' 0.7
 		r=""
-		[[ -z $base_rtt || -z $pl1 ]] || r=$(calc "${RTT[weave-rs]} - $base_rtt" %.3f)
-		target "weave-rs plain adds < 0.1 ms RTT over no tunnel" "$r" '<' 0.1 " ms"
+		[[ -z $base_rtt || -z $sl1 ]] || r=$(calc "${RTT[weave-rs]} - $base_rtt" %.3f)
+		target "weave-rs sleeve adds < 0.1 ms RTT over no tunnel" "$r" '<' 0.1 " ms"
 		r=""
 		[[ -z $base_rtt || -z $pwok ]] || r=$(calc "${RTT[weave-rs-password]} - $base_rtt" %.3f)
 		target "weave-rs --password adds < 0.1 ms RTT over no tunnel" "$r" '<' 0.1 " ms"
 		ok tinc-none && tn=${T1[tinc-none]}
 		ok tinc && td=${T1[tinc]}
 		r=""
-		[[ -z $pl1 || -z $tn ]] || r=$(calc "$pl1 / $tn")
-		target "weave-rs plain ≥ 5× tinc without crypto, TCP 1 stream" "$r" '>=' 5
+		[[ -z $sl1 || -z $tn ]] || r=$(calc "$sl1 / $tn")
+		target "weave-rs sleeve ≥ 5× tinc without crypto, TCP 1 stream" "$r" '>=' 5
 		r=""
 		[[ -z $pwok || -z $td ]] || r=$(calc "${T1[weave-rs-password]} / $td")
 		target "weave-rs --password ≥ 5× tinc with its default crypto, TCP 1 stream" "$r" '>=' 5
+		udp_targets weave-rs "weave-rs sleeve"
+		udp_targets weave-rs-password "weave-rs --password"
+		r=""
+		[[ -z $fp || -z $vx1 ]] || r=$(calc "${T1[weave-rs-fastpath]} / $vx1")
+		target "weave-rs fast path ≥ 0.95× kernel VXLAN, TCP 1 stream" "$r" '>=' 0.95
+		r=""
+		[[ -z $fp || -z $vx4 ]] || r=$(calc "${T4[weave-rs-fastpath]} / $vx4")
+		target "weave-rs fast path ≥ 0.95× kernel VXLAN, TCP 4 streams" "$r" '>=' 0.95
+		r=""
+		[[ -z $fp || -z $vx_rtt ]] || r=$(calc "${RTT[weave-rs-fastpath]} - $vx_rtt" %.3f)
+		target "weave-rs fast path adds RTT within 0.02 ms of kernel VXLAN's (RTT minus VXLAN's)" "$r" '<=' 0.02 " ms"
+		r=""
+		[[ -z $fp ]] || r=${CPU[weave-rs-fastpath]}
+		target "weave-rs fast path: routers' CPU (h1+h2) during the 1-stream test (${SECS} s) < 0.5 s" "$r" '<' 0.5 " s"
 		echo
 		echo "## Run details"
 		echo
-		echo "| path | run | TCP 1 stream Gbit/s (retransmits) | TCP 4 streams (retransmits) | ping loss | daemon CPU s h1+h2 | underlay carried | other processes' CPU s | note |"
-		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+		echo "| path | run | TCP 1 stream Gbit/s (retransmits) | TCP 4 streams (retransmits) | UDP Gbit/s (loss, of it c2's socket; pps; -l) | UDP $UDP_SMALL B Gbit/s (loss, of it c2's socket; pps) | ping loss | daemon CPU s h1+h2 | underlay carried | other processes' CPU s | note |"
+		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 		awk -F'\t' 'NR > 1 {
-			if ($4 != "ok") { printf "| %s | %s | %s | | | | | | %s |\n", $2, $3, $4, $17; next }
-			printf "| %s | %s | %.2f (%s) | %.2f (%s) | %s%% | %s | %s | %s | %s |\n", $2, $3, $6, $7, $8, $9, $11,
-				($13 == "" ? "n/a (kernel)" : $12 " (" $13 ")"), $15, $16, $17
+			if ($4 != "ok") { printf "| %s | %s | %s | | | | | | | | %s |\n", $2, $3, $4, $17; next }
+			udp = ($19 == "") ? "-" : sprintf("%.2f (%s%%, %s%%; %.0fk; %s)", $19, $20, $25, $21 / 1000, $18)
+			udp64 = ($22 == "") ? "-" : sprintf("%.3f (%s%%, %s%%; %.0fk)", $22, $23, $26, $24 / 1000)
+			printf "| %s | %s | %.2f (%s) | %.2f (%s) | %s | %s | %s%% | %s | %s | %s | %s |\n", $2, $3, $6, $7, $8, $9,
+				udp, udp64, $11, ($13 == "" ? "n/a (kernel)" : $12 " (" $13 ")"), $15, $16, $17
 		}' "$RAW"
 		echo
 		echo "How it was measured: each path on a freshly built testbed; once c1 pings c2,"
 		echo "a 2 s iperf3 warm-up while tcpdump samples 400 packets on h1's underlay"
-		echo "(\"underlay carried\": e.g. udp:6783 is weave-rs's UDP, udp:655 tinc's,"
-		echo "udp:4789 VXLAN), then ping -c $PINGS -i $PING_INTERVAL, iperf3 -J TCP 1 stream and"
-		echo "-P 4, ${SECS} s each (throughput as received). Container MTU: the largest that"
-		echo "fits the encapsulation in the underlay without fragmenting (direct $UL_MTU, VXLAN"
-		echo "$((UL_MTU - 50)), tinc and weave-rs $((UL_MTU - 70)) like every userspace tunnel in perfbed;"
-		echo "weave-rs --password $WR_PW_MTU, its sealed header and tag add 32 bytes). tinc is"
-		echo "Debian's 1.0 in Mode=switch (default crypto: AES-256-CBC, HMAC-SHA256"
-		echo "truncated to 4 bytes). Before each measurement the script waits until the"
-		echo "machine is at most ${QUIET_PCT}% busy and counts the CPU time of processes outside"
-		echo "the testbed (\"other processes' CPU s\"; above ${OTHER_MAX} s it measures again,"
-		echo "(!) marks a run that stayed above). Caveat: the 2 cores are shared by the"
-		echo "iperf3 client and server and both daemons, and veth has GSO/TSO, so the"
-		echo "kernel paths move 64 KiB super-packets. Raw data: \`$(basename "$LOGS")\` logs"
+		echo "(\"underlay carried\": e.g. udp:6783 is weave-rs's sleeve, udp:6784 its fast"
+		echo "path, udp:655 tinc's, udp:4789 VXLAN), then ping -c $PINGS -i $PING_INTERVAL, iperf3 -J"
+		echo "TCP 1 stream and -P 4, UDP -b 0 -l $UDP_LEN (MTU - 28 where smaller) and -l $UDP_SMALL,"
+		echo "${SECS} s each (figures as received). weave-rs sleeve is \`launch --no-fastdp\`;"
+		echo "weave-rs fast path is \`launch\` with the fast path, measured once h1's"
+		echo "\`weave-rs report\` shows the connection with fast_path true (the path fails"
+		echo "if that takes over ${FAST_WAIT} s, or if the underlay sample is not mostly"
+		echo "udp:6784); the note records the data path after the tests. Container MTU:"
+		echo "the largest that fits the encapsulation in the underlay without fragmenting"
+		echo "(direct $UL_MTU, VXLAN $VX_MTU and weave-rs fast path $WR_FAST_MTU, tinc and weave-rs"
+		echo "sleeve $((UL_MTU - 70)) like every userspace tunnel in perfbed; weave-rs --password"
+		echo "$WR_PW_MTU, its sealed header and tag add 32 bytes). tinc is Debian's 1.0 in"
+		echo "Mode=switch (default crypto: AES-256-CBC, HMAC-SHA256 truncated to 4 bytes)."
+		echo "Before each measurement the script waits until the machine is at most"
+		echo "${QUIET_PCT}% busy and counts the CPU time of processes outside the testbed"
+		echo "(\"other processes' CPU s\"; above ${OTHER_MAX} s it measures again, (!) marks a"
+		echo "run that stayed above). Caveat: the $(nproc) cores are shared by the iperf3"
+		echo "client and server and both daemons, and veth has GSO/TSO, so over TCP the"
+		echo "kernel paths move 64 KiB super-packets; UDP has no such help (a system call"
+		echo "per datagram). Raw data: \`$(basename "$LOGS")\` logs"
 		echo "(iperf3 JSON, ping, router logs and reports) under the cargo target dir."
 		echo
 		echo "$notes"

@@ -254,9 +254,17 @@ fn a_mixed_mesh_uses_each_path_where_status_says() {
     wait_path(h1, h2, true, secs(10));
     wait_path(h2, h1, true, secs(10));
     for (a, b, why) in [
-        (h1, h3, "fast path off on the peer (--no-fastdp)"),
+        (
+            h1,
+            h3,
+            "no fast path on the peer (--no-fastdp, or no VXLAN there)",
+        ),
         (h3, h1, "fast path off here (--no-fastdp)"),
-        (&h4, h3, "fast path off on the peer (--no-fastdp)"),
+        (
+            &h4,
+            h3,
+            "no fast path on the peer (--no-fastdp, or no VXLAN there)",
+        ),
     ] {
         let (fast, text) = data_path(a, b);
         assert!(
@@ -478,4 +486,41 @@ fn a_dead_router_is_left_at_once_and_its_relaunch_taken_back() {
     wait_path(h1, h2, true, secs(15));
     assert_pings(&c2, "10.21.6.1", 3);
     assert_pings(&c1, "10.21.6.2", 3);
+}
+
+#[test]
+fn no_vxlan_here_means_one_log_line_and_the_sleeve() {
+    let lab = Lab::new();
+    let hosts = lab.switched_hosts(2);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    lab.step("UDP 6784 taken in h1: its VXLAN device cannot come up");
+    let squatter = h1
+        .ns()
+        .in_netns(|| std::net::UdpSocket::bind("0.0.0.0:6784").expect("bind 6784"));
+    launch_mesh(&hosts);
+    let (c1, _c2) = connected_containers(&hosts, "10.21.7");
+    assert_pings(&c1, "10.21.7.2", 3);
+    let (fast, why) = data_path(h1, h2);
+    assert!(
+        !fast && why.starts_with("sleeve: no fast path on this host: "),
+        "{why}"
+    );
+    let (fast, why) = data_path(h2, h1);
+    assert!(
+        !fast && why == "sleeve: no fast path on the peer (--no-fastdp, or no VXLAN there)",
+        "h2 sees h1 as without a fast path: {why}"
+    );
+    let summary = h1.weave_ok(&["status"]);
+    assert!(
+        summary.contains("FastPath: off: no fast path on this host"),
+        "{summary}"
+    );
+    let log = h1.log_tail(200);
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("fast path unavailable"))
+        .count();
+    assert_eq!(lines, 1, "one log line says why:\n{log}");
+    assert!(h1.router_running());
+    drop(squatter);
 }

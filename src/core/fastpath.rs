@@ -66,7 +66,7 @@ impl fmt::Display for Ineligible {
         match self {
             Ineligible::Disabled { here: true } => f.write_str("fast path off here (--no-fastdp)"),
             Ineligible::Disabled { here: false } => {
-                f.write_str("fast path off on the peer (--no-fastdp)")
+                f.write_str("no fast path on the peer (--no-fastdp, or no VXLAN there)")
             }
             Ineligible::Encrypted => f.write_str(
                 "encrypted mesh: the kernel has no encrypted fast path (peer not in --trusted-subnets)",
@@ -408,7 +408,10 @@ mod tests {
                 Ineligible::Disabled { here: true },
                 "off here (--no-fastdp)",
             ),
-            (Ineligible::Disabled { here: false }, "off on the peer"),
+            (
+                Ineligible::Disabled { here: false },
+                "no fast path on the peer",
+            ),
             (Ineligible::Encrypted, "encrypted mesh"),
             (Ineligible::Relayed, "through a relay"),
             (Ineligible::Unavailable("no vxlan".into()), "no vxlan"),
