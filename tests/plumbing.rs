@@ -1002,7 +1002,7 @@ fn vxlan_device_and_forwarding_entries() {
     let h2 = hosts[1].file();
     let receiver = std::thread::spawn(move || {
         run_in_netns(&h2, move || {
-            let s = HeartbeatSocket::open("vxwr").unwrap();
+            let s = HeartbeatSocket::open("vxwr", "weave").unwrap();
             ready_tx.send(()).unwrap();
             let mut buf = vec![0u8; 16 << 10];
             let mut got = Vec::new();
@@ -1020,7 +1020,7 @@ fn vxlan_device_and_forwarding_entries() {
     ready_rx.recv().unwrap();
     let from = weave_rs::core::PeerName([2, 0, 0, 0, 0, 1]);
     run_in_netns(&hosts[0].file(), move || {
-        let s = HeartbeatSocket::open("vxwr").unwrap();
+        let s = HeartbeatSocket::open("vxwr", "weave").unwrap();
         for seq in 1..=3 {
             let hb = Heartbeat {
                 from,

@@ -199,7 +199,7 @@ struct Task {
 pub async fn run(shared: Arc<Shared>, mut ops: mpsc::Receiver<SteerOp>) -> anyhow::Result<()> {
     let device = shared.fast_device.as_ref().ok().copied();
     let socket = match device {
-        Some(_) => match HeartbeatSocket::open(DEVICE).and_then(register) {
+        Some(_) => match HeartbeatSocket::open(DEVICE, &shared.config.bridge).and_then(register) {
             Ok(s) => Some(s),
             Err(e) => {
                 warn!("fast path: no heartbeat socket on {DEVICE}, staying on the sleeve: {e}");

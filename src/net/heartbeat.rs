@@ -1,9 +1,12 @@
-//! The fast path's heartbeat socket: `AF_PACKET` on the VXLAN device, so a
-//! heartbeat leaves and arrives exactly where the kernel's traffic does
-//! (`core::wire::fastpath`). It receives with `ETH_P_ALL` and a filter on
-//! our ethertype: on a bridge port, a socket bound to one ethertype sees
-//! nothing (the bridge takes frames before protocol dispatch). Open it on
-//! a thread inside the router's network namespace; non-blocking.
+//! The fast path's heartbeat socket (`core::wire::fastpath`). It sends
+//! with `AF_PACKET` out of the VXLAN device, so a heartbeat leaves exactly
+//! where the kernel's traffic does. It receives on the bridge, bound to our
+//! ethertype: a heartbeat arrives on the device addressed to the device's
+//! own MAC, which the bridge hands up to itself. A socket on the device
+//! itself would have to take every frame (`ETH_P_ALL`: on a bridge port the
+//! bridge takes frames before they are dispatched by ethertype), and the
+//! kernel would copy each frame the fast path sends to it. Open it on a
+//! thread inside the router's network namespace; non-blocking.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -11,10 +14,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use super::garp::{send_frame, sockaddr_ll};
 use crate::core::wire::fastpath::ETHERTYPE;
 
-const ETH_P_ALL: u16 = 0x0003;
-
 pub struct HeartbeatSocket {
     fd: OwnedFd,
+    /// Where heartbeats are sent: the VXLAN device.
     ifindex: i32,
 }
 
@@ -24,17 +26,23 @@ impl AsRawFd for HeartbeatSocket {
     }
 }
 
+fn ifindex(name: &str) -> io::Result<i32> {
+    let i = nix::net::if_::if_nametoindex(name).map_err(io::Error::from)?;
+    i32::try_from(i).map_err(io::Error::other)
+}
+
 impl HeartbeatSocket {
-    /// A socket on interface `ifname` of the caller's namespace.
-    pub fn open(ifname: &str) -> io::Result<HeartbeatSocket> {
-        let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from)?;
-        let ifindex = i32::try_from(ifindex).map_err(io::Error::other)?;
+    /// A socket sending out of `device` and receiving on `bridge` (the
+    /// bridge `device` is a port of), in the caller's namespace.
+    pub fn open(device: &str, bridge: &str) -> io::Result<HeartbeatSocket> {
+        let send_on = ifindex(device)?;
+        let receive_on = ifindex(bridge)?;
         // SAFETY: plain socket(2); the fd is owned right after.
         let raw = unsafe {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                i32::from(ETH_P_ALL.to_be()),
+                i32::from(ETHERTYPE.to_be()),
             )
         };
         if raw < 0 {
@@ -42,8 +50,7 @@ impl HeartbeatSocket {
         }
         // SAFETY: raw is a fresh, valid fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        attach_filter(&fd)?;
-        let sa = sockaddr_ll(ifindex, ETH_P_ALL, [0; 6]);
+        let sa = sockaddr_ll(receive_on, ETHERTYPE, [0; 6]);
         // SAFETY: sa is a valid sockaddr_ll of the given length.
         let r = unsafe {
             libc::bind(
@@ -55,7 +62,10 @@ impl HeartbeatSocket {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(HeartbeatSocket { fd, ifindex })
+        Ok(HeartbeatSocket {
+            fd,
+            ifindex: send_on,
+        })
     }
 
     /// Sends `frame` (a whole Ethernet frame) out of the interface.
@@ -95,44 +105,4 @@ impl HeartbeatSocket {
             return Ok(Some(n as usize));
         }
     }
-}
-
-/// Only frames of our ethertype reach the socket: `ldh [12]; jeq
-/// #ETHERTYPE; ret all; ret 0`.
-fn attach_filter(fd: &OwnedFd) -> io::Result<()> {
-    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
-    let code = [
-        op(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, 12),
-        op(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            0,
-            1,
-            u32::from(ETHERTYPE),
-        ),
-        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0x0004_0000),
-        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
-    ];
-    let prog = libc::sock_fprog {
-        len: code.len() as u16,
-        filter: code.as_ptr().cast_mut(),
-    };
-    // SAFETY: prog points at `code`, alive for the call; the kernel copies it.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            std::ptr::from_ref(&prog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
