@@ -37,6 +37,17 @@ fn wait_path(h: &Host, other: &Host, fast: bool, timeout: Duration) -> Duration 
     start.elapsed()
 }
 
+/// Two meshed hosts with a container each at `<net>.1` and `<net>.2`,
+/// their connection on the fast path both ways.
+fn fast_pair(lab: &Lab, net: &str) -> (Vec<Host>, Container, Container) {
+    let hosts = lab.switched_hosts(2);
+    launch_mesh(&hosts);
+    let (c1, c2) = connected_containers(&hosts, net);
+    wait_path(&hosts[0], &hosts[1], true, secs(10));
+    wait_path(&hosts[1], &hosts[0], true, secs(10));
+    (hosts, c1, c2)
+}
+
 /// Packets the router handled: what the sleeve costs.
 fn router_packets(h: &Host) -> u64 {
     let r = h.status_json();
@@ -46,14 +57,9 @@ fn router_packets(h: &Host) -> u64 {
 #[test]
 fn two_hosts_carry_traffic_on_the_fast_path() {
     let lab = Lab::new();
-    let hosts = lab.switched_hosts(2);
-    let (h1, h2) = (&hosts[0], &hosts[1]);
-    launch_mesh(&hosts);
-    let (c1, c2) = connected_containers(&hosts, "10.21.1");
-
     lab.step("both ends confirm the fast path and say so");
-    wait_path(h1, h2, true, secs(10));
-    wait_path(h2, h1, true, secs(10));
+    let (hosts, c1, c2) = fast_pair(&lab, "10.21.1");
+    let (h1, h2) = (&hosts[0], &hosts[1]);
     let (_, text) = data_path(h1, h2);
     assert!(text.starts_with("fast path (mtu 1376)"), "{text}");
     let summary = h1.weave_ok(&["status"]);
@@ -125,12 +131,8 @@ fn answered(out: &str) -> std::collections::BTreeSet<u64> {
 #[test]
 fn blocked_vxlan_falls_back_to_the_sleeve_and_comes_back() {
     let lab = Lab::new();
-    let hosts = lab.switched_hosts(2);
+    let (hosts, c1, _c2) = fast_pair(&lab, "10.21.2");
     let (h1, h2) = (&hosts[0], &hosts[1]);
-    launch_mesh(&hosts);
-    let (c1, _c2) = connected_containers(&hosts, "10.21.2");
-    wait_path(h1, h2, true, secs(10));
-    wait_path(h2, h1, true, secs(10));
 
     lab.step("a ping every 100 ms across both switches");
     const PINGS: u64 = 240;
@@ -458,11 +460,8 @@ fn entries_to(h: &Host, ip: std::net::Ipv4Addr) -> Vec<String> {
 #[test]
 fn a_dead_router_is_left_at_once_and_its_relaunch_taken_back() {
     let lab = Lab::new();
-    let hosts = lab.switched_hosts(2);
+    let (hosts, c1, c2) = fast_pair(&lab, "10.21.6");
     let (h1, h2) = (&hosts[0], &hosts[1]);
-    launch_mesh(&hosts);
-    let (c1, c2) = connected_containers(&hosts, "10.21.6");
-    wait_path(h2, h1, true, secs(10));
     assert_pings(&c2, "10.21.6.1", 3);
     let h1_ip = h1.addr_for(h2);
     assert!(

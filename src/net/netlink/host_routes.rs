@@ -78,6 +78,17 @@ fn main_route(
 }
 
 impl Netlink {
+    /// Every address of every interface in this namespace.
+    pub(super) async fn all_addrs(&self) -> Result<Vec<AddressMessage>, NetError> {
+        self.handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_err("addresses", "list", e))
+    }
+
     /// The networks this namespace already uses, each with how to name it
     /// in an error: the destinations of the main table's IPv4 and IPv6
     /// routes ("route 10.32.0.0/16 via 192.168.1.1 dev eth0") and every
@@ -106,15 +117,7 @@ impl Netlink {
             .collect();
         let name_of = |i: u32| names.get(&i).cloned().unwrap_or_else(|| format!("if{i}"));
         let mut out = Vec::new();
-        let addrs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| nl_err("addresses", "list", e))?;
-        for m in &addrs {
+        for m in &self.all_addrs().await? {
             if skipped.contains(&m.header.index) {
                 continue;
             }

@@ -241,15 +241,9 @@ impl Netlink {
         if let Some(l) = default_oif.and_then(|i| links.iter().find(|l| l.index == i)) {
             return Ok(Some(l.mtu));
         }
-        let addrs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| nl_err("addresses", "list", e))?;
-        let with_v4: Vec<u32> = addrs
+        let with_v4: Vec<u32> = self
+            .all_addrs()
+            .await?
             .iter()
             .filter(|m| {
                 matches!(addr_of(m), Some(IpNetwork::V4(n)) if !n.ip().is_loopback() && !n.ip().is_link_local())
