@@ -550,7 +550,7 @@ fn report(shared: &Arc<Shared>) -> Report {
                     "{}, vni {}, udp {}",
                     crate::daemon::fastpath::DEVICE,
                     crate::daemon::fastpath::vni(&c.mesh_name),
-                    c.port.wrapping_add(1)
+                    crate::daemon::fastpath::udp_port(c)
                 ),
                 Err(why) => format!("off: {why}"),
             },

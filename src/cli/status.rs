@@ -200,7 +200,11 @@ pub fn connections(r: &Report) -> String {
             info = format!("{info}; IPAM refused: {}", clean_long(why));
         }
         if let Some(path) = &c.data_path {
-            info = format!("{info}; {}", clean_long(path));
+            info = if info.is_empty() {
+                clean_long(path)
+            } else {
+                format!("{info}; {}", clean_long(path))
+            };
         }
         let _ = writeln!(
             s,
@@ -467,5 +471,37 @@ mod tests {
         assert_eq!(dns.lines().count(), 4, "a nickname forged a line: {dns}");
         assert!(dns.contains("(peer unreachable)"), "{dns}");
         assert!(summary(&r).contains("weave.local. on 169.254.53.53:53, 0 names"));
+    }
+
+    #[test]
+    fn each_connection_shows_its_data_path() {
+        let mut r = hostile();
+        r.router.fast_path = "weave-vxlan, vni 7, udp 6784".into();
+        r.connections[0].state = "established".into();
+        r.connections[0].last_error = None;
+        r.connections[0].encryption = "none".into();
+        r.connections[0].fast_path = true;
+        r.connections[0].data_path = Some("fast path (mtu 1376) since 3s".into());
+        let conns = connections(&r);
+        assert!(
+            conns
+                .lines()
+                .next()
+                .is_some_and(|l| l.ends_with("unencrypted; fast path (mtu 1376) since 3s")),
+            "{conns}"
+        );
+        let s = summary(&r);
+        assert!(
+            s.contains("FastPath: weave-vxlan, vni 7, udp 6784 (1 connections on it)"),
+            "{s}"
+        );
+        r.peers[0].data_path = Some("sleeve: reached through a relay via 02:00:00:00:00:09".into());
+        let p = peers(&r);
+        assert!(
+            p.contains("data: sleeve: reached through a relay via 02:00:00:00:00:09"),
+            "{p}"
+        );
+        r.connections[0].data_path = Some("sleeve: \u{1b}[2Jfake".into());
+        assert_printable("status connections", &connections(&r));
     }
 }

@@ -31,6 +31,8 @@ pub struct Timing {
     /// doubles with each further fall, up to `max_hold_ms`.
     pub hold_ms: u64,
     pub max_hold_ms: u64,
+    /// The fast path's UDP port, named when heartbeats do not come.
+    pub port: u16,
 }
 
 impl Default for Timing {
@@ -43,6 +45,7 @@ impl Default for Timing {
             dead_after_ms: 400,
             hold_ms: 1_000,
             max_hold_ms: 8_000,
+            port: 6784,
         }
     }
 }
@@ -255,13 +258,15 @@ impl Link {
                     self.mtu
                 ),
                 (None, 0, 0) => format!(
-                    "sleeve: no fast-path heartbeat from the peer yet ({}s; udp 6784 blocked?)",
-                    secs(*since_ms)
+                    "sleeve: no fast-path heartbeat from the peer yet ({}s; udp {} blocked?)",
+                    secs(*since_ms),
+                    self.timing.port
                 ),
                 (None, 0, _) => "sleeve: confirming the fast path".to_string(),
                 (None, _, 0) => format!(
-                    "sleeve: fast-path heartbeats lost since {}s (udp 6784 blocked?)",
-                    secs(*since_ms)
+                    "sleeve: fast-path heartbeats lost since {}s (udp {} blocked?)",
+                    secs(*since_ms),
+                    self.timing.port
                 ),
                 (None, _, _) => format!(
                     "sleeve: fast path works again, holding {}s before going back (it fell {falls} times)",

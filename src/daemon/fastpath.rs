@@ -67,6 +67,11 @@ pub struct Published {
     pub links: HashMap<PeerName, LinkStatus>,
 }
 
+/// The fast path's UDP port: the sleeve's plus one.
+pub fn udp_port(config: &super::Config) -> u16 {
+    config.port.wrapping_add(1)
+}
+
 /// The device's VNI: from the mesh name, so two meshes on one underlay
 /// do not take each other's frames (never 0).
 pub fn vni(mesh_name: &str) -> u32 {
@@ -111,7 +116,7 @@ pub async fn setup(config: &super::Config, netlink: &Netlink) -> Result<Device, 
     let spec = VxlanSpec {
         name: DEVICE.into(),
         vni: vni(&config.mesh_name),
-        port: config.port.wrapping_add(1),
+        port: udp_port(config),
         local: None,
         underlay: None,
         mac: config.name.derived_mac(MAC_PURPOSE),
@@ -208,10 +213,14 @@ pub async fn run(shared: Arc<Shared>, mut ops: mpsc::Receiver<SteerOp>) -> anyho
         },
         None => None,
     };
+    let timing = Timing {
+        port: udp_port(&shared.config),
+        ..Timing::default()
+    };
     let mut task = Task {
         shared,
         device: device.filter(|_| socket.is_some()),
-        timing: Timing::default(),
+        timing,
         neighbours: HashMap::new(),
         seq: 0,
         ticks: 0,
