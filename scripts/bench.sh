@@ -72,6 +72,9 @@
 #   BENCH_OTHER_MAX [1.0], BENCH_ATTEMPTS [2]  CPU s other processes may use
 #                             during a measurement before it is measured again
 #   BENCH_NO_APT=1            do not install anything
+#   BENCH_HOST_SETUP          a shell command run in each host namespace once
+#                             the path is up, before measuring (experiments,
+#                             e.g. an `ip rule`); noted in the run's note
 set -Eeuo pipefail
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -647,6 +650,13 @@ bench_path() {
 	MODE_MTU=$UL_MTU MODE_NOTE="" DAEMON_PIDS="" WIRE_EXPECT="" WR_FAST=""
 	"path_${MODE//-/_}"
 	set_ctr_mtu "$MODE_MTU"
+	if [[ -n ${BENCH_HOST_SETUP:-} ]]; then
+		local h
+		for h in 1 2; do
+			hx "$h" sh -c "$BENCH_HOST_SETUP" || die "BENCH_HOST_SETUP failed in h$h: $BENCH_HOST_SETUP"
+		done
+		MODE_NOTE+="${MODE_NOTE:+; }host setup: $BENCH_HOST_SETUP"
+	fi
 	wait_for 30 "c1 reaching ${CTR_IP[2]} over $MODE" cx 1 ping -c1 -W1 "${CTR_IP[2]}"
 	say "$MODE up, container MTU $MODE_MTU${MODE_NOTE:+; $MODE_NOTE}"
 

@@ -344,8 +344,11 @@ impl World {
 /// tests say is absent. Reports say "none" / "unencrypted".
 #[test]
 fn plaintext_visible_without_password() {
-    let w = World::new(&Setup::default(), &Setup::default());
-    let seen = w.capture_scenario(&Setup::default());
+    // The sleeve's plain datagrams (the fast path's are VXLAN, tested in
+    // fast_path.rs).
+    let s = Setup::args(&["--no-fastdp"]);
+    let w = World::new(&s, &s);
+    let seen = w.capture_scenario(&s);
 
     assert!(
         seen.pcap.frames_containing(MARKER) > 0,
