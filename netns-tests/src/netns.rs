@@ -164,19 +164,24 @@ pub fn kill_pids(pids: &[i32]) {
     for p in pids {
         let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
     }
-    wait_released(pids, Instant::now() + Duration::from_secs(5));
+    wait_released(pids, Instant::now() + Duration::from_secs(15));
 }
 
 /// Waits until each of `pids` is gone or a zombie without open files. A
 /// killed process leaves the namespace's pid list when its first thread
 /// exits, while its other threads may still hold its files (the launch
-/// lock among them) for a moment.
+/// lock among them) for a while, closing them: a zombie main thread shows
+/// no files at all, so every thread is looked at.
 fn wait_released(pids: &[i32], deadline: Instant) {
+    let holds_files = |p: i32| {
+        std::fs::read_dir(format!("/proc/{p}/task")).is_ok_and(|tasks| {
+            tasks.filter_map(Result::ok).any(|t| {
+                std::fs::read_dir(t.path().join("fd")).is_ok_and(|mut d| d.next().is_some())
+            })
+        })
+    };
     for p in pids {
-        let fds = format!("/proc/{p}/fd");
-        while std::fs::read_dir(&fds).is_ok_and(|mut d| d.next().is_some())
-            && Instant::now() < deadline
-        {
+        while holds_files(*p) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
     }

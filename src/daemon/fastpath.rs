@@ -185,6 +185,8 @@ fn eligibility(
 /// One neighbour, as the task sees it.
 struct Neighbour {
     addr: SocketAddr,
+    /// Its underlay address if the fast path may be tried, else why not.
+    eligible: Result<Ipv4Addr, Ineligible>,
     /// Its underlay address, if the fast path may be tried.
     ip: Option<Ipv4Addr>,
     link: Link,
@@ -296,18 +298,27 @@ impl Task {
             Ok(d)
         });
         for (peer, addr, plain) in current {
-            if self.neighbours.contains_key(&peer) {
-                continue;
-            }
             let peer_fastdp = fastdp.get(&peer).copied().unwrap_or(false);
             let eligible = eligibility(&device, peer_fastdp, addr, plain);
+            match self.neighbours.get(&peer) {
+                Some(n) if n.eligible == eligible => continue,
+                // A replacing connection with other terms (a password, a
+                // peer's fast path): start that link over.
+                Some(n) => {
+                    let ip = n.ip;
+                    self.leave_fast_path(peer, ip, "the connection changed")
+                        .await;
+                }
+                None => {}
+            }
             let ip = eligible.as_ref().ok().copied();
             self.heartbeat_entry(peer, ip).await;
-            let link = Link::new(eligible.map(|_| ()), mtu, now, self.timing);
+            let link = Link::new(eligible.clone().map(|_| ()), mtu, now, self.timing);
             self.neighbours.insert(
                 peer,
                 Neighbour {
                     addr,
+                    eligible,
                     ip,
                     link,
                     heard_ms: None,
