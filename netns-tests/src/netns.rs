@@ -167,21 +167,28 @@ pub fn kill_pids(pids: &[i32]) {
     wait_released(pids, Instant::now() + Duration::from_secs(15));
 }
 
-/// Waits until each of `pids` is gone or a zombie without open files. A
-/// killed process leaves the namespace's pid list when its first thread
-/// exits, while its other threads may still hold its files (the launch
-/// lock among them) for a while, closing them: a zombie main thread shows
-/// no files at all, so every thread is looked at.
+/// Waits until each of `pids` is gone or has only zombie threads. A killed
+/// process leaves the namespace's pid list when its first thread exits,
+/// while its last thread may still be releasing its files (the launch lock
+/// among them), after they left its descriptor table: closing a packet
+/// socket waits for an RCU grace period. A thread is a zombie only once
+/// that is done.
 fn wait_released(pids: &[i32], deadline: Instant) {
-    let holds_files = |p: i32| {
+    let exiting = |p: i32| {
         std::fs::read_dir(format!("/proc/{p}/task")).is_ok_and(|tasks| {
             tasks.filter_map(Result::ok).any(|t| {
-                std::fs::read_dir(t.path().join("fd")).is_ok_and(|mut d| d.next().is_some())
+                // The state follows the command name, which is in
+                // parentheses and may hold spaces.
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .is_some_and(|state| state != "Z" && state != "X")
+                })
             })
         })
     };
     for p in pids {
-        while holds_files(*p) && Instant::now() < deadline {
+        while exiting(*p) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
