@@ -251,22 +251,44 @@ impl DockerEngine {
         }
         let started = Instant::now();
         self.child = Some(spawn_dockerd(&self.ns_path, &self.script, &self.dir));
-        self.wait_ready(started, timeout);
+        if let Err(exited) = self.try_wait_ready(started, timeout) {
+            // A loaded machine: the surviving containerd did not answer the
+            // new dockerd in time, and it gave up. Once more, as a
+            // supervisor would.
+            let log = self.log_tail(60);
+            assert!(
+                log.contains("timeout waiting for containerd"),
+                "dockerd for {} exited ({exited}) before it answered\n{log}",
+                self.host
+            );
+            eprintln!("netns-tests: {self:?}: dockerd gave up on containerd; starting it again");
+            self.child = Some(spawn_dockerd(&self.ns_path, &self.script, &self.dir));
+            self.wait_ready(started, timeout);
+        }
         started.elapsed()
     }
 
     #[track_caller]
     fn wait_ready(&mut self, started: Instant, timeout: Duration) {
+        if let Err(status) = self.try_wait_ready(started, timeout) {
+            panic!(
+                "dockerd for {} exited ({status}) before it answered\n{}",
+                self.host,
+                self.log_tail(60)
+            );
+        }
+    }
+
+    /// Waits until `docker info` answers; Err(its exit status) if dockerd
+    /// exits first. Panics after `timeout`.
+    #[track_caller]
+    fn try_wait_ready(&mut self, started: Instant, timeout: Duration) -> Result<(), String> {
         let mut last = None;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    panic!(
-                        "dockerd for {} exited ({status}) before it answered\n{}",
-                        self.host,
-                        self.log_tail(60)
-                    );
+                    return Err(status.to_string());
                 }
             }
             let out = self.docker_timeout(
@@ -274,7 +296,7 @@ impl DockerEngine {
                 Duration::from_secs(10),
             );
             if out.success() {
-                return;
+                return Ok(());
             }
             if started.elapsed() > timeout {
                 panic!(
