@@ -275,6 +275,26 @@ impl Host {
         self.launched(out, args)
     }
 
+    /// `launch` right after this host's router was killed: the kernel may
+    /// still be releasing the dead router's files, its launch lock among
+    /// them, and `launch` then rightly refuses ("... holds the lock"); it
+    /// is tried again for up to 10 s, as a supervisor would.
+    #[track_caller]
+    pub fn launch_after_kill<S: AsRef<str>>(&self, args: &[S]) -> String {
+        let args: Vec<String> = args.iter().map(|s| s.as_ref().to_string()).collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = self.try_launch(&args);
+            if out.success()
+                || !out.stderr.contains("holds the lock")
+                || std::time::Instant::now() > deadline
+            {
+                return self.launched(out, args);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Checks a launch's outcome; records its arguments and peer name.
     #[track_caller]
     fn launched(&self, out: Output, args: Vec<String>) -> String {

@@ -346,7 +346,7 @@ fn a_router_that_is_down_or_dies_mid_add() {
     );
 
     lab.step("relaunch with one peer's consensus; ADD; kill; DEL while down succeeds");
-    h.launch(&["--ipalloc-init", "consensus=1"]);
+    h.launch_after_kill(&["--ipalloc-init", "consensus=1"]);
     p.call("STATUS", &cf, &[])
         .must_succeed("STATUS after launch");
     let r = p
