@@ -465,6 +465,22 @@ fn dig_checks() {
     assert_eq!(r.status, "NOERROR", "{}", r.raw);
     assert_eq!(r.answer_data("A"), ["10.40.0.7"], "{}", r.raw);
 
+    lab.step("the host itself is answered over UDP and TCP; no routing rule of ours");
+    for args in [
+        &["api.weave.local", "A"][..],
+        &["+tcp", "api.weave.local", "A"],
+    ] {
+        let r = dig(&h1, DNS, args);
+        assert_eq!(r.answer_data("A"), ["10.40.0.7"], "{args:?}:\n{}", r.raw);
+    }
+    // A rule of its own makes the kernel walk the rule list on every
+    // route lookup: replies leave by the bridge without one.
+    let rules = h1.ns().ip(&["rule", "show"]);
+    assert!(
+        !rules.contains("169.254.53.53"),
+        "a policy-routing rule for DNS replies:\n{rules}"
+    );
+
     lab.step("100 addresses: truncated over UDP, dig retries over TCP");
     let truncated_before = queries(&h1, "truncated");
     let r = dig(&c1, DNS, &["big.weave.local", "A"]);

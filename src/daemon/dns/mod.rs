@@ -459,12 +459,10 @@ pub async fn prepare(shared: &Shared) {
         {
             warn!("DNS: cannot put {} on the bridge: {e}", cfg.address);
         }
-        if let Err(e) = shared
-            .netlink
-            .route_dns_replies(&shared.config.bridge, cfg.address)
-            .await
-        {
-            warn!("DNS: replies to containers may find no route: {e}");
+        // Replies leave by the bridge without rules now (`server::send`);
+        // an older router's rules would slow every route lookup.
+        if let Err(e) = shared.netlink.remove_dns_rules().await {
+            warn!("DNS: cannot remove an older router's policy-routing rules: {e}");
         }
         shared.data().router.set_host_only(Some(cfg.address));
         if shared.config.plugin_socket.is_some() {

@@ -137,7 +137,8 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
         return std::future::pending().await;
     };
     let at = SocketAddr::from((cfg.address, PORT));
-    let sockets = match (UdpSocket::bind(at).await, TcpListener::bind(at).await) {
+    let bridge = shared.config.bridge.as_str();
+    let sockets = match (UdpSocket::bind(at).await, tcp_listeners(at, bridge)) {
         (Ok(u), Ok(t)) => (u, t),
         (Err(e), _) | (_, Err(e)) => {
             warn!("DNS: cannot listen on {at}: {e}; DNS is off");
@@ -160,10 +161,31 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
     shared.dns_served.listening(Ok(upstream.servers().to_vec()));
     let (udp, tcp) = sockets;
     let udp = Arc::new(udp);
+    let bridge = nix::net::if_::if_nametoindex(bridge).ok();
     tokio::select! {
-        r = udp_loop(&shared, udp, upstream.clone()) => r,
+        r = udp_loop(&shared, udp, bridge, upstream.clone()) => r,
         r = tcp_loop(&shared, tcp, upstream) => r,
     }
+}
+
+/// Two TCP listeners on `at`. An answer to a container on the bridge must
+/// leave by the bridge: the host may have no route to its subnet. The
+/// kernel routes a socket bound to a device out of that device, on link
+/// where no route says otherwise, so one listener is bound to the bridge;
+/// the other serves the host itself and docker0. Of two listeners on one
+/// port the kernel takes the first it meets that matches the arriving
+/// device, and meets the one listened last first: the bound one.
+fn tcp_listeners(at: SocketAddr, bridge: &str) -> std::io::Result<[TcpListener; 2]> {
+    let listen = |device: Option<&str>| -> std::io::Result<TcpListener> {
+        let s = tokio::net::TcpSocket::new_v4()?;
+        s.set_reuseaddr(true)?;
+        s.set_reuseport(true)?;
+        s.bind_device(device.map(str::as_bytes))?;
+        s.bind(at)?;
+        s.listen(1024)
+    };
+    let any = listen(None)?;
+    Ok([any, listen(Some(bridge))?])
 }
 
 /// Datagrams read per receive call.
@@ -171,9 +193,12 @@ const RECV_BATCH: usize = 32;
 /// How often the socket's drop counter is read.
 const DROPS_EVERY: Duration = Duration::from_millis(100);
 
+/// `bridge`: the bridge's interface index; answers to queries that came
+/// in by it leave by it (see `send`).
 async fn udp_loop(
     shared: &Arc<Shared>,
     sock: Arc<UdpSocket>,
+    bridge: Option<u32>,
     upstream: Arc<Upstream>,
 ) -> anyhow::Result<()> {
     let state = quinn_udp::UdpSocketState::new((&*sock).into())?;
@@ -213,6 +238,7 @@ async fn udp_loop(
         }
         for (buf, m) in bufs.iter().zip(&meta).take(n) {
             let from = SocketAddr::new(m.addr.ip().to_canonical(), m.addr.port());
+            let via = m.interface_index.filter(|i| Some(*i) == bridge);
             let Some(run) = buf.get(..m.len) else {
                 continue;
             };
@@ -223,7 +249,7 @@ async fn udp_loop(
                     continue;
                 }
                 match local(shared, query, Transport::Udp) {
-                    Some(Some(reply)) => send(&sock, &reply, from).await,
+                    Some(Some(reply)) => send(&sock, &reply, from, via).await,
                     Some(None) => {}
                     None => {
                         let (shared, sock, upstream) =
@@ -233,7 +259,7 @@ async fn udp_loop(
                             if let Some(r) =
                                 forward(&shared, &upstream, &query, Transport::Udp).await
                             {
-                                send(&sock, &r, from).await;
+                                send(&sock, &r, from, via).await;
                             }
                         });
                     }
@@ -244,13 +270,41 @@ async fn udp_loop(
 }
 
 /// Sends a reply; waits for room only when the socket's buffer is full.
-async fn send(sock: &UdpSocket, reply: &[u8], to: SocketAddr) {
-    match sock.try_send_to(reply, to) {
+/// `via` (an interface index) makes the reply leave by that interface,
+/// on link where no route says otherwise (IP_PKTINFO), as `tcp_listeners`
+/// does for TCP: no policy-routing rule, which would slow every route
+/// lookup of the host.
+async fn send(sock: &UdpSocket, reply: &[u8], to: SocketAddr, via: Option<u32>) {
+    let SocketAddr::V4(to) = to else {
+        return; // The socket is bound to an IPv4 address.
+    };
+    let once = || send_via(sock, reply, to, via);
+    match sock.try_io(tokio::io::Interest::WRITABLE, once) {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            let _ = sock.send_to(reply, to).await;
+            let _ = sock.async_io(tokio::io::Interest::WRITABLE, once).await;
         }
         _ => {}
     }
+}
+
+fn send_via(
+    sock: &UdpSocket,
+    reply: &[u8],
+    to: std::net::SocketAddrV4,
+    via: Option<u32>,
+) -> std::io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let info = via.map(|i| libc::in_pktinfo {
+        ipi_ifindex: i as libc::c_int,
+        ipi_spec_dst: libc::in_addr { s_addr: 0 },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    });
+    let cmsgs: Vec<ControlMessage> = info.iter().map(ControlMessage::Ipv4PacketInfo).collect();
+    let to = SockaddrIn::from(to);
+    let iov = [std::io::IoSlice::new(reply)];
+    sendmsg(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), Some(&to))
+        .map_err(std::io::Error::from)
 }
 
 /// How many datagrams the kernel dropped at `sock` (its receive buffer was
@@ -279,13 +333,18 @@ fn socket_drops(sock: &UdpSocket) -> u32 {
 
 async fn tcp_loop(
     shared: &Arc<Shared>,
-    listener: TcpListener,
+    listeners: [TcpListener; 2],
     upstream: Arc<Upstream>,
 ) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_TCP));
     let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let [any, on_bridge] = &listeners;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = any.accept() => a,
+            b = on_bridge.accept() => b,
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 debug!("DNS: TCP accept: {e}");

@@ -3,27 +3,25 @@
 //! namespace, so a container that has no other way out reaches it too.
 //!
 //! Replies need a way back to containers whose subnets the host has no
-//! route for (only `expose` gives it one). Policy routing, as wg-quick
-//! does it: packets from the DNS address use the main table except its
-//! default route (so containers on docker0, and the host itself, are
-//! answered as usual), and otherwise leave by the bridge, on link.
+//! route for (only `expose` gives it one): the server sends them out of
+//! the bridge (`daemon::dns::server`). Routers before 2026-12 used policy
+//! routing instead; `remove_dns_rules` clears what they left, since any
+//! rule of its own makes the kernel walk the rule list on every route
+//! lookup, the fast path's included.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use netlink_packet_route::route::RouteScope;
-use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
 use rtnetlink::RouteMessageBuilder;
 
 use super::{errno_of, nl_err, Netlink};
 
-/// The routing table of replies from the DNS address ("we").
-pub const DNS_TABLE: u32 = 0x7765;
-/// The rule that consults the main table (default route suppressed); the
-/// rule for `DNS_TABLE` comes next.
+/// The routing table and rule priority older routers used for replies.
+const DNS_TABLE: u32 = 0x7765;
 const RULE_PRIORITY: u32 = 1053;
-const MAIN_TABLE: u32 = 254;
 use crate::net::{NetError, NetnsTarget};
 
 impl Netlink {
@@ -68,54 +66,9 @@ impl Netlink {
         }
     }
 
-    /// Replies from `addr` reach containers on `bridge` (see the module
-    /// doc). Idempotent.
-    pub async fn route_dns_replies(&self, bridge: &str, addr: Ipv4Addr) -> Result<(), NetError> {
-        let object = format!("bridge {bridge}");
-        let index = self.require(&object, bridge).await?.header.index;
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-            .output_interface(index)
-            .scope(RouteScope::Link)
-            .table_id(DNS_TABLE)
-            .build();
-        match self.handle.route().add(route).execute().await {
-            Ok(()) => {}
-            Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
-            Err(e) => return Err(nl_err(&object, "add the DNS reply route", e)),
-        }
-        for (priority, table) in [(RULE_PRIORITY, MAIN_TABLE), (RULE_PRIORITY + 1, DNS_TABLE)] {
-            let mut req = self
-                .handle
-                .rule()
-                .add()
-                .v4()
-                .source_prefix(addr, 32)
-                .priority(priority)
-                .table_id(table)
-                .action(RuleAction::ToTable);
-            if table == MAIN_TABLE {
-                req.message_mut()
-                    .attributes
-                    .push(RuleAttribute::SuppressPrefixLen(0));
-            }
-            match req.execute().await {
-                Ok(()) => {}
-                Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
-                Err(e) => {
-                    return Err(nl_err(
-                        &format!("rule from {addr}"),
-                        "add the DNS reply rule",
-                        e,
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes the rules of `route_dns_replies` (reset; the table's route
-    /// goes with the bridge).
+    /// Removes the policy-routing rules older routers made for DNS
+    /// replies (at start and reset; their table's route goes with the
+    /// bridge).
     pub async fn remove_dns_rules(&self) -> Result<(), NetError> {
         let rules: Vec<RuleMessage> = self
             .handle
