@@ -23,6 +23,7 @@ use crate::core::router::{DatagramDecision, Relay, Router, Stats, TapDecision};
 use crate::core::steering::SteerOp;
 use crate::core::wire::sealed::{self, DatagramHeader};
 use crate::core::wire::sleeve::{self, Header, Kind};
+use crate::core::wire::udp_run::{self, Taken, UdpRun};
 use crate::core::wire::vnet::{self, VnetHdr};
 use crate::core::PeerName;
 
@@ -608,6 +609,7 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut rx = RxState {
         reassembly: Reassembler::new(),
         to_tap: Vec::with_capacity(MAX_DATAGRAM),
+        run: UdpRun::default(),
         icmp_window: (Instant::now(), 0),
         reply: Vec::new(),
         out: Vec::new(),
@@ -676,6 +678,7 @@ pub async fn udp_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
                 }
             }
         }
+        write_run(&shared, &mut rx.run).await;
     }
 }
 
@@ -715,8 +718,11 @@ async fn inject(shared: &Shared, datagram: &[u8], rx: &mut RxState) {
                     let gso = (h.gso_type != vnet::GSO_NONE).then_some((h.hdr_len, h.gso_size));
                     if icmp::exceeds(frame.len(), gso, mtu) {
                         too_big = icmp::too_big_reply(frame, mtu).map(Some).or(Some(None));
-                    } else if let Err(e) = shared.tap.send(w).await {
-                        debug!("TAP write: {e}");
+                    } else if gso.is_some() || !gather(shared, &mut rx.run, h, frame).await {
+                        write_run(shared, &mut rx.run).await;
+                        if let Err(e) = shared.tap.send(w).await {
+                            debug!("TAP write: {e}");
+                        }
                     }
                 }
                 Err(e) => {
@@ -738,8 +744,12 @@ async fn inject(shared: &Shared, datagram: &[u8], rx: &mut RxState) {
     }
     for frame in sleeve::frames(payload).flatten() {
         if icmp::exceeds(frame.len(), None, mtu) {
+            write_run(shared, &mut rx.run).await;
             let reply = icmp::too_big_reply(frame, mtu);
             answer_too_big(shared, header.src, reply, rx).await;
+            continue;
+        }
+        if gather(shared, &mut rx.run, VnetHdr::default(), frame).await {
             continue;
         }
         rx.to_tap.clear();
@@ -751,10 +761,42 @@ async fn inject(shared: &Shared, datagram: &[u8], rx: &mut RxState) {
     }
 }
 
+/// Adds `frame` to the UDP run, writing the run first if the frame does
+/// not join it. False: the frame joins no run (the caller writes it).
+async fn gather(shared: &Shared, run: &mut UdpRun, vnet: VnetHdr, frame: &[u8]) -> bool {
+    if run.join(vnet, frame) {
+        return true;
+    }
+    write_run(shared, run).await;
+    run.join(vnet, frame)
+}
+
+/// Writes the UDP datagrams gathered in `run` to the TAP: one write
+/// for the lot (`core::wire::udp_run`). Called at the end of each receive
+/// batch and before any other frame, so that frames keep their order.
+async fn write_run(shared: &Shared, run: &mut UdpRun) {
+    let (w, joined) = match run.take() {
+        Taken::Nothing => return,
+        Taken::Single(w) => (w, None),
+        Taken::Joined(w, seg) => (w, Some(seg)),
+    };
+    if let Some(seg) = joined {
+        let payload = w.len().saturating_sub(vnet::LEN + udp_run::HEADERS);
+        let mut data = shared.data();
+        data.router.stats.tap_udp_runs += 1;
+        data.router.stats.tap_udp_run_datagrams += payload.div_ceil(usize::from(seg).max(1)) as u64;
+    }
+    if let Err(e) = shared.tap.send(w).await {
+        debug!("TAP write: {e}");
+    }
+}
+
 /// The receive pump's own state.
 struct RxState {
     reassembly: Reassembler,
     to_tap: Vec<u8>,
+    /// UDP datagrams for the TAP, gathered to be written as one.
+    run: UdpRun,
     /// ICMP errors sent in the current second, at most `ICMP_PER_SECOND`.
     icmp_window: (Instant, u32),
     reply: Vec<u8>,

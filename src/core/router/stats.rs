@@ -12,6 +12,10 @@ pub struct Stats {
     pub udp_sends: u64,
     pub udp_datagrams_sent: u64,
     pub frames_to_tap: u64,
+    /// The receiving side's batching: TAP writes of UDP datagrams joined
+    /// into one (`core::wire::udp_run`), and the datagrams they carried.
+    pub tap_udp_runs: u64,
+    pub tap_udp_run_datagrams: u64,
     pub datagrams_received: u64,
     pub datagrams_relayed: u64,
     pub dropped_malformed: u64,

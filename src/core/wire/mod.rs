@@ -9,6 +9,7 @@ pub mod handshake;
 pub mod ipam;
 pub mod sealed;
 pub mod sleeve;
+pub mod udp_run;
 pub mod vnet;
 
 use super::PeerName;
