@@ -13,6 +13,8 @@
 //!
 //! A header from a peer is checked here before it reaches our kernel.
 
+use etherparse::checksum::Sum16BitWords;
+
 pub const LEN: usize = 10;
 pub const F_NEEDS_CSUM: u8 = 1;
 pub const F_DATA_VALID: u8 = 2;
@@ -79,6 +81,30 @@ impl VnetHdr {
     /// Nothing for the kernel to do: the frame can travel without it.
     pub fn is_plain(&self) -> bool {
         self.flags & F_NEEDS_CSUM == 0 && self.gso_type == GSO_NONE
+    }
+
+    /// Only a checksum to complete, no segment to cut.
+    pub fn checksum_only(&self) -> bool {
+        self.flags & !F_DATA_VALID == F_NEEDS_CSUM && self.gso_type == GSO_NONE
+    }
+
+    /// Completes in `frame` the checksum this header asks for, as the
+    /// kernel would: the ones' complement sum from `csum_start` to the end
+    /// (the field holds the pseudo-header's sum), stored at `csum_start +
+    /// csum_offset`, 0 sent as 0xffff. The frame can then travel with a
+    /// plain header. False when the field lies outside the frame.
+    pub fn complete_checksum(&self, frame: &mut [u8]) -> bool {
+        let start = usize::from(self.csum_start);
+        let at = start + usize::from(self.csum_offset);
+        if at + 2 > frame.len() {
+            return false;
+        }
+        // Sums native-endian words: the result goes back the same way.
+        let sum = Sum16BitWords::new()
+            .add_slice(&frame[start..])
+            .to_ones_complement_with_no_zero();
+        frame[at..at + 2].copy_from_slice(&sum.to_ne_bytes());
+        true
     }
 
     /// Check a header from a peer against the frame it came with, so that
@@ -149,5 +175,70 @@ mod tests {
             Err(VnetError::BadGso)
         );
         assert_eq!(VnetHdr::default().validate(14), Ok(()));
+    }
+
+    #[test]
+    fn a_checksum_completed_here_is_the_one_the_kernel_would_write() {
+        use etherparse::PacketBuilder;
+        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let udp = |payload: &[u8]| {
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2(a, b)
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .udp(4000, 53)
+                .write(&mut f, payload)
+                .unwrap();
+            f
+        };
+        let tcp = |payload: &[u8]| {
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2(a, b)
+                .ipv6([1; 16], [2; 16], 64)
+                .tcp(4000, 80, 7, 1000)
+                .write(&mut f, payload)
+                .unwrap();
+            f
+        };
+        // (frame, checksum field, where the checksummed part starts)
+        let cases = [
+            (udp(&[7; 1401]), 34 + 6, 34u16),
+            (udp(&[]), 34 + 6, 34),
+            (tcp(&[9; 1000]), 54 + 16, 54),
+        ];
+        for (whole, field, start) in cases {
+            let len = whole.len() - usize::from(start);
+            // As the sender's kernel leaves it: the pseudo-header's sum.
+            let mut f = whole.clone();
+            let pseudo = if start == 34 {
+                Sum16BitWords::new()
+                    .add_slice(&f[26..34])
+                    .add_2bytes([0, 17])
+            } else {
+                Sum16BitWords::new()
+                    .add_slice(&f[22..54])
+                    .add_2bytes([0, 6])
+            };
+            let seed = !pseudo
+                .add_2bytes((len as u16).to_be_bytes())
+                .ones_complement();
+            f[field..field + 2].copy_from_slice(&seed.to_ne_bytes());
+            let h = VnetHdr {
+                flags: F_NEEDS_CSUM,
+                csum_start: start,
+                csum_offset: (field - usize::from(start)) as u16,
+                ..VnetHdr::default()
+            };
+            assert!(h.checksum_only());
+            assert!(h.complete_checksum(&mut f));
+            assert_eq!(f, whole, "checksum at {field}");
+        }
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 40,
+            csum_offset: 6,
+            ..VnetHdr::default()
+        };
+        assert!(!h.complete_checksum(&mut [0; 47]));
+        assert!(!TCP.checksum_only());
     }
 }

@@ -189,15 +189,25 @@ fn encode(
         src: shared.ourself(),
         dst,
     };
-    if vnet.is_plain() && sleeve::HEADER_LEN + sleeve::framed_len(frame.len()) <= room {
+    let fits = sleeve::HEADER_LEN + sleeve::framed_len(frame.len()) <= room;
+    if fits && (vnet.is_plain() || vnet.checksum_only()) {
         buf.resize(pad.0, 0);
         header(Kind::Frames).emit(buf);
+        let at = buf.len() + sleeve::framed_len(0);
         sleeve::push_frame(buf, frame);
+        // A checksum left to complete is completed here: the frame then
+        // fits one datagram of its own (with its virtio-net header and a
+        // fragment's header, a full-sized one would take two), joins a GSO
+        // send with others of its size, and its checksum is checked at the
+        // other end.
+        if !vnet.is_plain() && !vnet.complete_checksum(buf.get_mut(at..at + frame.len())?) {
+            return None;
+        }
         buf.resize(buf.len() + pad.1, 0);
         Some(buf.len())
     } else {
-        // An offloaded frame (a segment to cut, a checksum to complete) or
-        // one too big for a datagram: in fragments.
+        // A segment to cut, or a frame too big for a datagram: in
+        // fragments.
         *next_id = next_id.wrapping_add(1);
         let start = buf.len();
         let stride =
