@@ -481,6 +481,19 @@ fn dig_checks() {
         "a policy-routing rule for DNS replies:\n{rules}"
     );
 
+    lab.step(
+        "with an address of its own on the bridge, the host still answers from the DNS address",
+    );
+    h1.weave_ok(&["expose", "10.40.1.254/24"]);
+    for args in [
+        &["api.weave.local", "A"][..],
+        &["+tcp", "api.weave.local", "A"],
+    ] {
+        let r = dig(&c1, DNS, args);
+        assert_eq!(r.answer_data("A"), ["10.40.0.7"], "{args:?}:\n{}", r.raw);
+    }
+    h1.weave_ok(&["hide", "10.40.1.254/24"]);
+
     lab.step("100 addresses: truncated over UDP, dig retries over TCP");
     let truncated_before = queries(&h1, "truncated");
     let r = dig(&c1, DNS, &["big.weave.local", "A"]);

@@ -161,7 +161,12 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
     shared.dns_served.listening(Ok(upstream.servers().to_vec()));
     let (udp, tcp) = sockets;
     let udp = Arc::new(udp);
-    let bridge = nix::net::if_::if_nametoindex(bridge).ok();
+    let bridge = nix::net::if_::if_nametoindex(bridge)
+        .ok()
+        .map(|ifindex| Via {
+            ifindex,
+            from: cfg.address,
+        });
     tokio::select! {
         r = udp_loop(&shared, udp, bridge, upstream.clone()) => r,
         r = tcp_loop(&shared, tcp, upstream) => r,
@@ -193,12 +198,12 @@ const RECV_BATCH: usize = 32;
 /// How often the socket's drop counter is read.
 const DROPS_EVERY: Duration = Duration::from_millis(100);
 
-/// `bridge`: the bridge's interface index; answers to queries that came
-/// in by it leave by it (see `send`).
+/// `bridge`: answers to queries that came in by the bridge leave by it
+/// (see `send`).
 async fn udp_loop(
     shared: &Arc<Shared>,
     sock: Arc<UdpSocket>,
-    bridge: Option<u32>,
+    bridge: Option<Via>,
     upstream: Arc<Upstream>,
 ) -> anyhow::Result<()> {
     let state = quinn_udp::UdpSocketState::new((&*sock).into())?;
@@ -238,7 +243,7 @@ async fn udp_loop(
         }
         for (buf, m) in bufs.iter().zip(&meta).take(n) {
             let from = SocketAddr::new(m.addr.ip().to_canonical(), m.addr.port());
-            let via = m.interface_index.filter(|i| Some(*i) == bridge);
+            let via = bridge.filter(|b| m.interface_index == Some(b.ifindex));
             let Some(run) = buf.get(..m.len) else {
                 continue;
             };
@@ -269,12 +274,20 @@ async fn udp_loop(
     }
 }
 
+/// Where an answer leaves (IP_PKTINFO): by interface `ifindex`, on link
+/// where no route says otherwise, from `from` (the DNS address; without
+/// it the kernel would pick the interface's own address, which a
+/// container's resolver would not take an answer from). `tcp_listeners`
+/// does the same for TCP. No policy-routing rule, which would slow every
+/// route lookup of the host.
+#[derive(Debug, Clone, Copy)]
+struct Via {
+    ifindex: u32,
+    from: std::net::Ipv4Addr,
+}
+
 /// Sends a reply; waits for room only when the socket's buffer is full.
-/// `via` (an interface index) makes the reply leave by that interface,
-/// on link where no route says otherwise (IP_PKTINFO), as `tcp_listeners`
-/// does for TCP: no policy-routing rule, which would slow every route
-/// lookup of the host.
-async fn send(sock: &UdpSocket, reply: &[u8], to: SocketAddr, via: Option<u32>) {
+async fn send(sock: &UdpSocket, reply: &[u8], to: SocketAddr, via: Option<Via>) {
     let SocketAddr::V4(to) = to else {
         return; // The socket is bound to an IPv4 address.
     };
@@ -291,13 +304,15 @@ fn send_via(
     sock: &UdpSocket,
     reply: &[u8],
     to: std::net::SocketAddrV4,
-    via: Option<u32>,
+    via: Option<Via>,
 ) -> std::io::Result<usize> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
     use std::os::fd::AsRawFd;
-    let info = via.map(|i| libc::in_pktinfo {
-        ipi_ifindex: i as libc::c_int,
-        ipi_spec_dst: libc::in_addr { s_addr: 0 },
+    let info = via.map(|v| libc::in_pktinfo {
+        ipi_ifindex: v.ifindex as libc::c_int,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(v.from).to_be(),
+        },
         ipi_addr: libc::in_addr { s_addr: 0 },
     });
     let cmsgs: Vec<ControlMessage> = info.iter().map(ControlMessage::Ipv4PacketInfo).collect();
