@@ -40,11 +40,12 @@ fn check(run: &mut UdpRun, joined: &[Vec<u8>]) {
             assert_eq!(joined.len(), 1);
             assert_eq!(&w[vnet::LEN..], &joined[0][..]);
         }
-        Taken::Joined(w, seg) => {
+        Taken::Joined(w, count) => {
             assert!((2..=MAX_DATAGRAMS).contains(&joined.len()));
+            assert_eq!(count, joined.len());
             let hdr = VnetHdr::parse(w).unwrap();
             hdr.validate(w.len() - vnet::LEN).unwrap();
-            assert_eq!(hdr.gso_size, seg);
+            let seg = hdr.gso_size;
             assert!(w.len() - vnet::LEN - 14 <= 65_535);
             let payloads: Vec<&[u8]> = joined.iter().map(|f| &f[HEADERS..]).collect();
             let (last, rest) = payloads.split_last().unwrap();

@@ -23,7 +23,7 @@ use crate::core::router::{DatagramDecision, Relay, Router, Stats, TapDecision};
 use crate::core::steering::SteerOp;
 use crate::core::wire::sealed::{self, DatagramHeader};
 use crate::core::wire::sleeve::{self, Header, Kind};
-use crate::core::wire::udp_run::{self, Taken, UdpRun};
+use crate::core::wire::udp_run::{Taken, UdpRun};
 use crate::core::wire::vnet::{self, VnetHdr};
 use crate::core::PeerName;
 

@@ -187,10 +187,15 @@ struct Neighbour {
     addr: SocketAddr,
     /// Its underlay address if the fast path may be tried, else why not.
     eligible: Result<Ipv4Addr, Ineligible>,
-    /// Its underlay address, if the fast path may be tried.
-    ip: Option<Ipv4Addr>,
     link: Link,
     heard_ms: Option<u64>,
+}
+
+impl Neighbour {
+    /// Its underlay address, if the fast path may be tried.
+    fn ip(&self) -> Option<Ipv4Addr> {
+        self.eligible.as_ref().ok().copied()
+    }
 }
 
 struct Task {
@@ -287,7 +292,7 @@ impl Task {
             .collect();
         for p in gone {
             if let Some(n) = self.neighbours.remove(&p) {
-                self.leave_fast_path(p, n.ip, "the connection went").await;
+                self.leave_fast_path(p, n.ip(), "the connection went").await;
             }
         }
         let mtu = usize::from(self.shared.config.mtu);
@@ -305,7 +310,7 @@ impl Task {
                 // A replacing connection with other terms (a password, a
                 // peer's fast path): start that link over.
                 Some(n) => {
-                    let ip = n.ip;
+                    let ip = n.ip();
                     self.leave_fast_path(peer, ip, "the connection changed")
                         .await;
                 }
@@ -319,7 +324,6 @@ impl Task {
                 Neighbour {
                     addr,
                     eligible,
-                    ip,
                     link,
                     heard_ms: None,
                 },
@@ -328,7 +332,7 @@ impl Task {
         let mut fell = Vec::new();
         for (p, n) in &mut self.neighbours {
             if n.link.tick(now) == Some(Switch::ToSleeve) {
-                fell.push((*p, n.ip, n.link.describe(now)));
+                fell.push((*p, n.ip(), n.link.describe(now)));
             }
         }
         for (p, ip, why) in fell {
@@ -479,7 +483,7 @@ impl Task {
                     .neighbours
                     .get(&peer)
                     .filter(|n| n.link.path() == Path::Fast)
-                    .and_then(|n| n.ip)
+                    .and_then(Neighbour::ip)
                 else {
                     // It fell back meanwhile.
                     return;
@@ -494,7 +498,7 @@ impl Task {
             }
             SteerOp::Unsteer { mac, peer } => {
                 let r = match nl.bridge_fdb_del(d.index, mac).await {
-                    Ok(()) => match self.neighbours.get(&peer).and_then(|n| n.ip) {
+                    Ok(()) => match self.neighbours.get(&peer).and_then(Neighbour::ip) {
                         Some(ip) => nl.fdb_del(d.index, mac, ip).await,
                         None => Ok(()),
                     },

@@ -49,9 +49,9 @@ pub enum Taken<'a> {
     Nothing,
     /// One datagram: its frame behind the virtio-net header it came with.
     Single(&'a [u8]),
-    /// Several, joined: a frame with its virtio-net header asking for UDP
-    /// segmentation at this payload size.
-    Joined(&'a [u8], u16),
+    /// Several (this many), joined: a frame with its virtio-net header
+    /// asking for UDP segmentation.
+    Joined(&'a [u8], usize),
 }
 
 impl UdpRun {
@@ -64,17 +64,12 @@ impl UdpRun {
     /// join (the caller takes the run, then tries again, then writes the
     /// frame alone).
     pub fn join(&mut self, vnet: VnetHdr, frame: &[u8]) -> bool {
-        let partial = match vnet {
-            v if v.is_plain() => false,
-            VnetHdr {
-                flags: vnet::F_NEEDS_CSUM,
-                gso_type: vnet::GSO_NONE,
-                csum_start,
-                csum_offset: 6,
-                ..
-            } if usize::from(csum_start) == ETH + IP => true,
-            _ => return false,
-        };
+        // A checksum left to complete must be the UDP one.
+        let partial = !vnet.is_plain();
+        let udp_checksum = usize::from(vnet.csum_start) == ETH + IP && vnet.csum_offset == 6;
+        if partial && !(vnet.checksum_only() && udp_checksum) {
+            return false;
+        }
         let Some(d) = Datagram::parse(frame, partial) else {
             return false;
         };
@@ -121,7 +116,7 @@ impl UdpRun {
                 };
                 self.buf[..vnet::LEN].copy_from_slice(&hdr.emit());
                 seal_headers(&mut self.buf[vnet::LEN..]);
-                Taken::Joined(&self.buf, seg)
+                Taken::Joined(&self.buf, count)
             }
         }
     }

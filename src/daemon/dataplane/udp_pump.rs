@@ -215,7 +215,6 @@ async fn inject(shared: &Shared, datagram: &[u8], rx: &mut RxState) {
     }
     for frame in sleeve::frames(payload).flatten() {
         if icmp::exceeds(frame.len(), None, mtu) {
-            write_run(shared, &mut rx.run).await;
             let reply = icmp::too_big_reply(frame, mtu);
             answer_too_big(shared, header.src, reply, rx).await;
             continue;
@@ -246,17 +245,16 @@ async fn gather(shared: &Shared, run: &mut UdpRun, vnet: VnetHdr, frame: &[u8]) 
 /// for the lot (`core::wire::udp_run`). Called at the end of each receive
 /// batch and before any other frame, so that frames keep their order.
 async fn write_run(shared: &Shared, run: &mut UdpRun) {
-    let (w, joined) = match run.take() {
+    let w = match run.take() {
         Taken::Nothing => return,
-        Taken::Single(w) => (w, None),
-        Taken::Joined(w, seg) => (w, Some(seg)),
+        Taken::Single(w) => w,
+        Taken::Joined(w, count) => {
+            let mut data = shared.data();
+            data.router.stats.tap_udp_runs += 1;
+            data.router.stats.tap_udp_run_datagrams += count as u64;
+            w
+        }
     };
-    if let Some(seg) = joined {
-        let payload = w.len().saturating_sub(vnet::LEN + udp_run::HEADERS);
-        let mut data = shared.data();
-        data.router.stats.tap_udp_runs += 1;
-        data.router.stats.tap_udp_run_datagrams += payload.div_ceil(usize::from(seg).max(1)) as u64;
-    }
     if let Err(e) = shared.tap.send(w).await {
         debug!("TAP write: {e}");
     }

@@ -315,11 +315,17 @@ fn send_via(
         },
         ipi_addr: libc::in_addr { s_addr: 0 },
     });
-    let cmsgs: Vec<ControlMessage> = info.iter().map(ControlMessage::Ipv4PacketInfo).collect();
+    let cmsg = info.as_ref().map(ControlMessage::Ipv4PacketInfo);
     let to = SockaddrIn::from(to);
     let iov = [std::io::IoSlice::new(reply)];
-    sendmsg(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), Some(&to))
-        .map_err(std::io::Error::from)
+    sendmsg(
+        sock.as_raw_fd(),
+        &iov,
+        cmsg.as_slice(),
+        MsgFlags::empty(),
+        Some(&to),
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// How many datagrams the kernel dropped at `sock` (its receive buffer was
