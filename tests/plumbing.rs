@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
-use weave_rs::net::iptables::{Family, Iptables};
+use weave_rs::net::iptables::{Family, Guarded, Iptables};
 use weave_rs::net::{open_tap, run_in_netns, NetError, Netlink, NetnsTarget};
 
 const ETHWE: &str = weave_rs::net::CONTAINER_IFNAME;
@@ -713,19 +713,42 @@ fn iptables_rule_is_added_once_and_removed() {
                 Err(e) => panic!("{e}"),
             }
         }
-        // Both families at once, as launch and reset do.
-        let added = weave_rs::net::iptables::ensure_forward_accept("weave");
-        let removed = weave_rs::net::iptables::remove_forward_accept("weave");
-        for (what, results) in [("added", added), ("removed", removed)] {
-            let families: Vec<Family> = results.iter().map(|(f, _)| *f).collect();
-            assert_eq!(families, Family::ALL, "{what}");
-            for (f, r) in results {
-                assert!(
-                    matches!(r, Ok(true) | Err(NetError::IptablesMissing { .. })),
-                    "{what} {}: {r:?}",
-                    f.program()
-                );
+        // The router's guard: nothing on an open chain, the rule once the
+        // policy is DROP; reset removes it in both families.
+        for family in Family::ALL {
+            let ipt = Iptables::for_family(family);
+            match ipt.guard_forward("weave") {
+                Ok(None) => {}
+                Err(NetError::IptablesMissing { .. }) => continue,
+                other => panic!("{} on an open chain: {other:?}", family.program()),
             }
+            let listed = std::process::Command::new(family.program())
+                .args(["-w", "-S", "FORWARD"])
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&listed.stdout),
+                "-P FORWARD ACCEPT\n"
+            );
+            let dropping = std::process::Command::new(family.program())
+                .args(["-w", "-P", "FORWARD", "DROP"])
+                .status()
+                .unwrap();
+            assert!(dropping.success());
+            assert_eq!(
+                ipt.guard_forward("weave").unwrap(),
+                Some(Guarded::Policy("DROP".into())),
+                "{}",
+                family.program()
+            );
+            assert_eq!(ipt.guard_forward("weave").unwrap(), None);
+        }
+        for (f, r) in weave_rs::net::iptables::remove_forward_accept("weave") {
+            assert!(
+                matches!(r, Ok(true) | Err(NetError::IptablesMissing { .. })),
+                "removed {}: {r:?}",
+                f.program()
+            );
         }
     });
     let missing = Iptables::with_program("/nonexistent/iptables");

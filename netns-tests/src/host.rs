@@ -376,6 +376,29 @@ impl Host {
         self.weave_ok(&["attach", cidr, &c.path()]);
     }
 
+    /// `program -S FORWARD` (iptables or ip6tables) in this host: the
+    /// FORWARD chain's policy and rules. Fails loudly if `program` is
+    /// missing.
+    #[track_caller]
+    pub fn forward_chain(&self, program: &str) -> String {
+        let out = self.ns.run(&[program, "-w", "-S", "FORWARD"]);
+        assert!(
+            out.success(),
+            "`{program} -S FORWARD` failed in {} (is {program} installed? scripts/install-deps.sh): {}",
+            self.short,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    /// Is the accept rule for bridge `weave` in `program`'s FORWARD chain?
+    #[track_caller]
+    pub fn has_forward_rule(&self, program: &str) -> bool {
+        self.forward_chain(program)
+            .lines()
+            .any(|l| l.trim() == "-A FORWARD -i weave -o weave -j ACCEPT")
+    }
+
     /// Pids in this host's namespace (the router and anything it started).
     pub fn router_pids(&self) -> Vec<i32> {
         self.ns.pids()

@@ -18,6 +18,7 @@ pub mod connection;
 pub mod dataplane;
 pub mod dns;
 pub mod fastpath;
+pub mod firewall;
 pub mod ipam;
 pub mod known_peers;
 pub mod plugin;
@@ -306,16 +307,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("TAP {} on bridge {}", config.tap, config.bridge))?;
     let fast_device = fastpath::setup(&config, &netlink).await;
-    for (family, result) in net::iptables::ensure_forward_accept(&config.bridge) {
-        if let Err(e) = result {
-            warn!(
-                "{} FORWARD rule for bridge {} not installed: {e}",
-                family.program(),
-                config.bridge
-            );
-        }
-    }
-
     let listen: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, config.port).into();
     let (tcp, udp) = match (
         TcpListener::bind(listen).await,
@@ -418,6 +409,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     tasks.spawn(plugin::serve(shared.clone()));
     tasks.spawn(cni::replay_released(shared.clone()));
     tasks.spawn(fastpath::run(shared.clone(), steer_rx));
+    tasks.spawn(firewall::keep_forward_accept(shared.clone()));
     {
         let shared = shared.clone();
         tasks.spawn(async move {
