@@ -5,13 +5,16 @@
 //! would, so its path-MTU discovery shrinks the packets.
 
 use etherparse::icmpv4::DestUnreachableHeader;
-use etherparse::{Icmpv4Type, Icmpv6Type, Ipv4HeaderSlice, Ipv6HeaderSlice, PacketBuilder};
+use etherparse::{
+    EtherType, Ethernet2Header, Icmpv4Type, Icmpv6Type, IpNumber, Ipv4HeaderSlice, Ipv6HeaderSlice,
+    PacketBuilder,
+};
 
-const ETH_HEADER: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86DD;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
+const ETH_HEADER: usize = Ethernet2Header::LEN;
+const ETHERTYPE_IPV4: u16 = EtherType::IPV4.0;
+const ETHERTYPE_IPV6: u16 = EtherType::IPV6.0;
+const IPPROTO_ICMP: u8 = IpNumber::ICMP.0;
+const IPPROTO_ICMPV6: u8 = IpNumber::IPV6_ICMP.0;
 /// Quote as much of the offending packet as fits these sizes (RFC 1812,
 /// RFC 4443).
 const V4_REPLY_MAX: usize = 576;

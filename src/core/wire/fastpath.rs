@@ -17,7 +17,7 @@ pub const ETHERTYPE: u16 = 0x88b5;
 const MAGIC: &[u8; 4] = b"wrfp";
 const VERSION: u8 = 1;
 const HEARS_YOU: u8 = 1;
-const ETH_HEADER: usize = 14;
+const ETH_HEADER: usize = etherparse::Ethernet2Header::LEN;
 /// Ethernet header and our fields.
 pub const MIN_LEN: usize = ETH_HEADER + 4 + 1 + 1 + 6 + 8;
 
@@ -115,7 +115,7 @@ mod tests {
             assert_eq!(Heartbeat::parse(&f[..cut]), None, "cut at {cut}");
         }
         let mut other = f.clone();
-        other[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        other[12..14].copy_from_slice(&etherparse::EtherType::IPV4.0.to_be_bytes());
         assert_eq!(Heartbeat::parse(&other), None);
         let mut v2 = f.clone();
         v2[18] = 2;

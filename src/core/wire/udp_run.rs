@@ -19,13 +19,13 @@ use etherparse::checksum::Sum16BitWords;
 
 use super::vnet::{self, VnetHdr};
 
-const ETH: usize = 14;
-const IP: usize = 20;
-const UDP: usize = 8;
+const ETH: usize = etherparse::Ethernet2Header::LEN;
+const IP: usize = etherparse::Ipv4Header::MIN_LEN;
+const UDP: usize = etherparse::UdpHeader::LEN;
 /// Ethernet, IPv4 and UDP headers: where the first payload begins.
 pub const HEADERS: usize = ETH + IP + UDP;
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-const IPPROTO_UDP: u8 = 17;
+const ETHERTYPE_IPV4: [u8; 2] = etherparse::EtherType::IPV4.0.to_be_bytes();
+const IPPROTO_UDP: u8 = etherparse::IpNumber::UDP.0;
 const DF: u8 = 0x40;
 /// Datagrams in one run (the kernel cuts at most 128 from one buffer).
 pub const MAX_DATAGRAMS: usize = 64;
