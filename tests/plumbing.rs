@@ -751,7 +751,11 @@ fn iptables_rule_is_added_once_and_removed() {
             );
         }
     });
+    // Which changes the router can wait for: iptables-nft's are announced.
+    assert!(Iptables::with_program("iptables-nft").writes_nftables());
+    assert!(!Iptables::with_program("iptables-legacy").writes_nftables());
     let missing = Iptables::with_program("/nonexistent/iptables");
+    assert!(!missing.writes_nftables());
     assert!(matches!(
         missing.ensure_forward_accept("weave"),
         Err(NetError::IptablesMissing { .. })

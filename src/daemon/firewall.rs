@@ -32,12 +32,17 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// Runs for the router's life.
 pub async fn keep_forward_accept(shared: Arc<Shared>) -> anyhow::Result<()> {
     let bridge = shared.config.bridge.clone();
-    let changes = match ruleset_changes() {
-        Ok(s) => Some(s),
-        Err(e) => {
+    // iptables-legacy's changes are not nftables changes: poll for those.
+    let nft = tokio::task::spawn_blocking(|| Iptables::for_family(Family::V4).writes_nftables())
+        .await
+        .unwrap_or(false);
+    let changes = match nft.then(ruleset_changes) {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
             debug!("nftables changes not announced ({e}): polling the FORWARD chains");
             None
         }
+        None => None,
     };
     let poll = if changes.is_some() {
         POLL_ANNOUNCED

@@ -104,6 +104,15 @@ impl Iptables {
         }
     }
 
+    /// Whether this iptables is iptables-nft (`-V` says `(nf_tables)`), whose
+    /// changes the kernel announces as nftables changes.
+    pub fn writes_nftables(&self) -> bool {
+        Command::new(&self.program)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"))
+    }
+
     /// Removes every copy of the FORWARD accept rule for `bridge`; returns
     /// whether one was removed.
     pub fn remove_forward_accept(&self, bridge: &str) -> Result<bool, NetError> {
