@@ -8,21 +8,6 @@ use netns_tests::*;
 
 const FIREWALLS: [&str; 2] = ["iptables", "ip6tables"];
 
-/// `iptables-save` (or `ip6tables-save`): the tables that exist.
-#[track_caller]
-fn saved(h: &Host, program: &str) -> String {
-    let save = format!("{program}-save");
-    let out = h.ns().run(&[save.as_str()]);
-    assert!(out.success(), "{save} in {}: {}", h.name(), out.stderr);
-    out.stdout
-}
-
-#[track_caller]
-fn firewall(h: &Host, args: &[&str]) {
-    let out = h.ns().run(args);
-    assert!(out.success(), "{args:?} in {}: {}", h.name(), out.stderr);
-}
-
 #[test]
 fn forward_rule_follows_the_firewall() {
     let lab = Lab::new();
@@ -37,7 +22,8 @@ fn forward_rule_follows_the_firewall() {
     // No firewall: the router made no table (whose hooks every packet of
     // the host would pass) and no rule.
     for fw in FIREWALLS {
-        let tables = saved(&h1, fw);
+        // `iptables-save` (or `ip6tables-save`): the tables that exist.
+        let tables = h1.ns().run(&[format!("{fw}-save")]).ok().stdout;
         assert!(
             !tables.contains("*filter"),
             "{fw}: the router created the filter table on a host without one:\n{tables}"
@@ -47,7 +33,7 @@ fn forward_rule_follows_the_firewall() {
 
     // A firewall starts after the router and drops what it forwards.
     for fw in FIREWALLS {
-        firewall(&h1, &[fw, "-w", "-P", "FORWARD", "DROP"]);
+        h1.ns().run(&[fw, "-w", "-P", "FORWARD", "DROP"]).ok();
     }
     for fw in FIREWALLS {
         wait_until(
@@ -66,7 +52,7 @@ fn forward_rule_follows_the_firewall() {
     );
 
     // An admin flushes the chain (the policy stays DROP): the rule returns.
-    firewall(&h1, &["iptables", "-w", "-F", "FORWARD"]);
+    h1.ns().run(&["iptables", "-w", "-F", "FORWARD"]).ok();
     wait_until(
         secs(8),
         "the router restores its iptables FORWARD rule after a flush",

@@ -91,16 +91,20 @@ impl Iptables {
     /// path's included, would pass its hooks (about a tenth of the packet
     /// rate on the bench).
     pub fn guard_forward(&self, bridge: &str) -> Result<Option<Guarded>, NetError> {
-        let listed = self.run(&words(&["-S", "FORWARD"]))?;
+        let args = words(&["-S", "FORWARD"]);
+        let listed = self.run(&args)?;
         if !listed.status.success() {
-            return Err(self.failed(&words(&["-S", "FORWARD"]), &listed));
+            return Err(self.failed(&args, &listed));
         }
         match forward_chain(&String::from_utf8_lossy(&listed.stdout), bridge) {
-            ForwardChain::Guarded { why, ours: false } => {
+            ForwardChain {
+                guarded: Some(why),
+                ours: false,
+            } => {
                 self.ensure_forward_accept(bridge)?;
                 Ok(Some(why))
             }
-            ForwardChain::Open | ForwardChain::Guarded { ours: true, .. } => Ok(None),
+            _ => Ok(None),
         }
     }
 
@@ -238,13 +242,14 @@ impl Iptables {
     }
 }
 
-/// What a FORWARD chain does to frames it has no rule for.
+/// A FORWARD chain, as far as bridged frames go.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ForwardChain {
-    /// Policy ACCEPT and no rules (or no table at all).
-    Open,
-    /// It could drop them; `ours`: our accept rule is there.
-    Guarded { why: Guarded, ours: bool },
+pub struct ForwardChain {
+    /// Why it could drop them; None: policy ACCEPT and no rules but ours
+    /// (or no table at all).
+    pub guarded: Option<Guarded>,
+    /// Our accept rule is there.
+    pub ours: bool,
 }
 
 /// Why a FORWARD chain could drop bridged frames.
@@ -267,30 +272,29 @@ impl std::fmt::Display for Guarded {
 
 /// Reads `-S FORWARD`'s listing (`-P FORWARD DROP`, `-A FORWARD ...`).
 pub fn forward_chain(listing: &str, bridge: &str) -> ForwardChain {
-    let ours = forward_accept(bridge).spec.join(" ");
+    let rule = forward_accept(bridge);
     let mut policy = None;
-    let (mut others, mut has_ours) = (0, false);
+    let (mut others, mut ours) = (0, false);
     for line in listing.lines().map(str::trim) {
         if let Some(p) = line.strip_prefix("-P FORWARD ") {
-            policy = Some(p.trim().to_string());
+            policy = Some(p.trim());
         } else if let Some(spec) = line.strip_prefix("-A FORWARD ") {
-            if spec.split_whitespace().eq(ours.split_whitespace()) {
-                has_ours = true;
+            if spec
+                .split_whitespace()
+                .eq(rule.spec.iter().map(String::as_str))
+            {
+                ours = true;
             } else {
                 others += 1;
             }
         }
     }
-    let why = match policy {
-        Some(p) if p != "ACCEPT" => Guarded::Policy(p),
-        _ if others > 0 => Guarded::Rules(others),
-        _ if has_ours => Guarded::Rules(0),
-        _ => return ForwardChain::Open,
+    let guarded = match policy {
+        Some(p) if p != "ACCEPT" => Some(Guarded::Policy(p.to_string())),
+        _ if others > 0 => Some(Guarded::Rules(others)),
+        _ => None,
     };
-    ForwardChain::Guarded {
-        why,
-        ours: has_ours,
-    }
+    ForwardChain { guarded, ours }
 }
 
 /// A rule: its table, its chain, and what it matches and does.
@@ -356,40 +360,32 @@ mod tests {
 
     #[test]
     fn forward_chain_open_or_guarded() {
+        let chain = |guarded, ours| ForwardChain { guarded, ours };
         let open = "-P FORWARD ACCEPT\n";
-        assert_eq!(forward_chain(open, "weave"), ForwardChain::Open);
-        assert_eq!(forward_chain("", "weave"), ForwardChain::Open);
+        assert_eq!(forward_chain(open, "weave"), chain(None, false));
+        assert_eq!(forward_chain("", "weave"), chain(None, false));
         // Docker: policy DROP and its own jumps.
         let docker = "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-FORWARD\n";
         assert_eq!(
             forward_chain(docker, "weave"),
-            ForwardChain::Guarded {
-                why: Guarded::Policy("DROP".into()),
-                ours: false
-            }
+            chain(Some(Guarded::Policy("DROP".into())), false)
         );
         // ufw-like: policy ACCEPT, rules that may reject.
         let rules =
             "-P FORWARD ACCEPT\n-A FORWARD -i weave -o weave -j ACCEPT\n-A FORWARD -j REJECT\n";
         assert_eq!(
             forward_chain(rules, "weave"),
-            ForwardChain::Guarded {
-                why: Guarded::Rules(1),
-                ours: true
-            }
+            chain(Some(Guarded::Rules(1)), true)
         );
         // Another bridge's accept rule is not ours.
         let other = "-P FORWARD ACCEPT\n-A FORWARD -i br0 -o br0 -j ACCEPT\n";
-        assert!(matches!(
+        assert_eq!(
             forward_chain(other, "weave"),
-            ForwardChain::Guarded { ours: false, .. }
-        ));
+            chain(Some(Guarded::Rules(1)), false)
+        );
         // Only ours left (an older router's): nothing more to do.
         let ours = "-P FORWARD ACCEPT\n-A FORWARD -i weave -o weave -j ACCEPT\n";
-        assert!(matches!(
-            forward_chain(ours, "weave"),
-            ForwardChain::Guarded { ours: true, .. }
-        ));
+        assert_eq!(forward_chain(ours, "weave"), chain(None, true));
         assert_eq!(
             Guarded::Policy("DROP".into()).to_string(),
             "has the policy DROP"
